@@ -1,0 +1,1 @@
+"""Connecting to Ray: a local instance, an existing cluster, or a local multi-node rehearsal."""

@@ -1,0 +1,102 @@
+"""Model builders: built-ins by name, or a user's ``package.module:function``.
+
+A builder takes the trial's hyperparameters (a dict of the active searched
+values merged over ``model.options``), the input shape and the number of
+classes, and returns a Keras model. The trainable compiles it unless the
+builder already did.
+
+Built-in hyperparameters (all optional; defaults in brackets):
+
+* ``mlp``: ``layers`` [1], ``units`` [64], ``units_<i>`` per layer (1-based),
+  ``activation`` [relu], ``dropout`` [0.0], ``l2`` [0.0], ``batchnorm`` [False].
+* ``cnn``: ``conv_layers`` [2], ``filters`` [32] (doubling per layer),
+  ``kernel_size`` [3], ``dense_units`` [64], ``activation``, ``dropout``, ``l2``,
+  ``batchnorm``. Rank-1 inputs are 1-D signals (Conv1D); rank-2 and rank-3
+  inputs are images (Conv2D).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable
+
+from pipeline.registry import Registry
+
+BUILDERS: Registry[Callable[..., Any]] = Registry("model builder")
+
+
+def _regularizer(hp: dict[str, Any]):
+    import keras
+
+    return keras.regularizers.L2(float(hp["l2"])) if hp.get("l2") else None
+
+
+def _block(x, hp: dict[str, Any]):
+    import keras
+
+    if hp.get("batchnorm"):
+        x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation(hp.get("activation", "relu"))(x)
+    if hp.get("dropout"):
+        x = keras.layers.Dropout(float(hp["dropout"]))(x)
+    return x
+
+
+@BUILDERS.register("mlp")
+def build_mlp(hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int):
+    import keras
+
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Flatten()(inputs)
+    for i in range(1, int(hp.get("layers", 1)) + 1):
+        units = int(hp.get(f"units_{i}", hp.get("units", 64)))
+        x = keras.layers.Dense(units, kernel_regularizer=_regularizer(hp), name=f"dense_{i}")(x)
+        x = _block(x, hp)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+@BUILDERS.register("cnn")
+def build_cnn(hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int):
+    import keras
+
+    inputs = keras.Input(shape=input_shape)
+    if len(input_shape) == 1:
+        x = keras.layers.Reshape((input_shape[0], 1))(inputs)
+        conv, pool = keras.layers.Conv1D, keras.layers.MaxPooling1D
+    else:
+        x = keras.layers.Reshape((*input_shape[:2], 1))(inputs) if len(input_shape) == 2 else inputs
+        conv, pool = keras.layers.Conv2D, keras.layers.MaxPooling2D
+    filters = int(hp.get("filters", 32))
+    for i in range(1, int(hp.get("conv_layers", 2)) + 1):
+        x = conv(filters * 2 ** (i - 1), int(hp.get("kernel_size", 3)), padding="same",
+                 kernel_regularizer=_regularizer(hp), name=f"conv_{i}")(x)
+        x = _block(x, hp)
+        if x.shape[1] >= 4:
+            x = pool(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(int(hp.get("dense_units", 64)), kernel_regularizer=_regularizer(hp))(x)
+    x = _block(x, hp)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def resolve_callable(ref: str) -> Callable[..., Any]:
+    """Import ``package.module:function``."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def resolve_builder(name: str) -> Callable[..., Any]:
+    """A built-in by name, or ``package.module:function`` imported."""
+    return BUILDERS[name] if name in BUILDERS else resolve_callable(name)
+
+
+def build_model(name: str, hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int):
+    """Call the builder with the keyword arguments its signature accepts."""
+    fn = resolve_builder(name)
+    params = inspect.signature(fn).parameters
+    kwargs = {k: v for k, v in (("input_shape", input_shape), ("num_classes", num_classes))
+              if k in params or any(p.kind is p.VAR_KEYWORD for p in params.values())}
+    return fn(hp, **kwargs)

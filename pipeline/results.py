@@ -1,0 +1,184 @@
+"""Stored results: leaderboard, export, best config and best model, no cluster needed.
+
+Example (after a run)::
+
+    from pipeline.results import Results
+    res = Results.open("results/digits-tpe-asha")
+    print(res.leaderboard(5))
+    model = res.best_model()
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.spec import Spec, parse_spec
+from pipeline.storage import SPEC_FILE, Location, locate_experiment
+
+
+class Results:
+    """Every trial of one experiment, read from its storage folder."""
+
+    def __init__(self, where: Location):
+        self.where = where
+
+    @classmethod
+    def open(cls, path: str, endpoint_override: str | None = None) -> "Results":
+        where = locate_experiment(path, endpoint_override)
+        if not where.exists():
+            raise FileNotFoundError(f"no experiment at {path}")
+        return cls(where)
+
+    @cached_property
+    def spec(self) -> Spec:
+        import yaml
+
+        return parse_spec(yaml.safe_load(self.where.read_text(SPEC_FILE)))
+
+    @cached_property
+    def _analysis(self):
+        from ray.tune import ExperimentAnalysis
+
+        return ExperimentAnalysis(self.where.path, storage_filesystem=self.where.fs)
+
+    @property
+    def metric(self) -> str:
+        return self.spec.objective.primary[0]
+
+    @property
+    def mode(self) -> str:
+        return self.spec.objective.primary[1]
+
+    def _error(self, trial) -> str | None:
+        if trial.status != "ERROR":
+            return None
+        text = getattr(trial, "error_message", None) or ""
+        if not text and trial.error_file:
+            try:
+                text = Path(trial.error_file).read_text()
+            except OSError:
+                text = "error (details not readable here)"
+        lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+        return lines[-1] if lines else "error"
+
+    @cached_property
+    def _rows(self) -> list[dict[str, Any]]:
+        space = self.spec.search_space()
+        frames = self._analysis.trial_dataframes
+        rows = []
+        for trial in self._analysis.trials:
+            df = frames.get(trial.trial_id)
+            history = df if df is not None else pd.DataFrame()
+            row: dict[str, Any] = {"trial_id": trial.trial_id, "status": trial.status}
+            for name, value in space.active(trial.config).items():
+                row[f"config/{name}"] = value
+            row["epochs"] = int(history["epoch"].max()) if "epoch" in history and len(history) else 0
+            for metric, mode in zip(self.spec.objective.metrics, self.spec.objective.modes):
+                col = history[metric].dropna() if metric in history else pd.Series(dtype=float)
+                best = (col.max() if mode == "max" else col.min()) if len(col) else math.nan
+                row[metric] = float(best)
+            if len(history):
+                last = history.iloc[-1]
+                for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+                    if key in history and f"last/{key}" not in row:
+                        row[f"last/{key}"] = float(last[key])
+            row["error"] = self._error(trial)
+            rows.append(row)
+        return rows
+
+    def dataframe(self) -> pd.DataFrame:
+        """One row per trial: active config, best objective values, epochs, status, error."""
+        return pd.DataFrame(self._rows)
+
+    def leaderboard(self, n: int | None = None) -> pd.DataFrame:
+        """Trials that reported the objective, best first."""
+        df = self.dataframe()
+        if df.empty:
+            return df
+        df = df[df[self.metric].notna()].sort_values(self.metric, ascending=self.mode == "min")
+        return df.head(n) if n else df
+
+    @property
+    def num_trials(self) -> int:
+        return len(self._rows)
+
+    @cached_property
+    def best_trial(self):
+        board = self.leaderboard(1)
+        if board.empty:
+            raise LookupError("no trial reported the objective metric")
+        tid = board.iloc[0]["trial_id"]
+        return next(t for t in self._analysis.trials if t.trial_id == tid)
+
+    @property
+    def best_config(self) -> dict[str, Any]:
+        return self.spec.search_space().active(self.best_trial.config)
+
+    @property
+    def best_value(self) -> float:
+        return float(self.leaderboard(1).iloc[0][self.metric])
+
+    def best_checkpoint(self):
+        checkpoint = self._analysis.get_best_checkpoint(self.best_trial, self.metric, self.mode)
+        if checkpoint is None:
+            checkpoint = self._analysis.get_last_checkpoint(self.best_trial)
+        if checkpoint is None:
+            raise LookupError(f"trial {self.best_trial.trial_id} has no checkpoint")
+        return checkpoint
+
+    def best_model(self):
+        """The best trial's model, loaded from its best checkpoint."""
+        import keras
+
+        from pipeline.trainable import MODEL_FILE
+
+        with self.best_checkpoint().as_directory() as d:
+            return keras.models.load_model(os.path.join(d, MODEL_FILE))
+
+    def evaluate_best(self) -> dict[str, float]:
+        """Metrics of the best model on the held-out test split (never seen by the search)."""
+        from pipeline.data import load_dataset
+
+        data = load_dataset(self.spec.data, self.spec.seed)
+        if len(data.x_test) == 0:
+            raise LookupError("data.test_fraction is 0: there is no test split")
+        model = self.best_model()
+        values = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
+        return {f"test_{k}": float(v) for k, v in values.items()}
+
+    def export(self, file: str | os.PathLike) -> Path:
+        """Write every trial's config and metrics as .parquet, .csv or .json."""
+        path = Path(file)
+        df = self.dataframe()
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            df.to_parquet(path, engine="pyarrow", index=False)
+        elif suffix == ".csv":
+            df.to_csv(path, index=False)
+        elif suffix == ".json":
+            path.write_text(json.dumps(df.to_dict(orient="records"), indent=2, default=str))
+        else:
+            raise ValueError(f"--export: unsupported file type '{suffix}' (use .parquet, .csv or .json)")
+        return path
+
+    def format_leaderboard(self, n: int = 10) -> str:
+        board = self.leaderboard(n)
+        if board.empty:
+            return "(no trial reported the objective metric)"
+        cols = ["trial_id", "status", "epochs", *self.spec.objective.metrics,
+                *[c for c in board.columns if c.startswith("config/")]]
+        view = board[cols].rename(columns=lambda c: c.removeprefix("config/"))
+        return view.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+    def summary(self) -> str:
+        df = self.dataframe()
+        counts = df["status"].value_counts().to_dict() if not df.empty else {}
+        states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+        return f"{self.where.path}: {len(df)} trials ({states})"

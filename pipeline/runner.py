@@ -1,0 +1,91 @@
+"""The runner: a validated Spec -> a ``ray.tune.Tuner`` -> stored results."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pipeline.spec import Spec, SpecError
+from pipeline.storage import SPEC_FILE, locate
+
+if TYPE_CHECKING:
+    from pipeline.results import Results
+
+
+def _effective(spec: Spec) -> Spec:
+    """Schedulers that pause or exploit trials need a checkpoint at each decision point."""
+    from searchers import SCHEDULERS
+
+    if SCHEDULERS[spec.scheduler.name].needs_checkpoints and spec.training.checkpoint_every == 0:
+        every = int(spec.scheduler.options.get("perturbation_interval", 1))
+        training = spec.training.model_copy(update={"checkpoint_every": every})
+        return spec.model_copy(update={"training": training})
+    return spec
+
+
+def run(spec: Spec, *, address: str | None = None, resume: bool = False,
+        progress: bool = True) -> "Results":
+    """Run the experiment described by ``spec`` and return its results.
+
+    ``resume=True`` continues an interrupted experiment of the same name and
+    storage (finished trials are not re-run); with nothing to resume it starts
+    afresh. Without ``resume`` an existing experiment is never overwritten.
+    """
+    from ray import tune
+
+    import searchers
+    from cluster.connect import ray_session
+    from pipeline.data import load_dataset
+    from pipeline.progress import Progress
+    from pipeline.results import Results
+    from pipeline.trainable import train_keras
+
+    spec = _effective(spec)
+    where = locate(spec.storage.path, spec.name, spec.storage.endpoint_override)
+    if where.exists() and not resume:
+        raise SpecError([f"name: experiment '{spec.name}' already exists at {where.path}; "
+                         "pass --resume to continue it or choose another name"])
+    space = spec.search_space()
+    search_alg, param_space, scheduler = searchers.build(spec, space)
+    data = load_dataset(spec.data, spec.seed).for_trials()
+    metric, mode = spec.objective.primary
+
+    with ray_session(address):
+        trainable = tune.with_resources(
+            tune.with_parameters(train_keras, data=data, spec=spec),
+            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+        )
+        if resume and tune.Tuner.can_restore(where.path, storage_filesystem=where.fs):
+            tuner = tune.Tuner.restore(where.path, trainable, storage_filesystem=where.fs,
+                                       resume_unfinished=True, resume_errored=True)
+        else:
+            callbacks = [Progress(metric, mode, spec.num_trials, spec.training.epochs)] if progress else []
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    metric=None if spec.objective.multi else metric,
+                    mode=None if spec.objective.multi else mode,
+                    search_alg=search_alg,
+                    scheduler=scheduler,
+                    num_samples=spec.num_trials,
+                    max_concurrent_trials=spec.search.max_concurrent,
+                    time_budget_s=spec.search.time_budget_s,
+                    reuse_actors=spec.search.reuse_actors,
+                ),
+                run_config=tune.RunConfig(
+                    name=spec.name,
+                    storage_path=where.root,
+                    storage_filesystem=where.fs,
+                    failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(
+                        num_to_keep=2,  # the best and (always kept by Tune) the latest
+                        checkpoint_score_attribute=None if spec.objective.multi else metric,
+                        checkpoint_score_order=mode,
+                    ),
+                    callbacks=callbacks,
+                    verbose=0,
+                ),
+            )
+            where.write_text(SPEC_FILE, spec.to_yaml())
+        tuner.fit()
+    return Results(where)

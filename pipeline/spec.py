@@ -1,0 +1,373 @@
+"""The experiment spec: validated once, at the edge, into typed objects.
+
+A spec comes from YAML (``load_spec``) or from Python (``Spec.model_validate``
+on a dict, or the models below). Every later stage works on a :class:`Spec`.
+Errors are collected into a :class:`SpecError` whose lines name the field path,
+for example ``search.trials: must be > 0``.
+
+Example:
+    >>> from pipeline.spec import Spec
+    >>> spec = Spec.model_validate({
+    ...     "name": "demo",
+    ...     "data": {"source": "digits"},
+    ...     "space": {"units": {"type": "int", "low": 32, "high": 128, "step": 32}},
+    ...     "objective": {"metric": "val_accuracy", "mode": "max"},
+    ... })
+    >>> spec.searcher.name, spec.search.trials
+    ('tpe', 10)
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.space import SearchSpace
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class SpecError(Exception):
+    """A spec is invalid; ``lines`` are ``field.path: message`` strings."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Section):
+    source: str = Field(default="digits", description="digits | mnist1d | npz | csv | parquet")
+    path: str | None = Field(default=None, description="file path or URI for npz/csv/parquet")
+    features: list[str] | None = Field(default=None, description="feature columns (csv/parquet)")
+    label: str = Field(default="label", description="label column or npz array name")
+    features_key: str = Field(default="x", description="npz array holding the features")
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    test_fraction: float = Field(default=0.2, ge=0, lt=1)
+    limit: int | None = Field(default=None, gt=0, description="use at most this many samples")
+    num_samples: int = Field(default=5000, gt=0, description="mnist1d: samples to generate")
+    endpoint_override: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataSpec":
+        from pipeline.data import SOURCES
+
+        if self.source not in SOURCES:
+            raise ValueError(f"source: unknown source '{self.source}' (known: {', '.join(SOURCES)})")
+        if SOURCES.needs_path(self.source):
+            if not self.path:
+                raise ValueError(f"path: required for source '{self.source}'")
+            if "://" not in self.path or self.path.startswith("file://"):
+                local = Path(self.path.removeprefix("file://"))
+                if not local.exists():
+                    raise ValueError(f"path: file not found: {self.path}")
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                "validation_fraction: validation + test fractions must leave >= 10% for training"
+            )
+        return self
+
+
+def _check_import(ref: str) -> str:
+    """``package.module:function`` must import and name a callable."""
+    if ":" not in ref:
+        raise ValueError(f"'{ref}' is not of the form 'package.module:function'")
+    module, _, attr = ref.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's module may raise anything
+        raise ValueError(f"cannot import module '{module}': {type(exc).__name__}: {exc}") from None
+    if not callable(getattr(mod, attr, None)):
+        raise ValueError(f"module '{module}' has no callable '{attr}'")
+    return ref
+
+
+class ModelSpec(_Section):
+    builder: str = Field(default="mlp", description="mlp | cnn | package.module:function")
+    options: dict[str, Any] = Field(default_factory=dict, description="fixed builder hyperparameters")
+
+    @field_validator("builder")
+    @classmethod
+    def _builder(cls, v: str) -> str:
+        from pipeline.models import BUILDERS
+
+        if v in BUILDERS:
+            return v
+        if ":" not in v:
+            raise ValueError(
+                f"unknown builder '{v}' (built-ins: {', '.join(BUILDERS)}; "
+                "or 'package.module:function')"
+            )
+        return _check_import(v)
+
+
+class CallbackSpec(_Section):
+    factory: str = Field(description="package.module:callable returning a keras Callback")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("factory")
+    @classmethod
+    def _importable(cls, v: str) -> str:
+        return _check_import(v)
+
+
+class TrainingSpec(_Section):
+    epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    optimizer: str = Field(default="adam")
+    learning_rate: float = Field(default=1e-3, gt=0)
+    loss: str | None = Field(default=None, description="default: sparse categorical cross-entropy")
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    checkpoint_every: int = Field(default=0, ge=0, description="epochs between checkpoints; 0 = at the end only")
+    steps_per_execution: int = Field(default=1, gt=0)
+    verbose: int = Field(default=0, ge=0, le=2)
+    callbacks: list[CallbackSpec] = Field(default_factory=list, description="extra Keras callbacks")
+
+    @field_validator("callbacks", mode="before")
+    @classmethod
+    def _callback_strings(cls, v: Any) -> Any:
+        return [{"factory": c} if isinstance(c, str) else c for c in v] if isinstance(v, list) else v
+
+
+class ObjectiveSpec(_Section):
+    metric: str | list[str] = "val_accuracy"
+    mode: Literal["min", "max"] | list[Literal["min", "max"]] = "max"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ObjectiveSpec":
+        if isinstance(self.metric, list) != isinstance(self.mode, list):
+            raise ValueError("mode: give one mode per metric (both lists or both strings)")
+        if isinstance(self.metric, list):
+            if len(self.metric) != len(self.mode) or len(self.metric) < 2:
+                raise ValueError("mode: a multi-objective needs >= 2 metrics and one mode each")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.metric if isinstance(self.metric, list) else [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        return self.mode if isinstance(self.mode, list) else [self.mode]
+
+    @property
+    def multi(self) -> bool:
+        return isinstance(self.metric, list)
+
+    @property
+    def primary(self) -> tuple[str, str]:
+        return self.metrics[0], self.modes[0]
+
+
+class SearcherSpec(_Section):
+    name: str = "tpe"
+    options: dict[str, Any] = Field(default_factory=dict)
+    points_to_evaluate: list[dict[str, Any]] = Field(
+        default_factory=list, description="configs evaluated first (manual search)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from searchers import SEARCHERS
+
+        SEARCHERS.check(v)
+        return v
+
+
+class SchedulerSpec(_Section):
+    name: str = "fifo"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from searchers import SCHEDULERS
+
+        SCHEDULERS.check(v)
+        return v
+
+
+class ResourcesSpec(_Section):
+    cpu: float = Field(default=1, gt=0)
+    gpu: float = Field(default=0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("more than one GPU must be a whole number")
+        return v
+
+
+class SearchSpec(_Section):
+    trials: int | None = Field(default=None, gt=0, description="default 10; grid: the whole grid")
+    max_concurrent: int = Field(default=2, gt=0)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    reuse_actors: bool = True
+
+
+class StorageSpec(_Section):
+    path: str = "results"
+    endpoint_override: str | None = Field(default=None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+
+    @field_validator("path")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if "://" in v:
+            scheme = v.split("://", 1)[0]
+            if scheme not in {"file", "s3", "gs", "gcs", "hdfs", "abfs", "az"}:
+                raise ValueError(f"unsupported URI scheme '{scheme}://' (use a folder, file://, s3:// or gs://)")
+        return v
+
+
+class FailureSpec(_Section):
+    max_failures: int = Field(default=0, ge=-1, description="retries per trial from its last checkpoint; -1 = forever")
+
+
+class Spec(_Section):
+    name: str
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    space: dict[str, dict[str, Any]] = Field(min_length=1)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    searcher: SearcherSpec = Field(default_factory=SearcherSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    failure: FailureSpec = Field(default_factory=FailureSpec)
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("must be 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit")
+        return v
+
+    @field_validator("storage", mode="before")
+    @classmethod
+    def _storage_str(cls, v: Any) -> Any:
+        return {"path": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Spec":
+        import searchers
+
+        space = self.search_space()  # raises ValueError with param path
+        errors = []
+        for name in (p for point in self.searcher.points_to_evaluate for p in point):
+            if name not in space.params:
+                errors.append(f"searcher.points_to_evaluate: unknown parameter '{name}'")
+        errors = errors or searchers.check(self, space)
+        if errors:
+            raise _CrossErrors(errors)
+        return self
+
+    def search_space(self) -> SearchSpace:
+        try:
+            return SearchSpace.from_dict(self.space)
+        except ValidationError as exc:
+            raise _CrossErrors(_format(exc, prefix=("space",))) from None
+        except ValueError as exc:
+            raise _CrossErrors([f"space.{exc}"]) from None
+
+    @property
+    def num_trials(self) -> int:
+        if self.searcher.name == "grid":
+            return self.search_space().grid_size()
+        if self.searcher.name == "manual":
+            return len(self.searcher.points_to_evaluate)
+        return self.search.trials or 10
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class _CrossErrors(ValueError):
+    """Errors with their own full field paths (raised from model validators)."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("; ".join(lines))
+
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "extra_forbidden": "unknown field",
+    "missing": "required field missing",
+    "too_short": "must not be empty",
+}
+
+
+def _format(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _CrossErrors):
+            lines.extend(ctx_err.lines)
+            continue
+        loc = [str(p) for p in (*prefix, *err["loc"])]
+        # Drop pydantic's union-tag segment ("space.units.int.low" -> "space.units.low").
+        loc = [p for i, p in enumerate(loc) if not (i >= 2 and loc[0] == "space" and p in
+                                                     {"int", "float", "choice", "bool", "fixed"} and i == 2)]
+        template = _MESSAGES.get(err["type"])
+        if template:
+            msg = template.format(**(err.get("ctx") or {}))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        # Validators may name a sub-field themselves ("path: file not found").
+        head, sep, rest = msg.partition(": ")
+        if sep and re.fullmatch(r"[a-z_][a-z_.]*", head) and not head.startswith(("unknown", "cannot")):
+            loc.append(head)
+            msg = rest
+        lines.append(f"{'.'.join(loc) or '(top level)'}: {msg}")
+    return lines
+
+
+def parse_spec(raw: Any, source: str = "spec") -> Spec:
+    """Validate a mapping into a :class:`Spec`, raising :class:`SpecError`."""
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else type(raw).__name__
+        raise SpecError([f"(top level): {source} must be a mapping of sections, got {kind}"])
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_format(exc)) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read a YAML spec (``yaml.safe_load`` only) and validate it."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError([f"(file): spec file not found: {p}"])
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError([f"(yaml): {p}{where}: {problem}"]) from None
+    except UnicodeDecodeError:
+        raise SpecError([f"(file): {p} is not UTF-8 text"]) from None
+    return parse_spec(raw, source=str(p))

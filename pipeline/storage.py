@@ -1,0 +1,67 @@
+"""Where results live: a local folder or a URI that pyarrow.fs understands."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+SPEC_FILE = "pipeline_spec.yaml"
+
+
+@dataclass(frozen=True)
+class Location:
+    """An experiment folder: ``path`` inside ``fs`` (None = local disk)."""
+
+    root: str  # storage path as Tune wants it (absolute local path or bucket/prefix)
+    name: str
+    fs: pafs.FileSystem | None
+
+    @property
+    def path(self) -> str:
+        return f"{self.root.rstrip('/')}/{self.name}"
+
+    @property
+    def _fs(self) -> pafs.FileSystem:
+        return self.fs or pafs.LocalFileSystem()
+
+    def exists(self) -> bool:
+        return self._fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def write_text(self, filename: str, text: str) -> None:
+        self._fs.create_dir(self.path, recursive=True)
+        with self._fs.open_output_stream(f"{self.path}/{filename}") as f:
+            f.write(text.encode())
+
+    def read_text(self, filename: str) -> str:
+        with self._fs.open_input_stream(f"{self.path}/{filename}") as f:
+            return f.read().decode()
+
+
+def filesystem(uri: str, endpoint_override: str | None = None) -> tuple[pafs.FileSystem | None, str]:
+    """(filesystem or None for local disk, path inside it) for a folder or URI."""
+    if "://" not in uri:
+        return None, os.path.abspath(uri)
+    if uri.startswith("file://"):
+        return None, os.path.abspath(uri.removeprefix("file://"))
+    if uri.startswith("s3://") and (endpoint_override or os.environ.get("AWS_ENDPOINT_URL")):
+        endpoint = endpoint_override or os.environ["AWS_ENDPOINT_URL"]
+        scheme, _, host = endpoint.rpartition("://")
+        fs = pafs.S3FileSystem(endpoint_override=host, scheme=scheme or "https",
+                               allow_bucket_creation=True)
+        return fs, uri.removeprefix("s3://").rstrip("/")
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return fs, path.rstrip("/")
+
+
+def locate(storage_path: str, name: str, endpoint_override: str | None = None) -> Location:
+    fs, root = filesystem(storage_path, endpoint_override)
+    return Location(root, name, fs)
+
+
+def locate_experiment(path: str, endpoint_override: str | None = None) -> Location:
+    """The Location of an existing experiment folder given as one path or URI."""
+    fs, full = filesystem(path, endpoint_override)
+    root, _, name = full.rstrip("/").rpartition("/")
+    return Location(root or "/", name, fs)

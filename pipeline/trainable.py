@@ -1,0 +1,158 @@
+"""The Keras trainable: one Ray Tune trial = build, compile, fit, report.
+
+``train_keras(config, data=..., spec=...)`` is a Ray Tune function trainable.
+The dataset arrives through ``tune.with_parameters`` (in the object store once),
+the hyperparameters through ``config``. Every epoch reports all Keras logs plus
+``epoch``; checkpoints (``model.keras`` + ``state.json``) are written every
+``training.checkpoint_every`` epochs and at the end. A restarted, resumed
+(HyperBand) or exploited (PBT) trial continues from ``tune.get_checkpoint()``.
+Actors are reused, so each trial starts with ``keras.backend.clear_session()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.data import Dataset
+from pipeline.models import build_model, resolve_callable
+from pipeline.spec import Spec
+
+MODEL_FILE = "model.keras"
+STATE_FILE = "state.json"
+TRAINING_KEYS = ("learning_rate", "optimizer", "batch_size")
+
+
+class TrialDiverged(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+class MetricNotReported(KeyError):
+    """The objective metric is not among the model's logs."""
+
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return str(self.args[0])
+
+
+def _size_threads(cpu: float) -> None:
+    """Size TF's thread pools to the trial's CPU share (only before TF starts)."""
+    import tensorflow as tf
+
+    threads = max(1, int(math.ceil(cpu)))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:
+        pass  # already initialized in this (reused) worker: same share as before
+
+
+def hyperparameters(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's active hyperparameters over the spec's fixed model options."""
+    return {**spec.model.options, **spec.search_space().active(config)}
+
+
+def compile_model(model, spec: Spec, hp: dict[str, Any]) -> None:
+    import keras
+
+    optimizer = keras.optimizers.get({
+        "class_name": hp.get("optimizer", spec.training.optimizer),
+        "config": {"learning_rate": float(hp.get("learning_rate", spec.training.learning_rate))},
+    })
+    model.compile(
+        optimizer=optimizer,
+        loss=spec.training.loss or "sparse_categorical_crossentropy",
+        metrics=list(spec.training.metrics),
+        steps_per_execution=spec.training.steps_per_execution,
+    )
+
+
+def _make_callback(spec: Spec, last_epoch: int):
+    import keras
+    from ray import tune
+
+    objectives = spec.objective.metrics
+    every = spec.training.checkpoint_every
+
+    class TuneReport(keras.callbacks.Callback):
+        """Reports every epoch to Tune; checkpoints at the configured cadence."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            missing = [m for m in objectives if m not in metrics]
+            if missing:
+                raise MetricNotReported(
+                    f"objective.metric: the model never reports {missing}; "
+                    f"it reports {sorted(metrics)}"
+                )
+            loss = metrics.get("loss", 0.0)
+            if not math.isfinite(loss):
+                raise TrialDiverged(f"loss became {loss} at epoch {epoch + 1}: trial diverged")
+            metrics["epoch"] = epoch + 1
+            done = epoch + 1
+            if done == last_epoch or (every and done % every == 0):
+                tmp = tempfile.mkdtemp(prefix="ckpt-")
+                try:
+                    self.model.save(os.path.join(tmp, MODEL_FILE))
+                    Path(tmp, STATE_FILE).write_text(json.dumps({"epoch": done}))
+                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tune.report(metrics)
+
+    return TuneReport()
+
+
+def _restore(spec: Spec, hp: dict[str, Any]):
+    """(model, epochs done) from the trial's latest checkpoint, or (None, 0)."""
+    import keras
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None, 0
+    with checkpoint.as_directory() as d:
+        model = keras.models.load_model(os.path.join(d, MODEL_FILE))
+        done = json.loads(Path(d, STATE_FILE).read_text())["epoch"]
+    if "learning_rate" in hp:  # PBT may have mutated it since the checkpoint
+        model.optimizer.learning_rate.assign(float(hp["learning_rate"]))
+    return model, done
+
+
+def _user_callbacks(spec: Spec) -> list:
+    return [resolve_callable(cb.factory)(**cb.kwargs) for cb in spec.training.callbacks]
+
+
+def train_keras(config: dict[str, Any], data: Dataset, spec: Spec) -> None:
+    """Ray Tune function trainable for one Keras trial."""
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    _size_threads(spec.resources.cpu)
+    import keras
+
+    keras.backend.clear_session()  # a reused actor starts every trial clean
+    keras.utils.set_random_seed(spec.seed)
+    hp = hyperparameters(spec, config)
+    model, done = _restore(spec, hp)
+    if model is None:
+        model = build_model(spec.model.builder, hp, data.input_shape, data.num_classes)
+        if not model.compiled:
+            compile_model(model, spec, hp)
+    epochs = spec.training.epochs
+    if done >= epochs:
+        return
+    model.fit(
+        data.x_train,
+        data.y_train,
+        validation_data=(data.x_val, data.y_val),
+        batch_size=int(hp.get("batch_size", spec.training.batch_size)),
+        epochs=epochs,
+        initial_epoch=done,
+        verbose=spec.training.verbose,
+        callbacks=[*_user_callbacks(spec), _make_callback(spec, epochs)],
+    )

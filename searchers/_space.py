@@ -1,0 +1,156 @@
+"""Translate a :class:`pipeline.space.SearchSpace` for each Ray Tune searcher."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pipeline.space import (
+    BoolParam,
+    ChoiceParam,
+    FixedParam,
+    FloatParam,
+    IntParam,
+    SearchSpace,
+)
+
+
+class OptunaDefineByRun:
+    """Optuna define-by-run function: only active parameters are suggested.
+
+    Conditions are evaluated on the values already suggested, so an inactive
+    child is never sampled; log scales and steps go to Optuna unchanged.
+    Picklable (Tune checkpoints the searcher).
+    """
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+
+    def __call__(self, trial) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        fixed: dict[str, Any] = {}
+        for name, p in self.space:
+            if not self.space.is_active(name, {**config, **fixed}):
+                continue
+            if isinstance(p, FixedParam):
+                fixed[name] = p.value
+            elif isinstance(p, IntParam):
+                config[name] = trial.suggest_int(name, p.low, p.high, step=p.step, log=p.log)
+            elif isinstance(p, FloatParam):
+                config[name] = trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+            elif isinstance(p, ChoiceParam):
+                config[name] = trial.suggest_categorical(name, p.values)
+            elif isinstance(p, BoolParam):
+                config[name] = trial.suggest_categorical(name, [False, True])
+        return fixed
+
+
+def tune_domains(space: SearchSpace) -> dict[str, Any]:
+    """Flat Ray Tune domains (every parameter sampled; the trainable ignores inactive ones)."""
+    from ray import tune
+
+    out: dict[str, Any] = {}
+    for name, p in space:
+        if isinstance(p, FixedParam):
+            out[name] = p.value
+        elif isinstance(p, IntParam):
+            out[name] = (tune.lograndint(p.low, p.high + 1) if p.log
+                         else tune.qrandint(p.low, p.high, p.step) if p.step > 1
+                         else tune.randint(p.low, p.high + 1))
+        elif isinstance(p, FloatParam):
+            out[name] = (tune.loguniform(p.low, p.high) if p.log
+                         else tune.quniform(p.low, p.high, p.step) if p.step
+                         else tune.uniform(p.low, p.high))
+        elif isinstance(p, ChoiceParam):
+            out[name] = tune.choice(p.values)
+        elif isinstance(p, BoolParam):
+            out[name] = tune.choice([False, True])
+    return out
+
+
+_VALUE = "__value__"
+
+
+class HyperoptSpace:
+    """Nested ``hp.choice`` space for HyperOpt, and the flattening of its samples.
+
+    A parameter with conditional children becomes an ``hp.choice`` over its
+    values, each branch holding the children active for that value; children
+    conditioned on more than one parent are sampled at the top level and
+    ignored by the trainable when inactive.
+    """
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+
+    def _children(self, parent: str) -> list[str]:
+        return [n for n, p in self.space if p.when and list(p.when) == [parent]]
+
+    def _expr(self, name: str, label: str):
+        from hyperopt import hp
+        from hyperopt.pyll import scope
+
+        p = self.space.params[name]
+        kids = self._children(name)
+        if kids:
+            branches = []
+            for v in p.grid_values():
+                branch = {_VALUE: v}
+                for kid in kids:
+                    if v in self.space.params[kid].when[name]:
+                        branch[kid] = self._expr(kid, f"{kid}|{label}={v}")
+                branches.append(branch)
+            return hp.choice(label, branches)
+        if isinstance(p, FixedParam):
+            return p.value
+        if isinstance(p, IntParam):
+            if p.log:
+                return scope.int(hp.qloguniform(label, math.log(p.low), math.log(p.high), 1))
+            n = (p.high - p.low) // p.step
+            return p.low + p.step * scope.int(hp.quniform(label, 0, n, 1))
+        if isinstance(p, FloatParam):
+            if p.log:
+                return hp.loguniform(label, math.log(p.low), math.log(p.high))
+            if p.step:
+                return hp.quniform(label, p.low, p.high, p.step)
+            return hp.uniform(label, p.low, p.high)
+        if isinstance(p, ChoiceParam):
+            return hp.choice(label, p.values)
+        return hp.choice(label, [False, True])
+
+    @property
+    def nested(self) -> bool:
+        return any(self._children(name) for name in self.space.names)
+
+    def build(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, p in self.space:
+            nested_child = p.when and len(p.when) == 1 and name in self._children(next(iter(p.when)))
+            if nested_child:
+                continue
+            out[name] = self._expr(name, name)
+        return out
+
+    def flatten(self, sample: dict[str, Any]) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+
+        def walk(name: str, value: Any) -> None:
+            if isinstance(value, dict) and _VALUE in value:  # a parent's chosen branch
+                flat[name] = self._coerce(name, value[_VALUE])
+                for kid, kid_value in value.items():
+                    if kid != _VALUE:
+                        walk(kid, kid_value)
+            else:
+                flat[name] = self._coerce(name, value)
+
+        for name, value in sample.items():
+            walk(name, value)
+        return flat
+
+    def _coerce(self, name: str, value: Any) -> Any:
+        p = self.space.params.get(name)
+        if isinstance(p, IntParam):
+            return int(min(max(int(round(value)), p.low), p.high))
+        if isinstance(p, FloatParam):
+            return float(min(max(value, p.low), p.high))
+        return value

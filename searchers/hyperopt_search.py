@@ -1,0 +1,32 @@
+"""HyperOpt TPE over a nested ``hp.choice`` space, returning flat configs."""
+
+from __future__ import annotations
+
+from searchers._space import HyperoptSpace
+from searchers.registry import SEARCHERS
+
+
+def _hyperopt(spec, space):
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    translated = HyperoptSpace(space)
+
+    class FlatHyperOptSearch(HyperOptSearch):
+        """Flattens nested samples so trials and results see ``{name: value}``."""
+
+        def suggest(self, trial_id):
+            config = super().suggest(trial_id)
+            return translated.flatten(config) if isinstance(config, dict) else config
+
+    objective = spec.objective
+    return FlatHyperOptSearch(
+        space=translated.build(),
+        metric=objective.metric,
+        mode=objective.mode,
+        points_to_evaluate=spec.searcher.points_to_evaluate or None,
+        random_state_seed=spec.seed,
+        **spec.searcher.options,
+    ), {}
+
+
+SEARCHERS.add("hyperopt", _hyperopt, "Bayesian: HyperOpt TPE over nested choices")
