@@ -176,6 +176,8 @@ def render_rayjob(
     Raises ``ValueError`` naming the offending argument when an input is invalid
     (for example ``name`` not being a DNS label, or a trial that needs more CPUs
     or GPUs than one worker has). See the module docstring for the sizing rules.
+    For GPU trials pass the CUDA image, e.g. ``image=DEFAULT_IMAGE + "-gpu"``
+    (built as described in k8s/README.md); the default image is CPU-only.
     """
     _check_label("name", name, max_len=MAX_RAYJOB_NAME, dns1035=True)
     if namespace is not None:
@@ -260,28 +262,26 @@ def render_rayjob(
             if vol.get("name") == SPEC_VOLUME and "configMap" in vol:
                 vol["configMap"]["name"] = cm_name
 
-    meta = job.setdefault("metadata", {})
-    meta["name"] = name
-    labels = meta.setdefault("labels", {})
-    labels["app.kubernetes.io/instance"] = name
+    template_meta = job.get("metadata") or {}
+    meta: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    meta.update({k: v for k, v in template_meta.items() if k not in ("name", "namespace")})
+    meta["labels"] = {**(template_meta.get("labels") or {}), "app.kubernetes.io/instance": name}
+    job["metadata"] = meta
     job["spec"]["activeDeadlineSeconds"] = int(active_deadline_s)
     job["spec"]["backoffLimit"] = int(backoff_limit)
 
+    cm_meta: dict[str, Any] = {"name": cm_name}
+    if namespace is not None:
+        cm_meta["namespace"] = namespace
+    cm_meta["labels"] = {"app.kubernetes.io/name": "keras-ray-tune", "app.kubernetes.io/instance": name}
     configmap: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": cm_name,
-            "labels": {
-                "app.kubernetes.io/name": "keras-ray-tune",
-                "app.kubernetes.io/instance": name,
-            },
-        },
+        "metadata": cm_meta,
         "data": {SPEC_KEY: spec_text if spec_text.endswith("\n") else spec_text + "\n"},
     }
-    if namespace is not None:
-        configmap["metadata"]["namespace"] = namespace
-        meta["namespace"] = namespace
     return [configmap, job]
 
 

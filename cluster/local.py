@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -283,6 +282,17 @@ def _temp_root(state_dir: Path) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix="rlc-", dir="/tmp")), True
 
 
+# Printed by `ray start --block` once the node is fully initialised.
+_READY_MARK = "will now block forever"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def _tail(path: Path, n: int = 25) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -406,9 +416,12 @@ def start(
         base_env = _base_env(token_path)
         object_store = str(object_store_mb * 1024 * 1024)
 
-        # head: gcs, dashboard, ray client, dashboard agent, metrics x3
+        # All at once so they are distinct.  Head: GCS, dashboard, Ray client,
+        # dashboard agent, 3 Prometheus ports; each worker: agent, metrics.
+        ports = _free_ports(7 + 2 * workers)
         (gcs_port, dash_port, client_port, agent_port, metrics_port,
-         autoscaler_metrics_port, dash_metrics_port) = _free_ports(7)
+         autoscaler_metrics_port, dash_metrics_port) = ports[:7]
+        worker_ports = ports[7:]
         address = f"127.0.0.1:{gcs_port}"
         cluster = LocalCluster(
             address=address,
@@ -444,7 +457,8 @@ def start(
         def fail(reason: str) -> RuntimeError:
             tails = "\n".join(f"--- {log} ---\n{_tail(log)}" for log in logs)
             _persist(cluster, owned_temp)
-            stop(state_dir, timeout_s=10)
+            # A `ray start` still initialising may ignore SIGTERM: don't wait long.
+            stop(state_dir, timeout_s=3)
             return RuntimeError(f"local Ray cluster failed to start: {reason}\n{tails}")
 
         try:
@@ -477,7 +491,7 @@ def start(
                 raise fail(f"head GCS did not listen on {address} within {timeout_s:.0f}s")
 
             for i in range(workers):
-                w_agent_port, w_metrics_port = _free_ports(2)
+                w_agent_port, w_metrics_port = worker_ports[2 * i : 2 * i + 2]
                 launch(
                     f"worker-{i}",
                     [
@@ -499,13 +513,19 @@ def start(
                         if p.poll() is not None]
                 if dead:
                     raise fail("node process exited: " + ", ".join(dead))
+                # A node is up once its `ray start` finished initialising (it
+                # then prints the --block banner; SIGTERM before that point can
+                # leave it hanging) and the GCS lists it as ALIVE.
+                booting = [log.stem for log in logs if _READY_MARK not in _read(log)]
                 try:
                     alive = [n for n in nodes(cluster, timeout_s=5) if n.get("state") == "ALIVE"]
                 except (OSError, ValueError) as exc:
                     last_err = f"dashboard not ready: {exc}"
                 else:
                     last_err = f"{len(alive)}/{workers + 1} nodes alive"
-                    if len(alive) >= workers + 1:
+                    if booting:
+                        last_err += ", still initialising: " + ", ".join(booting)
+                    elif len(alive) >= workers + 1:
                         return cluster
                 time.sleep(0.5)
             raise fail(f"timed out after {timeout_s:.0f}s ({last_err})")

@@ -11,6 +11,11 @@ Example::
     model = results.best_model()
 """
 
+import os as _os
+
+# Quiet TensorFlow's C++ start-up chatter in the driver and the Ray workers it starts.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from pipeline.spec import Spec, SpecError, load_spec, parse_spec
 
 __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "run", "Results"]

@@ -39,7 +39,11 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     from pipeline.results import Results
     from pipeline.trainable import train_keras
 
+    from searchers import SCHEDULERS
+
     spec = _effective(spec)
+    # Schedulers that exploit other trials' checkpoints (PBT) must find them still there.
+    keep = None if SCHEDULERS[spec.scheduler.name].needs_checkpoints else 2
     where = locate(spec.storage.path, spec.name, spec.storage.endpoint_override)
     if where.exists() and not resume:
         raise SpecError([f"name: experiment '{spec.name}' already exists at {where.path}; "
@@ -78,7 +82,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
                     storage_filesystem=where.fs,
                     failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
                     checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=2,  # the best and (always kept by Tune) the latest
+                        num_to_keep=keep,  # the best and (always kept by Tune) the latest
                         checkpoint_score_attribute=None if spec.objective.multi else metric,
                         checkpoint_score_order=mode,
                     ),

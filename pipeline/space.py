@@ -121,7 +121,7 @@ Param = Annotated[
     Union[IntParam, FloatParam, ChoiceParam, BoolParam, FixedParam],
     Field(discriminator="type"),
 ]
-_PARAM_ADAPTER = TypeAdapter(Param)
+_SPACE_ADAPTER = TypeAdapter(dict[str, Param])
 
 
 class SearchSpace:
@@ -133,7 +133,7 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "SearchSpace":
-        return cls({name: _PARAM_ADAPTER.validate_python(p) for name, p in raw.items()})
+        return cls(_SPACE_ADAPTER.validate_python(raw))
 
     def _check_conditions(self) -> None:
         seen: list[str] = []

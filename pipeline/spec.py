@@ -276,6 +276,15 @@ class Spec(_Section):
         for name in (p for point in self.searcher.points_to_evaluate for p in point):
             if name not in space.params:
                 errors.append(f"searcher.points_to_evaluate: unknown parameter '{name}'")
+        if "builder" in space.params:
+            from pipeline.models import BUILDERS
+
+            for value in space.params["builder"].grid_values():
+                if value not in BUILDERS:
+                    try:
+                        _check_import(str(value))
+                    except ValueError as exc:
+                        errors.append(f"space.builder: {exc}")
         errors = errors or searchers.check(self, space)
         if errors:
             raise _CrossErrors(errors)
@@ -320,17 +329,22 @@ _MESSAGES = {
 }
 
 
+_PARAM_TAGS = {"int", "float", "choice", "bool", "fixed"}
+
+
 def _format(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
-    lines = []
+    lines: list[str] = []
+    seen: set[str] = set()
     for err in exc.errors():
         ctx_err = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_err, _CrossErrors):
             lines.extend(ctx_err.lines)
             continue
         loc = [str(p) for p in (*prefix, *err["loc"])]
-        # Drop pydantic's union-tag segment ("space.units.int.low" -> "space.units.low").
-        loc = [p for i, p in enumerate(loc) if not (i >= 2 and loc[0] == "space" and p in
-                                                     {"int", "float", "choice", "bool", "fixed"} and i == 2)]
+        # Drop pydantic's union segments ("space.units.int.low" -> "space.units.low",
+        # "objective.mode.literal['min','max']" -> "objective.mode").
+        loc = [p for i, p in enumerate(loc)
+               if "[" not in p and not (i == 2 and loc[0] == "space" and p in _PARAM_TAGS)]
         template = _MESSAGES.get(err["type"])
         if template:
             msg = template.format(**(err.get("ctx") or {}))
@@ -341,7 +355,10 @@ def _format(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
         if sep and re.fullmatch(r"[a-z_][a-z_.]*", head) and not head.startswith(("unknown", "cannot")):
             loc.append(head)
             msg = rest
-        lines.append(f"{'.'.join(loc) or '(top level)'}: {msg}")
+        path = ".".join(loc) or "(top level)"
+        if path not in seen:  # one message per field (unions report each member)
+            seen.add(path)
+            lines.append(f"{path}: {msg}")
     return lines
 
 

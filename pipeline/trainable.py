@@ -84,6 +84,7 @@ def _make_callback(spec: Spec, last_epoch: int):
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             metrics = {k: float(v) for k, v in (logs or {}).items()}
+            metrics["num_params"] = self.model.count_params()
             missing = [m for m in objectives if m not in metrics]
             if missing:
                 raise MetricNotReported(
@@ -140,7 +141,8 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec) -> None:
     hp = hyperparameters(spec, config)
     model, done = _restore(spec, hp)
     if model is None:
-        model = build_model(spec.model.builder, hp, data.input_shape, data.num_classes)
+        builder = hp.pop("builder", spec.model.builder)  # the builder itself may be searched
+        model = build_model(builder, hp, data.input_shape, data.num_classes)
         if not model.compiled:
             compile_model(model, spec, hp)
     epochs = spec.training.epochs

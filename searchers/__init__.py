@@ -55,10 +55,12 @@ def check(spec: "Spec", space: "SearchSpace") -> list[str]:
             errors.append("searcher.points_to_evaluate: not supported by hyperopt with conditional parameters")
     if errors:
         return errors
-    try:  # let the libraries reject bad options now, before Ray starts
-        build(spec, space)
-    except (TypeError, ValueError) as exc:
-        errors.append(f"searcher.options / scheduler.options: {exc}")
+    # Let the libraries reject bad options now, before Ray starts.
+    for section, registry in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):
+        try:
+            registry[getattr(spec, section).name].build(spec, space)
+        except (TypeError, ValueError) as exc:
+            errors.append(f"{section}.options: {exc}")
     return errors
 
 

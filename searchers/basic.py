@@ -14,14 +14,18 @@ def _random(spec, space):
     return BasicVariantGenerator(
         points_to_evaluate=spec.searcher.points_to_evaluate or None,
         random_state=spec.seed,
+        max_concurrent=spec.search.max_concurrent,
         **spec.searcher.options,
     ), tune_domains(space)
 
 
-def _points(points: list[dict[str, Any]]):
+def _points(spec, space, points: list[dict[str, Any]]):
+    """Evaluate exactly ``points``; a parameter a point leaves out is sampled (or inactive)."""
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(points_to_evaluate=points), {}
+    return BasicVariantGenerator(
+        points_to_evaluate=points, random_state=spec.seed, max_concurrent=spec.search.max_concurrent,
+    ), tune_domains(space)
 
 
 SEARCHERS.add(
@@ -30,12 +34,12 @@ SEARCHERS.add(
     variant_generator=True,
 )
 SEARCHERS.add(
-    "grid", lambda spec, space: _points(space.grid()),
+    "grid", lambda spec, space: _points(spec, space, space.grid()),
     "Every combination of the grid values (conditions respected, no duplicates)",
     variant_generator=True,
 )
 SEARCHERS.add(
-    "manual", lambda spec, space: _points(list(spec.searcher.points_to_evaluate)),
+    "manual", lambda spec, space: _points(spec, space, list(spec.searcher.points_to_evaluate)),
     "Exactly the configs in searcher.points_to_evaluate",
     variant_generator=True,
 )

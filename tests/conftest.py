@@ -1,0 +1,55 @@
+"""Shared fixtures: one Ray for the whole session, tiny specs, real parts only."""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TINY = {
+    "name": "tiny",
+    "data": {"source": "digits", "limit": 360},
+    "model": {"builder": "mlp"},
+    "space": {
+        "units": {"type": "int", "low": 8, "high": 32, "step": 8},
+        "learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+    },
+    "training": {"epochs": 2, "batch_size": 32},
+    "objective": {"metric": "val_accuracy", "mode": "max"},
+    "searcher": {"name": "tpe"},
+    "scheduler": {"name": "fifo"},
+    "resources": {"cpu": 1},
+    "search": {"trials": 3, "max_concurrent": 2},
+    "seed": 0,
+}
+
+
+def tiny_spec(tmp_path: Path, **sections) -> dict:
+    """A small, fast spec dict; ``sections`` replace or update top-level sections."""
+    raw = copy.deepcopy(TINY)
+    raw["storage"] = str(tmp_path / "results")
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict) and key != "space":
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return raw
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A real local Ray, started once per test session (2 CPUs, no dashboard)."""
+    import ray
+
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,38 @@
+"""Model builders and callbacks used by the tests to inject real faults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+
+
+def nan_or_fine(hp, input_shape, num_classes):
+    """A small MLP; with ``poison=True`` its output is NaN, so the loss is NaN."""
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    if hp.get("poison"):
+        x = keras.layers.Lambda(lambda t: t * float("nan"))(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+class FailOnce(keras.callbacks.Callback):
+    """Raises at the start of ``epoch`` (1-based) the first time only (marker file)."""
+
+    def __init__(self, marker: str, epoch: int):
+        super().__init__()
+        self.marker, self.epoch = Path(marker), epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch + 1 == self.epoch and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            raise RuntimeError(f"injected failure at epoch {self.epoch}")
+
+
+class AlwaysFail(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("injected permanent failure")

@@ -1,0 +1,223 @@
+"""Tests for cluster.local: a real 3-node Ray cluster (head + 2 x 1-CPU workers).
+
+One cluster is started for the module and stopped at the end.  Everything
+that connects to it as a driver runs in a subprocess, so the tests do not
+clash with a ``ray.init()`` other tests may hold in this pytest process.
+Takes ~40 s on 2 CPUs (start ~9 s, refused drivers ~20 s, run in parallel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import urlparse
+from urllib.request import Request, urlopen
+
+import pytest
+
+pytest.importorskip("ray")
+
+from cluster import local  # noqa: E402
+
+if not sys.platform.startswith("linux"):
+    pytest.skip("cluster.local process bookkeeping needs /proc", allow_module_level=True)
+
+DRIVER_TIMEOUT_S = 60
+
+GOOD_DRIVER = textwrap.dedent(
+    """
+    import json, time
+    import ray
+
+    ray.init(log_to_driver=False)  # address and token from the environment
+
+    @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+    def where():
+        time.sleep(0.5)
+        return ray.get_runtime_context().get_node_id()
+
+    ids = ray.get([where.remote() for _ in range(6)])
+    print("RESULT " + json.dumps({"task_nodes": ids, "nodes": ray.nodes()}), flush=True)
+    ray.shutdown()
+    """
+)
+
+BAD_DRIVER = textwrap.dedent(
+    """
+    import ray
+
+    ray.init(log_to_driver=False)
+    print("CONNECTED", ray.cluster_resources(), flush=True)
+    """
+)
+
+
+def _clean_env() -> dict[str, str]:
+    """os.environ without anything pointing at some Ray cluster or token."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    }
+
+
+def _driver(script: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = DRIVER_TIMEOUT_S) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"driver did not finish within {timeout}s:\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("local-cluster")
+    c = local.start(workers=2, cpus_per_worker=1, state_dir=state_dir, timeout_s=60)
+    try:
+        yield c
+    finally:
+        local.stop(state_dir, timeout_s=20)
+
+
+def test_json_roundtrip_and_env(cluster):
+    assert local.LocalCluster.from_json(cluster.to_json()) == cluster
+    assert local.load(cluster.state_dir) == cluster
+    env = cluster.env()
+    assert env["RAY_ADDRESS"] == cluster.address
+    assert cluster.address.startswith("127.0.0.1:")
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert Path(env["RAY_AUTH_TOKEN_PATH"]) == Path(cluster.token_path).resolve()
+    assert Path(cluster.token_path).stat().st_mode & 0o777 == 0o600
+    assert len(cluster.token()) == 64
+    assert len(cluster.pids) == 3
+
+
+def test_nodes_alive_head_has_no_cpus(cluster):
+    nodes = [n for n in local.nodes(cluster) if n["state"] == "ALIVE"]
+    assert len(nodes) == 3
+    heads = [n for n in nodes if n["is_head_node"]]
+    assert len(heads) == 1
+    assert heads[0]["resources_total"].get("CPU", 0) == 0
+    assert sum(n["resources_total"].get("CPU", 0) for n in nodes) == 2
+
+
+def test_refuses_second_start_in_same_state_dir(cluster):
+    with pytest.raises(RuntimeError, match="already running"):
+        local.start(workers=1, state_dir=cluster.state_dir, timeout_s=5)
+    assert local.load(cluster.state_dir) == cluster
+
+
+def test_driver_with_token_runs_spread_tasks_on_both_workers(cluster):
+    code, out = _finish(_driver(GOOD_DRIVER, {**_clean_env(), **cluster.env()}))
+    assert code == 0, out[-3000:]
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    alive = [n for n in result["nodes"] if n["Alive"]]
+    assert len(alive) == 3
+    workers = {n["NodeID"] for n in alive if n["Resources"].get("CPU", 0) > 0}
+    assert len(workers) == 2
+    assert set(result["task_nodes"]) == workers
+
+
+def test_driver_without_or_with_wrong_token_is_refused(cluster):
+    no_token = {**_clean_env(), "RAY_ADDRESS": cluster.address}
+    wrong_token = {**no_token, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+    # Run both at once: each takes ~20 s (Ray's GCS connect retries).
+    started = time.monotonic()
+    procs = {
+        "no token": _driver(BAD_DRIVER, no_token),
+        "wrong token": _driver(BAD_DRIVER, wrong_token),
+    }
+    for name, proc in procs.items():
+        code, out = _finish(proc)
+        assert code != 0, f"{name}: driver connected:\n{out[-3000:]}"
+        assert "CONNECTED" not in out
+        assert "Failed to connect to Ray cluster" in out, f"{name}:\n{out[-3000:]}"
+        assert "Unauthenticated" in out or "InvalidAuthToken" in out, f"{name}:\n{out[-3000:]}"
+    assert time.monotonic() - started < DRIVER_TIMEOUT_S
+
+
+def _listen_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket LISTENing on ``port`` (from /proc/net)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            addr_hex, port_hex = fields[1].split(":")
+            if fields[3] != "0A" or int(port_hex, 16) != port:  # 0A = LISTEN
+                continue
+            raw = bytes.fromhex(addr_hex)
+            # /proc/net stores addresses as host-order 32-bit words.
+            words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]
+            packed = b"".join(words)
+            family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+            found.add(socket.inet_ntop(family, packed))
+    return found
+
+
+def _primary_ip() -> str | None:
+    """This machine's non-loopback IPv4 address, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET, nothing is sent
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") else ip
+
+
+def test_dashboard_is_loopback_only_and_needs_token(cluster):
+    url = urlparse(cluster.dashboard_url)
+    assert url.hostname == "127.0.0.1"
+    addresses = _listen_addresses(url.port)
+    assert addresses == {"127.0.0.1"}, addresses
+
+    ip = _primary_ip()
+    if ip is not None:
+        with pytest.raises(OSError):
+            socket.create_connection((ip, url.port), timeout=3).close()
+
+    api = f"{cluster.dashboard_url}/api/v0/nodes"
+    for headers, status in (({}, 401), ({"Authorization": "Bearer " + "0" * 64}, 403)):
+        with pytest.raises(HTTPError) as err:
+            urlopen(Request(api, headers=headers), timeout=10)
+        assert err.value.code == status
+
+
+def test_kill_worker_then_stop_leaves_nothing_alive(cluster):
+    """Runs last: it kills a worker and stops the module's cluster."""
+    killed = local.kill_worker(cluster, 1)
+    assert cluster.worker_pids[1] in killed
+    assert not any(local._alive(p) for p in killed)
+
+    assert local.stop(cluster.state_dir, timeout_s=20) == 2  # head + worker 0
+    assert not any(local._alive(p) for p in cluster.pids)
+    for pid, start_time in zip(cluster.pids, cluster.start_times):
+        assert local._session_members(pid, start_time) == []
+    assert local.load(cluster.state_dir) is None
+    assert local.stop(cluster.state_dir) == 0

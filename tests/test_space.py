@@ -1,0 +1,122 @@
+"""The search-space language and its translation for each searcher (no Ray needed)."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from hyperopt.pyll import stochastic
+
+from pipeline.space import SearchSpace
+from searchers._space import HyperoptSpace, OptunaDefineByRun, tune_domains
+
+CONDITIONAL = {
+    "layers": {"type": "int", "low": 1, "high": 3},
+    "units_1": {"type": "int", "low": 16, "high": 64, "step": 16},
+    "units_2": {"type": "int", "low": 16, "high": 64, "step": 16, "when": {"layers": [2, 3]}},
+    "units_3": {"type": "int", "low": 16, "high": 64, "step": 16, "when": {"layers": [3]}},
+    "optimizer": {"type": "choice", "values": ["adam", "sgd"]},
+    "momentum": {"type": "float", "low": 0.0, "high": 0.9, "step": 0.3, "when": {"optimizer": ["sgd"]}},
+    "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+    "batchnorm": {"type": "bool"},
+    "activation": {"type": "fixed", "value": "relu"},
+}
+
+
+def _expected_active(cfg):
+    names = {"layers", "units_1", "optimizer", "learning_rate", "batchnorm", "activation"}
+    if cfg["layers"] >= 2:
+        names.add("units_2")
+    if cfg["layers"] == 3:
+        names.add("units_3")
+    if cfg["optimizer"] == "sgd":
+        names.add("momentum")
+    return names
+
+
+def test_active_drops_inactive_children():
+    space = SearchSpace.from_dict(CONDITIONAL)
+    cfg = {"layers": 1, "units_1": 16, "units_2": 32, "units_3": 48, "optimizer": "adam",
+           "momentum": 0.3, "learning_rate": 0.01, "batchnorm": True, "activation": "relu"}
+    assert set(space.active(cfg)) == _expected_active(cfg)
+
+
+def test_grid_respects_conditions_without_duplicates():
+    space = SearchSpace.from_dict({
+        "layers": {"type": "int", "low": 1, "high": 2},
+        "units_2": {"type": "choice", "values": [8, 16], "when": {"layers": [2]}},
+        "lr": {"type": "float", "low": 0.1, "high": 0.2, "step": 0.1},
+    })
+    grid = space.grid()
+    # layers=1: 2 lrs; layers=2: 2 units x 2 lrs
+    assert len(grid) == 6
+    assert len({tuple(sorted(c.items())) for c in grid}) == 6
+    assert all(("units_2" in c) == (c["layers"] == 2) for c in grid)
+
+
+def test_optuna_never_samples_inactive_children_and_keeps_log_scale():
+    space = SearchSpace.from_dict(CONDITIONAL)
+    define = OptunaDefineByRun(space)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=5))
+    for _ in range(40):
+        trial = study.ask()
+        fixed = define(trial)
+        cfg = {**trial.params, **fixed}
+        assert set(cfg) == _expected_active(cfg), cfg
+        study.tell(trial, cfg["learning_rate"])
+    dist = study.trials[0].distributions
+    assert dist["learning_rate"].log is True
+    assert dist["units_1"].step == 16
+    seen_layers = {t.params["layers"] for t in study.trials}
+    assert seen_layers == {1, 2, 3}
+
+
+def test_hyperopt_nested_space_flattens_to_active_values():
+    space = SearchSpace.from_dict(CONDITIONAL)
+    translated = HyperoptSpace(space)
+    assert translated.nested
+    hspace = translated.build()
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        flat = translated.flatten(stochastic.sample(hspace, rng=rng))
+        assert set(flat) == _expected_active(flat), flat
+        assert flat["units_1"] in (16, 32, 48, 64)
+        assert 1e-4 <= flat["learning_rate"] <= 1e-1
+        assert isinstance(flat["layers"], int) and 1 <= flat["layers"] <= 3
+
+
+def test_tune_domains_map_every_kind():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    domains = tune_domains(SearchSpace.from_dict(CONDITIONAL))
+    assert isinstance(domains["units_1"], Integer)
+    assert isinstance(domains["learning_rate"], Float)
+    assert "LogUniform" in type(domains["learning_rate"].sampler).__name__
+    assert isinstance(domains["optimizer"], Categorical)
+    assert domains["activation"] == "relu"
+    samples = [domains["units_1"].sample() for _ in range(50)]
+    assert set(samples) <= {16, 32, 48, 64}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"x": {"type": "int", "low": 5, "high": 1}}, "low (5) must be <= high (1)"),
+    ({"x": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log scale needs low > 0"),
+    ({"x": {"type": "choice", "values": [1], "when": {"y": [1]}}}, "unknown parent"),
+    ({"x": {"type": "int", "low": 1, "high": 2}, "y": {"type": "int", "low": 1, "high": 2, "when": {"x": [7]}}},
+     "can never be taken"),
+])
+def test_space_errors(bad, message):
+    with pytest.raises(Exception) as info:
+        SearchSpace.from_dict(bad)
+    assert message in str(info.value)
+
+
+def test_float_grid_needs_step():
+    with pytest.raises(ValueError, match="step"):
+        SearchSpace.from_dict({"x": {"type": "float", "low": 0.1, "high": 1.0}}).grid()
+    g = SearchSpace.from_dict({"x": {"type": "float", "low": 0.1, "high": 0.3, "step": 0.1}}).grid()
+    assert [round(c["x"], 6) for c in g] == [0.1, 0.2, 0.3]
+    assert math.isclose(g[-1]["x"], 0.3)

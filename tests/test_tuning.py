@@ -1,0 +1,168 @@
+"""Real Ray Tune + Keras runs on small data: every searcher and scheduler, faults, results."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import pipeline
+from pipeline.results import Results
+from tests.conftest import tiny_spec
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def _run(tmp_path, **sections) -> Results:
+    return pipeline.run(tiny_spec(tmp_path, **sections), progress=False)
+
+
+def _histories(res: Results) -> dict[str, pd.DataFrame]:
+    return res._analysis.trial_dataframes
+
+
+COMBOS = {
+    # searcher, scheduler, extra sections
+    "tpe+asha": ("tpe", "asha", {"training": {"epochs": 3}, "search": {"trials": 6}}),
+    "hyperopt+hyperband": ("hyperopt", "hyperband", {"training": {"epochs": 3}, "search": {"trials": 4}}),
+    "gp+median": ("gp", "median", {"training": {"epochs": 3}, "search": {"trials": 4}}),
+    "cmaes+fifo": ("cmaes", "fifo", {}),
+    "optuna-random+asha": ("optuna-random", "asha", {}),
+    "random+pbt": ("random", "pbt", {"training": {"epochs": 4}, "search": {"trials": 4},
+                                     "scheduler_options": {"perturbation_interval": 1}}),
+}
+
+
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_searcher_and_scheduler_run_for_real(tmp_path, combo):
+    searcher, scheduler, extra = COMBOS[combo]
+    extra = dict(extra)
+    sched_opts = extra.pop("scheduler_options", {})
+    res = _run(tmp_path, searcher={"name": searcher},
+               scheduler={"name": scheduler, "options": sched_opts}, **extra)
+    df = res.dataframe()
+    spec = res.spec
+    assert len(df) == spec.num_trials
+    assert set(df["status"]) == {"TERMINATED"}
+    assert df["val_accuracy"].between(0, 1).all()
+    assert df["config/units"].isin([8, 16, 24, 32]).all()
+    assert df["config/learning_rate"].between(1e-3, 3e-2).all()
+    for tid, hist in _histories(res).items():
+        epochs = list(hist["epoch"])
+        # paused (HyperBand) or exploited (PBT) trials continue from their checkpoint
+        assert epochs == sorted(set(epochs)), (tid, epochs)
+        assert max(epochs) <= spec.training.epochs
+    if scheduler == "asha":
+        assert (df["epochs"] < spec.training.epochs).any(), "ASHA stopped nothing early"
+    if scheduler == "pbt":
+        assert (df["epochs"] == spec.training.epochs).all()
+    assert res.best_value == df["val_accuracy"].max()
+
+
+def test_grid_runs_every_combination_once(tmp_path):
+    space = {"units": {"type": "choice", "values": [8, 16]},
+             "learning_rate": {"type": "choice", "values": [0.001, 0.01]}}
+    res = _run(tmp_path, space=space, searcher={"name": "grid"}, training={"epochs": 1})
+    got = sorted(zip(res.dataframe()["config/units"], res.dataframe()["config/learning_rate"]))
+    assert got == [(8, 0.001), (8, 0.01), (16, 0.001), (16, 0.01)]
+
+
+def test_manual_points_and_user_builder(tmp_path):
+    points = [{"width": 16, "learning_rate": 0.01}, {"width": 32, "learning_rate": 0.003}]
+    space = {"width": {"type": "int", "low": 8, "high": 64},
+             "learning_rate": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}}
+    res = _run(tmp_path, space=space, model={"builder": "examples.user_model:build_model"},
+               searcher={"name": "manual", "points_to_evaluate": points}, training={"epochs": 1})
+    df = res.dataframe().sort_values("config/width")
+    assert list(df["config/width"]) == [16, 32]
+    model = res.best_model()
+    assert model.layers[1].units == res.best_config["width"]
+
+
+def test_conditional_space_reaches_trials_active_only(tmp_path):
+    space = {
+        "layers": {"type": "int", "low": 1, "high": 2},
+        "units_1": {"type": "choice", "values": [8, 16]},
+        "units_2": {"type": "choice", "values": [4, 12], "when": {"layers": [2]}},
+    }
+    res = _run(tmp_path, space=space, searcher={"name": "hyperopt"},
+               search={"trials": 5}, training={"epochs": 1})
+    df = res.dataframe()
+    for _, row in df.iterrows():
+        assert pd.isna(row.get("config/units_2")) == (row["config/layers"] == 1)
+    # the built model of the best trial has the searched depth and widths
+    model = res.best_model()
+    dense = [layer.units for layer in model.layers if layer.name.startswith("dense_")]
+    cfg = res.best_config
+    assert len(dense) == cfg["layers"]
+    assert dense[0] == cfg["units_1"]
+
+
+def test_multi_objective_nsga2(tmp_path):
+    res = _run(tmp_path, objective={"metric": ["val_accuracy", "num_params"], "mode": ["max", "min"]},
+               searcher={"name": "nsga2", "options": {"population_size": 2}}, search={"trials": 4})
+    df = res.dataframe()
+    assert len(df) == 4
+    assert (df["num_params"] > 0).all()
+    assert df["num_params"].nunique() > 1
+
+
+def test_nan_trial_fails_with_reason_and_search_goes_on(tmp_path):
+    space = {"poison": {"type": "choice", "values": [False, True]}}
+    res = _run(tmp_path, space=space, model={"builder": "tests.models:nan_or_fine"},
+               searcher={"name": "grid"}, training={"epochs": 2})
+    df = res.dataframe().set_index("config/poison")
+    assert df.loc[True, "status"] == "ERROR"
+    assert "diverged" in df.loc[True, "error"]
+    assert df.loc[False, "status"] == "TERMINATED"
+    assert res.best_config == {"poison": False}
+
+
+def test_failed_trial_retries_from_its_checkpoint(tmp_path):
+    marker = tmp_path / "failed-once"
+    res = _run(tmp_path, search={"trials": 1},
+               training={"epochs": 4, "checkpoint_every": 1,
+                         "callbacks": [{"factory": "tests.models:FailOnce",
+                                        "kwargs": {"marker": str(marker), "epoch": 3}}]},
+               failure={"max_failures": 1})
+    assert marker.exists(), "the fault was not injected"
+    (hist,) = _histories(res).values()
+    # epochs 1-2 ran, the failure hit at 3, the retry resumed at 3 (not at 1)
+    assert list(hist["epoch"]) == [1, 2, 3, 4]
+    assert res.dataframe()["status"].tolist() == ["TERMINATED"]
+
+
+def test_trial_failing_every_retry_does_not_block(tmp_path):
+    res = _run(tmp_path, search={"trials": 2},
+               training={"epochs": 2, "callbacks": ["tests.models:AlwaysFail"]},
+               failure={"max_failures": 1})
+    df = res.dataframe()
+    assert (df["status"] == "ERROR").all()
+    assert df["error"].str.contains("injected permanent failure").all()
+
+
+def test_metric_never_reported_is_a_clear_error(tmp_path):
+    res = _run(tmp_path, objective={"metric": "val_f1", "mode": "max"}, search={"trials": 1})
+    df = res.dataframe()
+    assert df["status"].tolist() == ["ERROR"]
+    assert "never reports ['val_f1']" in df["error"][0]
+
+
+def test_results_export_round_trip_and_best(tmp_path):
+    res = _run(tmp_path, search={"trials": 3})
+    df = res.dataframe()
+    pq, csv, js = (res.export(tmp_path / f"all.{ext}") for ext in ("parquet", "csv", "json"))
+    back = pd.read_parquet(pq)
+    pd.testing.assert_frame_equal(back, df, check_dtype=False)
+    assert pd.read_csv(csv)["trial_id"].tolist() == df["trial_id"].tolist()
+    assert [r["trial_id"] for r in json.loads(js.read_text())] == df["trial_id"].tolist()
+    with pytest.raises(ValueError, match="unsupported"):
+        res.export(tmp_path / "all.xlsx")
+    board = res.leaderboard()
+    assert board["val_accuracy"].is_monotonic_decreasing
+    test_metrics = res.evaluate_best()
+    assert 0.0 <= test_metrics["test_accuracy"] <= 1.0
+    # reopened from storage alone, as `pipeline results PATH` does
+    again = Results.open(str(tmp_path / "results" / "tiny"))
+    assert again.best_config == res.best_config
