@@ -93,9 +93,10 @@ def resolve_builder(name: str) -> Callable[..., Any]:
     return BUILDERS[name] if name in BUILDERS else resolve_callable(name)
 
 
-def build_model(name: str, hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int):
-    """Call the builder with the keyword arguments its signature accepts."""
-    fn = resolve_builder(name)
+def build_model(builder: str | Callable[..., Any], hp: dict[str, Any],
+                input_shape: tuple[int, ...], num_classes: int):
+    """Call the builder (a name or a callable) with the keyword arguments it accepts."""
+    fn = builder if callable(builder) else resolve_builder(builder)
     params = inspect.signature(fn).parameters
     kwargs = {k: v for k, v in (("input_shape", input_shape), ("num_classes", num_classes))
               if k in params or any(p.kind is p.VAR_KEYWORD for p in params.values())}

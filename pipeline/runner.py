@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any, Callable
 
 from pipeline.spec import Spec, SpecError
 from pipeline.storage import SPEC_FILE, locate
 
 if TYPE_CHECKING:
+    from pipeline.data import Dataset
     from pipeline.results import Results
 
 
@@ -23,12 +25,20 @@ def _effective(spec: Spec) -> Spec:
 
 
 def run(spec: Spec, *, address: str | None = None, resume: bool = False,
-        progress: bool = True) -> "Results":
+        progress: bool = True, data: "Dataset | None" = None,
+        build_fn: "Callable[..., Any] | None" = None,
+        trainable: "Callable[[dict], Any] | None" = None) -> "Results":
     """Run the experiment described by ``spec`` and return its results.
 
     ``resume=True`` continues an interrupted experiment of the same name and
     storage (finished trials are not re-run); with nothing to resume it starts
     afresh. Without ``resume`` an existing experiment is never overwritten.
+
+    Front doors (``pipeline.compat``) may replace parts of the spec with Python
+    objects: ``data`` (a :class:`~pipeline.data.Dataset` instead of
+    ``spec.data``), ``build_fn`` (a model-building callable instead of
+    ``spec.model.builder``), or a whole Tune function ``trainable(config)``
+    instead of the Keras trainable.
     """
     from ray import tune
 
@@ -50,14 +60,16 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
                          "pass --resume to continue it or choose another name"])
     space = spec.search_space()
     search_alg, param_space, scheduler = searchers.build(spec, space)
-    data = load_dataset(spec.data, spec.seed).for_trials()
     metric, mode = spec.objective.primary
+    # Progress comes from our one-line-per-trial callback; Tune's own tables stay off.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
     with ray_session(address):
+        if trainable is None:
+            data = (data or load_dataset(spec.data, spec.seed)).for_trials()
+            trainable = tune.with_parameters(train_keras, data=data, spec=spec, build_fn=build_fn)
         trainable = tune.with_resources(
-            tune.with_parameters(train_keras, data=data, spec=spec),
-            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-        )
+            trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
         if resume and tune.Tuner.can_restore(where.path, storage_filesystem=where.fs):
             tuner = tune.Tuner.restore(where.path, trainable, storage_filesystem=where.fs,
                                        resume_unfinished=True, resume_errored=True)

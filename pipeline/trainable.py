@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.data import Dataset
 from pipeline.models import build_model, resolve_callable
@@ -130,8 +130,13 @@ def _user_callbacks(spec: Spec) -> list:
     return [resolve_callable(cb.factory)(**cb.kwargs) for cb in spec.training.callbacks]
 
 
-def train_keras(config: dict[str, Any], data: Dataset, spec: Spec) -> None:
-    """Ray Tune function trainable for one Keras trial."""
+def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
+                build_fn: Callable[..., Any] | None = None) -> None:
+    """Ray Tune function trainable for one Keras trial.
+
+    ``build_fn`` (a Python callable taking the hyperparameters) replaces
+    ``spec.model.builder`` when given, for front doors such as KerasTuner's.
+    """
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     _size_threads(spec.resources.cpu)
     import keras
@@ -142,7 +147,7 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec) -> None:
     model, done = _restore(spec, hp)
     if model is None:
         builder = hp.pop("builder", spec.model.builder)  # the builder itself may be searched
-        model = build_model(builder, hp, data.input_shape, data.num_classes)
+        model = build_model(build_fn or builder, hp, data.input_shape, data.num_classes)
         if not model.compiled:
             compile_model(model, spec, hp)
     epochs = spec.training.epochs
