@@ -65,6 +65,55 @@ def _best(args) -> int:
     return 0
 
 
+def _cluster_up(args) -> int:
+    from pathlib import Path
+
+    from cluster import local
+
+    c = local.start(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                    state_dir=Path(args.state_dir))
+    print(f"Ray cluster up: head (0 CPUs) + {args.workers} workers x {args.cpus_per_worker} CPUs")
+    print(f"  address:    {c.address}")
+    print(f"  dashboard:  {c.dashboard_url}  (loopback only; Jobs API for `submit`)")
+    print(f"  token file: {c.token_path}  (token authentication is on)")
+    print("  use it:")
+    for k, v in c.env().items():
+        print(f"    export {k}={v}")
+    print(f"  stop it:    python -m pipeline cluster down --state-dir {args.state_dir}")
+    return 0
+
+
+def _cluster_down(args) -> int:
+    from pathlib import Path
+
+    from cluster import local
+
+    n = local.stop(Path(args.state_dir))
+    print(f"stopped {n} node(s)" if n else "no local cluster was running there")
+    return 0
+
+
+def _k8s_render(args) -> int:
+    from pathlib import Path
+
+    from cluster.k8s_render import dump_yaml, render_rayjob
+
+    spec = load_spec(args.spec)
+    objs = render_rayjob(
+        name=args.name or spec.name.lower().replace("_", "-").replace(".", "-"),
+        spec_text=Path(args.spec).read_text(),
+        cpu_per_trial=spec.resources.cpu, gpu_per_trial=spec.resources.gpu,
+        max_concurrent=spec.search.max_concurrent, image=args.image, namespace=args.namespace,
+    )
+    text = dump_yaml(objs)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}: ConfigMap + RayJob; apply with: kubectl apply -f {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -92,6 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
         p.set_defaults(func=func)
+
+    cl = sub.add_parser("cluster", help="a real multi-node Ray cluster on this machine")
+    clsub = cl.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
+    p = clsub.add_parser("up", help="start a head (0 CPUs) and N workers, token auth on")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cpus-per-worker", type=int, default=1)
+    p.add_argument("--state-dir", default=".ray-local-cluster")
+    p.set_defaults(func=_cluster_up)
+    p = clsub.add_parser("down", help="stop exactly the cluster `up` started")
+    p.add_argument("--state-dir", default=".ray-local-cluster")
+    p.set_defaults(func=_cluster_down)
+
+    k8 = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests")
+    k8sub = k8.add_subparsers(dest="k8s_command", required=True, parser_class=_Parser)
+    p = k8sub.add_parser("render", help="write the RayJob + ConfigMap for a spec")
+    p.add_argument("spec")
+    p.add_argument("--name", help="RayJob name (default: from the spec)")
+    p.add_argument("--image", default="ghcr.io/example/keras-ray-tune:0.1.0")
+    p.add_argument("--namespace")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.set_defaults(func=_k8s_render)
     return parser
 
 
@@ -103,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (FileNotFoundError, LookupError, ValueError) as exc:
+    except (FileNotFoundError, LookupError, ValueError, RuntimeError) as exc:
         if args.command in ("validate", "run"):
             raise
         print(f"error: {exc}", file=sys.stderr)
