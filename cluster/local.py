@@ -266,6 +266,8 @@ def _base_env(token_path: Path) -> dict[str, str]:
         RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
         RAY_USAGE_STATS_ENABLED="0",
         PYTHONUNBUFFERED="1",
+        # Job entrypoints ("python -m pipeline ...") use the Python that started the cluster.
+        PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]),
     )
     return env
 

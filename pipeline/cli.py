@@ -7,6 +7,7 @@ problem and exits with status 2, without a traceback and without writing.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -114,6 +115,30 @@ def _k8s_render(args) -> int:
     return 0
 
 
+def _submit(args) -> int:
+    from cluster import jobs
+
+    load_spec(args.spec)  # validate here, before anything is shipped
+    job_id = jobs.submit(args.spec, args.address, insecure=args.insecure, resume=not args.no_resume)
+    print(job_id)
+    return jobs.follow(job_id, args.address, args.insecure) if args.follow else 0
+
+
+def _jobs(args) -> int:
+    from cluster import jobs
+
+    c = jobs.client(args.address, args.insecure)
+    if args.action == "status":
+        print(str(c.get_job_status(args.job_id)).split(".")[-1])
+    elif args.action == "logs":
+        if args.follow:
+            return jobs.follow(args.job_id, args.address, args.insecure)
+        print(c.get_job_logs(args.job_id), end="")
+    else:
+        print("stopped" if c.stop_job(args.job_id) else "not running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -153,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=".ray-local-cluster")
     p.set_defaults(func=_cluster_down)
 
+    def _address(p):
+        p.add_argument("--address", default=os.environ.get("RAY_DASHBOARD_ADDRESS", "http://127.0.0.1:8265"),
+                       help="the cluster's dashboard / Jobs API URL")
+        p.add_argument("--insecure", action="store_true", help="allow plain http to a non-loopback host")
+
+    p = sub.add_parser("submit", help="run a spec on a Ray cluster as a job")
+    p.add_argument("spec")
+    _address(p)
+    p.add_argument("--follow", action="store_true", help="stream logs; exit with the job's status")
+    p.add_argument("--no-resume", action="store_true", help="do not pass --resume to the job's run")
+    p.set_defaults(func=_submit)
+    p = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
+    p.add_argument("action", choices=["status", "logs", "stop"])
+    p.add_argument("job_id")
+    _address(p)
+    p.add_argument("--follow", action="store_true")
+    p.set_defaults(func=_jobs)
+
     k8 = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests")
     k8sub = k8.add_subparsers(dest="k8s_command", required=True, parser_class=_Parser)
     p = k8sub.add_parser("render", help="write the RayJob + ConfigMap for a spec")
@@ -173,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (FileNotFoundError, LookupError, ValueError, RuntimeError) as exc:
-        if args.command in ("validate", "run"):
+    except Exception as exc:  # noqa: BLE001 - user-facing commands end with one line, not a traceback
+        expected = (FileNotFoundError, LookupError, ValueError, RuntimeError, ConnectionError)
+        if args.command in ("validate", "run") or not (
+                isinstance(exc, expected) or type(exc).__name__ == "AuthenticationError"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {exc}" if type(exc).__name__ == "AuthenticationError"
+              else f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -76,8 +76,11 @@ def _make_callback(spec: Spec, last_epoch: int):
     import keras
     from ray import tune
 
+    import ray
+
     objectives = spec.objective.metrics
     every = spec.training.checkpoint_every
+    node_id = ray.get_runtime_context().get_node_id()  # where the trial ran (multi-node runs)
 
     class TuneReport(keras.callbacks.Callback):
         """Reports every epoch to Tune; checkpoints at the configured cadence."""
@@ -95,6 +98,7 @@ def _make_callback(spec: Spec, last_epoch: int):
             if not math.isfinite(loss):
                 raise TrialDiverged(f"loss became {loss} at epoch {epoch + 1}: trial diverged")
             metrics["epoch"] = epoch + 1
+            metrics["node_id"] = node_id
             done = epoch + 1
             if done == last_epoch or (every and done % every == 0):
                 tmp = tempfile.mkdtemp(prefix="ckpt-")

@@ -209,6 +209,46 @@ def test_dashboard_is_loopback_only_and_needs_token(cluster):
         assert err.value.code == status
 
 
+def _pipeline(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300):
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env={
+        **env, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=timeout)
+
+
+def test_submitted_job_runs_trials_on_both_workers_with_results_on_s3(cluster, tmp_path, s3_server):
+    """End to end: the RayJob's entrypoint through the Jobs API, token auth, S3 results."""
+    import yaml
+
+    from pipeline.results import Results
+    from pipeline.storage import filesystem
+    from tests.conftest import tiny_spec
+
+    fs, _ = filesystem("s3://x", s3_server)
+    fs.create_dir("cluster-e2e")
+    raw = tiny_spec(tmp_path, search={"trials": 4, "max_concurrent": 2},
+                    storage={"path": "s3://cluster-e2e/experiments", "endpoint_override": s3_server})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    token_env = {**_clean_env(), **cluster.env()}
+
+    refused = _pipeline(["submit", "spec.yaml", "--address", cluster.dashboard_url],
+                        _clean_env(), tmp_path, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "error:" in refused.stderr and "Traceback" not in refused.stderr
+
+    done = _pipeline(["submit", "spec.yaml", "--address", cluster.dashboard_url, "--follow"],
+                     token_env, tmp_path, timeout=400)
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "SUCCEEDED" in done.stdout
+    res = Results.open("s3://cluster-e2e/experiments/tiny", endpoint_override=s3_server)
+    df = res.dataframe()
+    assert len(df) == 4 and set(df["status"]) == {"TERMINATED"}
+    nodes = {n["node_id"] for n in local.nodes(cluster)
+             if n["state"] == "ALIVE" and n["resources_total"].get("CPU", 0) > 0}
+    ran_on = {str(h["node_id"].iloc[-1]) for h in res._analysis.trial_dataframes.values()}
+    assert ran_on == nodes, (ran_on, nodes)
+
+
 def test_kill_worker_then_stop_leaves_nothing_alive(cluster):
     """Runs last: it kills a worker and stops the module's cluster."""
     killed = local.kill_worker(cluster, 1)

@@ -1,0 +1,92 @@
+"""Submitting a spec to a Ray cluster as a job (Ray's Jobs API), and managing jobs.
+
+Token authentication: set ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` or
+``RAY_AUTH_TOKEN_PATH`` (``python -m pipeline cluster up`` prints them); Ray's
+``JobSubmissionClient`` then sends the token with every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+# Never shipped to the cluster with the project.
+EXCLUDES = [".venv", ".git", "results", ".ray-local-cluster", "*.egg-info", "__pycache__",
+            ".pytest_cache", "benchmarks/out"]
+TERMINAL = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
+
+
+class SubmitError(ValueError):
+    """Refused before contacting the cluster (bad address, spec outside the project)."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_address(address: str, insecure: bool = False) -> str:
+    """Dashboard URL for the Jobs API; plain http only to loopback unless ``insecure``."""
+    if "://" not in address:
+        address = f"http://{address}"
+    url = urlparse(address)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise SubmitError(f"--address: expected http(s)://HOST:8265, got {address}")
+    if url.scheme == "http" and not _is_loopback(url.hostname) and not insecure:
+        raise SubmitError(
+            f"--address: refusing plain http to {url.hostname}: the token and your code would "
+            "cross the network unencrypted; use https (e.g. through an ingress or a port-forward "
+            "to localhost) or pass --insecure"
+        )
+    return address
+
+
+def client(address: str, insecure: bool = False):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(check_address(address, insecure))
+
+
+def submit(spec_path: str, address: str, *, project_dir: str | Path = ".", insecure: bool = False,
+           resume: bool = True, extra_env: dict[str, str] | None = None) -> str:
+    """Ship the project folder and run ``python -m pipeline run SPEC`` as a Ray job."""
+    project = Path(project_dir).resolve()
+    spec = Path(spec_path).resolve()
+    if not spec.is_relative_to(project):
+        raise SubmitError(f"spec: {spec_path} must be inside the project folder {project}")
+    rel = spec.relative_to(project).as_posix()
+    entrypoint = f"python -m pipeline run {rel}" + (" --resume" if resume else "")
+    env = {"PYTHONPATH": "."}
+    env.update(extra_env or {})
+    return client(address, insecure).submit_job(
+        entrypoint=entrypoint,
+        runtime_env={"working_dir": str(project), "excludes": EXCLUDES, "env_vars": env},
+    )
+
+
+def follow(job_id: str, address: str, insecure: bool = False, stream=None) -> int:
+    """Stream a job's logs until it ends; return 0 if it succeeded, else 1."""
+    c = client(address, insecure)
+    stream = stream or sys.stdout
+
+    async def _tail() -> None:
+        async for chunk in c.tail_job_logs(job_id):
+            stream.write(chunk)
+            stream.flush()
+
+    asyncio.run(_tail())
+    status = str(c.get_job_status(job_id)).split(".")[-1]
+    print(f"job {job_id}: {status}", file=stream)
+    return TERMINAL.get(status, 1)
+
+
+def env_from_token_file(path: str | os.PathLike) -> dict[str, str]:
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}

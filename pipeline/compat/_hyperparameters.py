@@ -1,0 +1,496 @@
+"""KerasTuner's ``HyperParameters`` API, recorded into a pipeline search space.
+
+One class plays three parts:
+
+* **recorder** (space discovery on the driver): every ``hp.Int``/``Float``/...
+  call registers a definition with the conditions active at that point
+  (``conditional_scope`` or ``parent_name``/``parent_values``) and returns the
+  default, exactly as KerasTuner's first build does;
+* **replayer** (inside a trial): values come from the trial's config; a name the
+  discovery never saw returns its default (KerasTuner would register it lazily);
+* **result** (``get_best_hyperparameters``): ``.values``/``.get`` of a finished
+  trial, and ``hypermodel.build(best_hps)`` rebuilds its model.
+
+An inactive hyperparameter returns ``None`` and has no entry in ``values``, as
+in KerasTuner. :func:`discover` builds the model repeatedly (activating never
+active conditional scopes as KerasTuner does, then probing choices, booleans and
+the largest value of integers for names that only appear for other values, such
+as ``units_2`` inside ``for i in range(hp.Int("layers", 1, 3))``);
+:func:`to_space` converts the definitions into the pipeline's space dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+_SAMPLINGS = ("linear", "log", "reverse_log")
+_KT_CLASS = {"int": "Int", "float": "Float", "choice": "Choice", "bool": "Boolean", "fixed": "Fixed"}
+
+
+@dataclass
+class HyperParameter:
+    """One registered hyperparameter: its kind, KerasTuner arguments and conditions."""
+
+    name: str
+    kind: str  # int | float | choice | bool | fixed
+    args: dict[str, Any]
+    conditions: list[tuple[str, tuple]] = field(default_factory=list)
+
+    @property
+    def default(self) -> Any:
+        a = self.args
+        if self.kind == "fixed":
+            return a["value"]
+        if self.kind == "bool":
+            return bool(a.get("default") or False)
+        if self.kind == "choice":
+            if a.get("default") is not None:
+                return a["default"]
+            return None if None in a["values"] else a["values"][0]
+        return a["default"] if a.get("default") is not None else a["min_value"]
+
+    def get_config(self) -> dict[str, Any]:
+        """KerasTuner's ``get_config()`` layout (used by ``search_space_summary``)."""
+        conds = [{"class_name": "Parent", "config": {"name": p, "values": list(v)}}
+                 for p, v in self.conditions]
+        a = self.args
+        if self.kind == "fixed":
+            return {"conditions": conds, "value": a["value"]}
+        cfg = {"default": a.get("default"), "conditions": conds}
+        if self.kind == "bool":
+            cfg["default"] = bool(a.get("default") or False)
+        elif self.kind == "choice":
+            cfg["default"] = self.default
+            cfg["values"] = list(a["values"])
+            cfg["ordered"] = a.get("ordered")
+        else:
+            if self.kind == "float":
+                cfg["default"] = self.default
+            cfg.update(min_value=a["min_value"], max_value=a["max_value"], step=a.get("step"),
+                       sampling=a["sampling"])
+        return cfg
+
+    # -- KerasTuner's value sets ----------------------------------------------------------
+
+    def _value_by_index(self, i: int) -> float:
+        a = self.args
+        lo, hi, step = a["min_value"], a["max_value"], a["step"]
+        if a["sampling"] == "linear":
+            return lo + i * step
+        if a["sampling"] == "log":
+            return lo * math.pow(step, i)
+        return hi + lo - lo * math.pow(step, i)  # reverse_log
+
+    def _n_values(self) -> int:
+        a = self.args
+        lo, hi, step = a["min_value"], a["max_value"], a["step"]
+        if a["sampling"] == "linear":
+            return int((hi - lo) // step + 1)
+        return int(math.log(hi / lo, step) + 1e-8) + 1
+
+    def _prob_to_value(self, prob: float) -> float:
+        a = self.args
+        lo = a["min_value"]
+        hi = a["max_value"] + (1 if self.kind == "int" else 0)
+        if a["sampling"] == "linear":
+            v = prob * (hi - lo) + lo
+        elif a["sampling"] == "log":
+            v = lo * math.pow(hi / lo, prob)
+        else:
+            v = hi + lo - lo * math.pow(hi / lo, 1 - prob)
+        return int(v) if self.kind == "int" else v
+
+    def kt_values(self) -> list[Any]:
+        """The finite value set KerasTuner's GridSearch walks (10 spread values without a step)."""
+        if self.kind == "fixed":
+            return [self.args["value"]]
+        if self.kind == "bool":
+            return [False, True]
+        if self.kind == "choice":
+            return list(self.args["values"])
+        if self.args.get("step") is None:
+            return sorted({self._prob_to_value(i * 0.1 + 0.05) for i in range(10)})
+        cast = int if self.kind == "int" else float
+        return [cast(self._value_by_index(i)) for i in range(self._n_values())]
+
+    def probe_values(self) -> list[Any]:
+        """Values worth building with during discovery (other than the default)."""
+        if self.kind in ("bool", "choice"):
+            return [v for v in self.kt_values() if v != self.default]
+        if self.kind == "int":
+            hi = self.kt_values()[-1] if self.args.get("step") else self.args["max_value"]
+            return [hi] if hi != self.default else []
+        return []
+
+
+def _as_list(values: Any) -> tuple:
+    if isinstance(values, (list, tuple, set, frozenset)):
+        return tuple(values)
+    return (values,)
+
+
+class HyperParameters:
+    """KerasTuner-compatible hyperparameter container (see the module docstring).
+
+    Example:
+        >>> hp = HyperParameters()
+        >>> hp.Int("layers", 1, 3)
+        1
+        >>> with hp.conditional_scope("layers", [2, 3]):
+        ...     hp.Int("units_2", 8, 64, step=8) is None
+        True
+        >>> hp.values
+        {'layers': 1}
+    """
+
+    def __init__(self, values: dict[str, Any] | None = None):
+        self._defs: dict[str, HyperParameter] = {}
+        self._conditions: list[tuple[str, tuple]] = []
+        self._name_scopes: list[str] = []
+        # Values of the trial being replayed (None: record defaults).
+        self._assigned: dict[str, Any] = dict(values or {})
+        self.values: dict[str, Any] = {}
+        # Condition stacks seen active / inactive during this build (KerasTuner's discovery).
+        self.active_scopes: list[list[tuple[str, tuple]]] = []
+        self.inactive_scopes: list[list[tuple[str, tuple]]] = []
+        self._unknown: list[str] = []  # names a replay did not have values for
+
+    # -- scopes ---------------------------------------------------------------------------
+
+    def _get_name(self, name: str) -> str:
+        return "/".join([*self._name_scopes, name]) if self._name_scopes else name
+
+    @contextlib.contextmanager
+    def name_scope(self, name: str):
+        self._name_scopes.append(name)
+        try:
+            yield
+        finally:
+            self._name_scopes.pop()
+
+    @contextlib.contextmanager
+    def conditional_scope(self, parent_name: str, parent_values: Any):
+        """Hyperparameters created inside are active only when ``parent_name`` is in ``parent_values``."""
+        parent = self._get_name(parent_name)
+        if parent not in self._defs:
+            raise ValueError(f"`HyperParameter` named: {parent} not defined.")
+        self._conditions.append((parent, _as_list(parent_values)))
+        stack = list(self._conditions)
+        (self.active_scopes if self._conditions_active(stack) else self.inactive_scopes).append(stack)
+        try:
+            yield
+        finally:
+            self._conditions.pop()
+
+    @contextlib.contextmanager
+    def _maybe_conditional_scope(self, parent_name, parent_values):
+        if parent_name:
+            with self.conditional_scope(parent_name, parent_values):
+                yield
+        else:
+            yield
+
+    def _conditions_active(self, conditions: Iterable[tuple[str, tuple]]) -> bool:
+        return all(parent in self.values and self.values[parent] in values
+                   for parent, values in conditions)
+
+    def is_active(self, hyperparameter: str | HyperParameter) -> bool:
+        if isinstance(hyperparameter, HyperParameter):
+            return self._conditions_active(hyperparameter.conditions)
+        d = self._defs.get(self._get_name(str(hyperparameter)))
+        return d is not None and self._conditions_active(d.conditions)
+
+    # -- registration ---------------------------------------------------------------------
+
+    def _retrieve(self, name: str, kind: str, **args: Any) -> Any:
+        name = self._get_name(name)
+        conditions = list(self._conditions)
+        if name not in self._defs:
+            self._defs[name] = HyperParameter(name, kind, args, conditions)
+        d = HyperParameter(name, kind, args, conditions)
+        if not self._conditions_active(conditions):
+            self.values.pop(name, None)
+            return None
+        if kind == "fixed":
+            value = args["value"]
+        elif name in self._assigned:
+            value = self._assigned[name]
+        else:
+            value = d.default
+            if self._assigned:
+                self._unknown.append(name)
+        self.values[name] = value
+        return value
+
+    def Int(self, name, min_value, max_value, step=None, sampling="linear", default=None,
+            parent_name=None, parent_values=None):
+        _check_sampling(name, sampling, min_value, step)
+        if step is None and sampling == "linear":
+            step = 1
+        with self._maybe_conditional_scope(parent_name, parent_values):
+            return self._retrieve(name, "int", min_value=int(min_value), max_value=int(max_value),
+                                  step=None if step is None else int(step), sampling=sampling,
+                                  default=default)
+
+    def Float(self, name, min_value, max_value, step=None, sampling="linear", default=None,
+              parent_name=None, parent_values=None):
+        _check_sampling(name, sampling, min_value, step)
+        with self._maybe_conditional_scope(parent_name, parent_values):
+            return self._retrieve(name, "float", min_value=float(min_value),
+                                  max_value=float(max_value),
+                                  step=None if step is None else float(step), sampling=sampling,
+                                  default=default)
+
+    def Choice(self, name, values, ordered=None, default=None, parent_name=None, parent_values=None):
+        values = list(values)
+        if not values:
+            raise ValueError(f"Choice '{name}': `values` must be a non-empty list")
+        if default is not None and default not in values:
+            raise ValueError(f"Choice '{name}': default {default!r} is not one of {values}")
+        with self._maybe_conditional_scope(parent_name, parent_values):
+            return self._retrieve(name, "choice", values=values, ordered=ordered, default=default)
+
+    def Boolean(self, name, default=False, parent_name=None, parent_values=None):
+        with self._maybe_conditional_scope(parent_name, parent_values):
+            return self._retrieve(name, "bool", default=bool(default))
+
+    def Fixed(self, name, value, parent_name=None, parent_values=None):
+        with self._maybe_conditional_scope(parent_name, parent_values):
+            return self._retrieve(name, "fixed", value=value)
+
+    # -- access ---------------------------------------------------------------------------
+
+    def get(self, name: str) -> Any:
+        name = self._get_name(name)
+        if name in self.values:
+            return self.values[name]
+        if name in self._defs:
+            raise ValueError(f"{name} is currently inactive.")
+        raise KeyError(f"{name} does not exist.")
+
+    def __getitem__(self, name: str) -> Any:
+        return self.get(name)
+
+    def __contains__(self, name: str) -> bool:
+        try:
+            self.get(name)
+            return True
+        except (KeyError, ValueError):
+            return False
+
+    @property
+    def space(self) -> list[HyperParameter]:
+        return list(self._defs.values())
+
+    def copy(self) -> "HyperParameters":
+        return copy.deepcopy(self)
+
+    def __repr__(self) -> str:
+        return f"HyperParameters(values={self.values!r})"
+
+    @classmethod
+    def replay(cls, defs: Iterable[HyperParameter], values: dict[str, Any]) -> "HyperParameters":
+        """A container answering with ``values`` (a trial's config) over known definitions."""
+        hp = cls(values)
+        for d in defs:
+            hp._defs[d.name] = d
+        known = {d.name for d in defs}
+        hp.values = {k: v for k, v in values.items() if k in known}
+        return hp
+
+
+def _check_sampling(name: str, sampling: str, min_value, step) -> None:
+    if sampling not in _SAMPLINGS:
+        raise ValueError(f"'{name}': sampling must be one of {_SAMPLINGS}, got {sampling!r}")
+    if sampling != "linear":
+        if min_value <= 0:
+            raise ValueError(f"'{name}': sampling='{sampling}' needs min_value > 0")
+        if step is not None and step <= 1:
+            raise ValueError(f"'{name}': with sampling='{sampling}' the step is a multiplier > 1")
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+
+def _merge(registry: dict[str, HyperParameter], new: HyperParameters) -> bool:
+    """Add ``new``'s definitions to ``registry``; True when any name was new."""
+    grew = False
+    for name, d in new._defs.items():
+        old = registry.get(name)
+        if old is None:
+            registry[name] = d
+            grew = True
+        elif old.conditions != d.conditions:
+            registry[name] = _merge_conditions(old, d)
+    return grew
+
+
+def _merge_conditions(old: HyperParameter, new: HyperParameter) -> HyperParameter:
+    """One name under two different conditions: the union when it is one parent's values."""
+    if (len(old.conditions) == 1 and len(new.conditions) == 1
+            and old.conditions[0][0] == new.conditions[0][0]):
+        parent = old.conditions[0][0]
+        values = tuple(dict.fromkeys([*old.conditions[0][1], *new.conditions[0][1]]))
+        return HyperParameter(old.name, old.kind, old.args, [(parent, values)])
+    if not old.conditions or not new.conditions:
+        return HyperParameter(old.name, old.kind, old.args, [])
+    log.warning("hyperparameter '%s' is declared under different conditions; "
+                "it is searched in every trial (inactive values are ignored by the model)", old.name)
+    return HyperParameter(old.name, old.kind, old.args, [])
+
+
+def _satisfy(registry: dict[str, HyperParameter], conditions, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` extended so that every condition (and its parents' conditions) holds."""
+    out = dict(values)
+    for parent, allowed in conditions:
+        d = registry.get(parent)
+        if d is not None and d.conditions:
+            out = _satisfy(registry, d.conditions, out)
+        if out.get(parent) not in allowed:
+            out[parent] = allowed[0]
+    return out
+
+
+def discover(build: Callable[[HyperParameters], Any],
+             declared: HyperParameters | None = None,
+             max_builds: int = 48) -> dict[str, HyperParameter]:
+    """Every hyperparameter ``build`` registers, with its conditions, in declaration order.
+
+    Mirrors KerasTuner: build with defaults, then activate each conditional scope
+    that was never active. Then (beyond KerasTuner, which discovers the rest lazily
+    during trials) build once per other value of each choice/boolean and with the
+    largest value of each integer, until no new name appears.
+    """
+    registry: dict[str, HyperParameter] = dict(declared._defs) if declared else {}
+    builds = 0
+    tried: list[dict[str, Any]] = []
+
+    def run(values: dict[str, Any]) -> HyperParameters:
+        nonlocal builds
+        builds += 1
+        tried.append(values)
+        hp = HyperParameters(values)
+        for name, d in registry.items():  # declared up front (``hyperparameters=``)
+            if declared and name in declared._defs:
+                hp._defs[name] = d
+                if hp._conditions_active(d.conditions):
+                    hp.values[name] = values.get(name, d.default)
+        build(hp)
+        _merge(registry, hp)
+        return hp
+
+    once_active: list = []
+    never_active: list = []
+    values: dict[str, Any] = {}
+    while builds < max_builds:
+        hp = run(values)
+        for stack in hp.active_scopes:
+            if stack not in once_active:
+                once_active.append(stack)
+            if stack in never_active:
+                never_active.remove(stack)
+        for stack in hp.inactive_scopes:
+            if stack not in once_active and stack not in never_active:
+                never_active.append(stack)
+        pending = [v for v in (_satisfy(registry, s, {}) for s in never_active) if v not in tried]
+        if not pending:
+            break
+        values = pending[0]
+
+    probed: set[tuple[str, Any]] = set()
+    grew = True
+    while grew and builds < max_builds:
+        grew = False
+        for name, d in list(registry.items()):
+            for v in d.probe_values():
+                if (name, repr(v)) in probed or builds >= max_builds:
+                    continue
+                probed.add((name, repr(v)))
+                before = len(registry)
+                run(_satisfy(registry, d.conditions, {name: v}))
+                grew = grew or len(registry) > before
+    if builds >= max_builds:
+        log.warning("search-space discovery stopped after %d builds; names that only appear "
+                    "for other values get their defaults", builds)
+    return registry
+
+
+# -- conversion to the pipeline's space language ----------------------------------------------
+
+
+def _possible(d: HyperParameter) -> list[Any] | None:
+    return None if d.kind == "float" and d.args.get("step") is None else d.kt_values()
+
+
+def to_space(defs: dict[str, HyperParameter], grid: bool = False,
+             fixed: Iterable[str] = ()) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(pipeline space dict, notes) for the definitions.
+
+    ``reverse_log`` sampling has no pipeline equivalent: without a step it is
+    searched on a log scale (noted); with a step its exact value set becomes a
+    choice. ``grid=True`` gives numeric parameters without a finite step
+    KerasTuner's ten GridSearch values. Names in ``fixed`` keep their default.
+    """
+    space: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    fixed = set(fixed)
+    for name, d in defs.items():
+        a = d.args
+        if name in fixed or d.kind == "fixed":
+            p: dict[str, Any] = {"type": "fixed", "value": d.default}
+        elif d.kind == "bool":
+            p = {"type": "bool"}
+        elif d.kind == "choice":
+            p = {"type": "choice", "values": list(a["values"])}
+        else:
+            step, sampling = a.get("step"), a["sampling"]
+            if sampling != "linear" and step is not None:
+                p = {"type": "choice", "values": d.kt_values()}
+            elif d.kind == "int":
+                lo, hi = a["min_value"], a["max_value"]
+                if sampling == "linear":
+                    p = {"type": "int", "low": lo, "high": lo + (hi - lo) // step * step, "step": step}
+                else:
+                    p = {"type": "int", "low": lo, "high": hi, "log": True}
+            else:
+                lo, hi = a["min_value"], a["max_value"]
+                p = {"type": "float", "low": lo, "high": hi}
+                if sampling != "linear":
+                    p["log"] = True
+                elif step is not None:
+                    p["step"] = step
+                    p["high"] = round(lo + math.floor((hi - lo) / step + 1e-9) * step, 12)
+            if sampling == "reverse_log" and step is None:
+                notes.append(f"{name}: sampling='reverse_log' is searched on a log scale")
+            if grid and p["type"] in ("int", "float") and (p.get("log") or (
+                    p["type"] == "float" and not p.get("step"))):
+                p["grid"] = d.kt_values()
+        when: dict[str, list[Any]] = {}
+        for parent, allowed in d.conditions:
+            prev = when.get(parent)
+            when[parent] = [v for v in allowed if prev is None or v in prev]
+        dropped = False
+        for parent, allowed in list(when.items()):
+            parent_def = defs.get(parent)
+            if parent not in space or parent_def is None:
+                dropped = True
+                break
+            possible = _possible(parent_def) if space[parent]["type"] != "fixed" else [space[parent]["value"]]
+            if possible is not None:
+                when[parent] = [v for v in allowed if v in possible]
+            if not when[parent]:
+                dropped = True
+        if dropped:
+            notes.append(f"{name}: its condition can never hold; left out of the search")
+            continue
+        if when:
+            p["when"] = when
+        space[name] = p
+    return space, notes
