@@ -205,7 +205,8 @@ class SchedulerSpec(_Section):
 
 class ResourcesSpec(_Section):
     cpu: float = Field(default=1, gt=0)
-    gpu: float = Field(default=0, ge=0)
+    gpu: float = Field(default=0, ge=0, description="fractions (0.25) are fenced to that share of memory")
+    gpu_memory_growth: bool = Field(default=False, description="grow GPU memory instead of a fixed cap")
 
     @field_validator("gpu")
     @classmethod

@@ -40,18 +40,6 @@ class MetricNotReported(KeyError):
         return str(self.args[0])
 
 
-def _size_threads(cpu: float) -> None:
-    """Size TF's thread pools to the trial's CPU share (only before TF starts)."""
-    import tensorflow as tf
-
-    threads = max(1, int(math.ceil(cpu)))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-    except RuntimeError:
-        pass  # already initialized in this (reused) worker: same share as before
-
-
 def hyperparameters(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
     """The trial's active hyperparameters over the spec's fixed model options."""
     return {**spec.model.options, **spec.search_space().active(config)}
@@ -142,7 +130,9 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
     ``spec.model.builder`` when given, for front doors such as KerasTuner's.
     """
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    _size_threads(spec.resources.cpu)
+    from pipeline.devices import configure
+
+    configure(spec.resources.cpu, spec.resources.gpu, spec.resources.gpu_memory_growth)
     import keras
 
     keras.backend.clear_session()  # a reused actor starts every trial clean

@@ -1,0 +1,897 @@
+"""KerasTuner's API on this pipeline: ``from pipeline.compat import keras_tuner as kt``.
+
+The tuners take KerasTuner's constructor arguments (a build function or a
+:class:`HyperModel`; ``objective`` as a name, :class:`Objective` or list;
+``max_trials``, ``max_epochs``, ``factor``, ``hyperband_iterations``,
+``executions_per_trial``, ``seed``, ``directory``, ``project_name``,
+``overwrite``, ``max_retries_per_trial``, ``max_consecutive_failed_trials``,
+``hyperparameters``, ``tune_new_entries``, ``allow_new_entries``,
+``optimizer``/``loss``/``metrics``) plus the pipeline's own:
+
+* ``searcher`` / ``searcher_options`` and ``scheduler`` / ``scheduler_options``
+  (names from :mod:`searchers`, e.g. ``scheduler="asha"``);
+* ``resources_per_trial`` (``{"cpu": 2, "gpu": 0.5}``), ``max_concurrent_trials``;
+* ``address`` (join a Ray cluster) and ``storage`` (results folder or URI,
+  instead of ``directory``).
+
+Each tuner becomes a :class:`pipeline.spec.Spec`: the space is discovered by
+building the model with a recording :class:`HyperParameters` (conditions kept),
+the objective's direction is inferred as KerasTuner does, and
+
+=======================  ==================  =============================================
+KerasTuner               searcher            scheduler
+=======================  ==================  =============================================
+RandomSearch             optuna-random       fifo
+GridSearch               grid (manual when   fifo
+                         ``max_trials`` cuts
+                         the grid short)
+BayesianOptimization     gp (tpe when torch  fifo
+                         is not installed)
+Hyperband                tpe                 hyperband (``max_t=max_epochs``,
+                                             ``reduction_factor=factor``)
+=======================  ==================  =============================================
+
+``search(x, y, ...)`` runs the trials through :func:`pipeline.runner.run` with a
+trainable of this module, so user callbacks, a HyperModel's own ``fit`` and
+``executions_per_trial`` behave as in KerasTuner. Results live in
+``directory/project_name`` (a Tune experiment); ``overwrite=False`` reloads a
+finished project instead of re-running it and resumes an unfinished one.
+
+Differences from KerasTuner (by design):
+
+* ``sampling="reverse_log"`` without a step is searched on a log scale;
+* hyperparameters used only for values the discovery did not try get their
+  default in a trial (KerasTuner would add them to the space then);
+* ``executions_per_trial > 1`` runs the executions one after another and reports
+  their per-epoch mean afterwards (no early stopping inside such a trial;
+  not combinable with pausing schedulers);
+* ``max_consecutive_failed_trials`` is checked when the search ends (Tune does not
+  stop a search on failures), raising ``RuntimeError`` as KerasTuner does;
+* inputs are NumPy arrays (or array-likes); ``tf.data`` datasets and generators
+  are not supported.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import inspect
+import logging
+import math
+import random
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
+from pipeline.data import Dataset
+from pipeline.spec import Spec, parse_spec
+from pipeline.storage import SPEC_FILE, Location, locate
+
+__all__ = [
+    "HyperParameters", "HyperModel", "Objective", "Tuner", "RandomSearch", "GridSearch",
+    "BayesianOptimization", "Hyperband",
+]
+
+log = logging.getLogger(__name__)
+
+# -- objectives -------------------------------------------------------------------------------
+
+
+class Objective:
+    """The metric to optimize and its direction (``"min"`` or ``"max"``)."""
+
+    def __init__(self, name: str, direction: str):
+        if direction not in ("min", "max"):
+            raise ValueError(f"Objective direction must be 'min' or 'max', got {direction!r}")
+        self.name, self.direction = name, direction
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Objective) and (self.name, self.direction) == (other.name, other.direction)
+
+    def __str__(self) -> str:
+        return f'Objective(name="{self.name}", direction="{self.direction}")'
+
+    __repr__ = __str__
+
+
+MULTI_OBJECTIVE = "multi_objective"
+
+_MAX_METRICS = {
+    "Accuracy", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
+    "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "TruePositives",
+    "TrueNegatives", "Precision", "Recall", "AUC", "SensitivityAtSpecificity",
+    "SpecificityAtSensitivity",
+    "accuracy", "categorical_accuracy", "binary_accuracy", "sparse_categorical_accuracy",
+}
+
+
+def infer_direction(metric: str) -> str | None:
+    """KerasTuner's rule: losses are minimized, accuracy-like metrics maximized."""
+    name = metric.removeprefix("val_").removeprefix("weighted_")
+    if name in {"loss", "crossentropy", "ce"}:
+        return "min"
+    if name == "acc" or name in _MAX_METRICS:
+        return "max"
+    import keras
+
+    for module in (keras.metrics, keras.losses):
+        try:
+            obj = module.deserialize(name)
+        except Exception:  # noqa: BLE001 - unknown names raise various errors
+            continue
+        cls = obj.__class__.__name__ if not callable(obj) or hasattr(obj, "get_config") else obj.__name__
+        if cls in _MAX_METRICS:
+            return "max"
+        if hasattr(keras.metrics, cls) or hasattr(keras.losses, cls):
+            return "min"
+    return None
+
+
+def _objectives(objective: Any, has_validation: bool) -> list[Objective]:
+    if objective is None:
+        return [Objective("val_loss" if has_validation else "loss", "min")]
+    if isinstance(objective, (list, tuple)):
+        return [o for item in objective for o in _objectives(item, has_validation)]
+    if isinstance(objective, Objective):
+        return [objective]
+    if not isinstance(objective, str):
+        raise TypeError(f"`objective` not understood, expected str or `Objective` object, found: {objective}")
+    direction = infer_direction(objective)
+    if direction is None:
+        raise ValueError(
+            f'Could not infer optimization direction ("min" or "max") for unknown metric '
+            f'"{objective}". Please specify the objective as a `keras_tuner.Objective`, for '
+            f'example `keras_tuner.Objective("{objective}", direction="min")`.')
+    return [Objective(objective, direction)]
+
+
+# -- hypermodels ------------------------------------------------------------------------------
+
+
+class HyperModel:
+    """Subclass and define ``build(hp)``; optionally ``fit(hp, model, *args, **kwargs)``."""
+
+    def __init__(self, name: str | None = None, tunable: bool = True):
+        self.name, self.tunable = name, tunable
+
+    def build(self, hp: HyperParameters):
+        raise NotImplementedError
+
+    def declare_hyperparameters(self, hp: HyperParameters) -> None:
+        self.build(hp)
+
+    def fit(self, hp: HyperParameters, model, *args, **kwargs):
+        return model.fit(*args, **kwargs)
+
+
+class _FunctionHyperModel(HyperModel):
+    def __init__(self, build_fn: Callable[[HyperParameters], Any]):
+        super().__init__(getattr(build_fn, "__name__", None))
+        self.build_fn = build_fn
+
+    def build(self, hp: HyperParameters):
+        return self.build_fn(hp)
+
+
+def _has_custom_fit(hypermodel: HyperModel) -> bool:
+    return type(hypermodel).fit is not HyperModel.fit
+
+
+# -- what a trial needs -----------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    """Everything of the tuner a trial needs (sent once through the object store)."""
+
+    hypermodel: HyperModel
+    defs: list[HyperParameter]
+    objectives: list[tuple[str, str]]
+    callbacks: list = field(default_factory=list)
+    fit_kwargs: dict[str, Any] = field(default_factory=dict)  # as the user gave them to search()
+    executions: int = 1
+    compile_kwargs: dict[str, Any] = field(default_factory=dict)
+    custom_fit: bool = False
+    pass_epochs: bool = True
+
+
+def _with_objective(job: _Job, logs: dict[str, Any] | None) -> dict[str, float]:
+    out = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+    if len(job.objectives) > 1 and all(name in out for name, _ in job.objectives):
+        out[MULTI_OBJECTIVE] = sum(out[n] if d == "min" else -out[n] for n, d in job.objectives)
+    return out
+
+
+def _metric_name(job: _Job) -> str:
+    return MULTI_OBJECTIVE if len(job.objectives) > 1 else job.objectives[0][0]
+
+
+_CALLBACKS: dict[str, type] = {}
+
+
+def _callback_classes():
+    """Keras callback classes, defined on first use (keeps importing this module light)."""
+    if _CALLBACKS:
+        return _CALLBACKS["reporter"], _CALLBACKS["collector"]
+    import keras
+
+    from pipeline.trainable import _make_callback
+
+    class Reporter(keras.callbacks.Callback):
+        """Reports each epoch to Tune (pipeline's reporter); checkpoints the final epoch,
+        including one ended early by a user callback (``model.stop_training``)."""
+
+        def __init__(self, spec: Spec, job: _Job, last_epoch: int):
+            super().__init__()
+            self.spec, self.job, self.last = spec, job, last_epoch
+            self.reported, self.checkpointed, self.last_logs = 0, 0, {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = _with_objective(self.job, logs)
+            done = epoch + 1
+            final = done >= self.last or bool(getattr(self.model, "stop_training", False))
+            cb = _make_callback(self.spec, done if final else self.last)
+            cb.set_model(self.model)
+            self.reported, self.last_logs = done, logs
+            every = self.spec.training.checkpoint_every
+            if final or (every and done % every == 0):
+                self.checkpointed = done
+            cb.on_epoch_end(epoch, logs)
+
+        def finish(self) -> None:
+            """Checkpoint the last epoch when the user's own fit ended elsewhere than planned."""
+            if self.reported and self.checkpointed != self.reported:
+                cb = _make_callback(self.spec, self.reported)
+                cb.set_model(self.model)
+                self.checkpointed = self.reported
+                cb.on_epoch_end(self.reported - 1, self.last_logs)
+
+    class Collector(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs: list[dict[str, Any]] = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(dict(logs or {}))
+
+    _CALLBACKS.update(reporter=Reporter, collector=Collector)
+    return Reporter, Collector
+
+
+def _history_epochs(result: Any) -> list[dict[str, Any]] | None:
+    """Per-epoch logs of a ``History``, or None."""
+    history = getattr(result, "history", None)
+    if isinstance(history, dict) and history:
+        n = max(len(v) for v in history.values())
+        return [{k: v[i] for k, v in history.items() if i < len(v)} for i in range(n)]
+    return None
+
+
+def _returned_metrics(job: _Job, result: Any) -> dict[str, float] | None:
+    """A HyperModel.fit return value (dict or number) as metrics; None for History/None."""
+    if isinstance(result, dict):
+        return {k: float(v) for k, v in result.items()}
+    if isinstance(result, (int, float, np.floating, np.integer)) and not isinstance(result, bool):
+        return {_metric_name(job): float(result)}
+    return None
+
+
+def _build(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
+    from pipeline.trainable import compile_model
+
+    model = job.hypermodel.build(hp)
+    if model is None:
+        raise ValueError("the build function returned None instead of a Keras model")
+    if job.compile_kwargs:
+        kwargs = dict(job.compile_kwargs)
+        opt = kwargs.get("optimizer")
+        if opt is not None and not isinstance(opt, str):
+            kwargs["optimizer"] = opt.__class__.from_config(opt.get_config())
+        model.compile(**kwargs)
+    elif not model.compiled:
+        compile_model(model, spec, values)
+    if hp._unknown:
+        log.warning("hyperparameters %s were not seen when the search space was discovered; "
+                    "they take their default in this trial", sorted(set(hp._unknown)))
+    return model
+
+
+def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callbacks: list,
+         initial_epoch: int):
+    kwargs = dict(job.fit_kwargs)
+    if len(data.x_val):
+        kwargs["validation_data"] = (data.x_val, data.y_val)
+    kwargs["callbacks"] = callbacks
+    if initial_epoch:
+        kwargs["initial_epoch"] = initial_epoch
+    if job.custom_fit:
+        if job.pass_epochs:
+            kwargs["epochs"] = spec.training.epochs
+        return job.hypermodel.fit(hp, model, data.x_train, data.y_train, **kwargs)
+    kwargs.update(epochs=spec.training.epochs, verbose=spec.training.verbose,
+                  batch_size=kwargs.get("batch_size") or spec.training.batch_size)
+    return model.fit(data.x_train, data.y_train, **kwargs)
+
+
+def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
+    """Ray Tune function trainable for one KerasTuner trial."""
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    from ray import tune
+
+    from pipeline.trainable import _restore, _size_threads, hyperparameters
+
+    _size_threads(spec.resources.cpu)
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(spec.seed)
+    Reporter, Collector = _callback_classes()
+    values = hyperparameters(spec, config)
+    epochs = spec.training.epochs
+
+    if job.executions == 1:
+        model, done = _restore(spec, values)
+        hp = HyperParameters.replay(job.defs, values)
+        if model is None:
+            model = _build(job, hp, values, spec)
+        if done >= epochs:
+            return
+        reporter = Reporter(spec, job, epochs)
+        result = _fit(job, hp, model, data, spec, [*copy.deepcopy(job.callbacks), reporter], done)
+        returned = _returned_metrics(job, result)
+        if not reporter.reported:  # the user's fit trained without our callback
+            per_epoch = _history_epochs(result) or ([returned] if returned else None)
+            if not per_epoch:
+                raise ValueError("HyperModel.fit neither passed `callbacks` to model.fit nor "
+                                 "returned a History, a dict of metrics or a number")
+            reporter.set_model(model)
+            reporter.last = len(per_epoch)
+            for epoch, logs in enumerate(per_epoch):
+                reporter.on_epoch_end(epoch, logs)
+        elif returned:  # KerasTuner takes a returned value as the trial's result
+            tune.report({**_with_objective(job, returned), "epoch": reporter.reported})
+        reporter.finish()
+        return
+
+    histories, model = [], None
+    for i in range(job.executions):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(spec.seed + i)
+        hp = HyperParameters.replay(job.defs, values)
+        model = _build(job, hp, values, spec)
+        collector = Collector()
+        result = _fit(job, hp, model, data, spec, [*copy.deepcopy(job.callbacks), collector], 0)
+        returned = _returned_metrics(job, result)
+        epochs_logs = collector.epochs or _history_epochs(result) or []
+        if returned:
+            epochs_logs = [*epochs_logs[:-1], {**(epochs_logs[-1] if epochs_logs else {}), **returned}]
+        histories.append(epochs_logs)
+    n = max(len(h) for h in histories)
+    if n == 0:
+        raise ValueError("no execution of the trial reported any metric")
+    reporter = Reporter(spec, job, n)
+    reporter.set_model(model)
+    for epoch in range(n):
+        rows = [h[epoch] for h in histories if len(h) > epoch]
+        keys = set().union(*rows)
+        mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+        reporter.on_epoch_end(epoch, mean)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def _num_classes(y: np.ndarray) -> int:
+    if y.ndim > 1 and y.shape[-1] > 1:
+        return int(y.shape[-1])
+    if np.issubdtype(y.dtype, np.integer) and y.size:
+        return int(y.max()) + 1
+    return 1
+
+
+def _array(value: Any, what: str) -> np.ndarray:
+    if isinstance(value, (dict, list, tuple)) and value and not np.isscalar(value[0] if isinstance(value, (list, tuple)) else 0):
+        raise TypeError(f"{what}: multi-input/-output data is not supported by this front door; "
+                        "pass one NumPy array")
+    if hasattr(value, "element_spec") or inspect.isgenerator(value):
+        raise TypeError(f"{what}: tf.data datasets and generators are not supported; pass NumPy arrays")
+    return np.asarray(value)
+
+
+def make_dataset(x: Any, y: Any, validation_data: Any = None,
+                 validation_split: float | None = None) -> Dataset:
+    """A :class:`Dataset` from ``fit``-style arrays (``validation_split`` takes the last rows, as Keras does)."""
+    if y is None:
+        raise TypeError("search() needs `x` and `y` arrays")
+    x, y = _array(x, "x"), _array(y, "y")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
+            raise TypeError("validation_data must be a tuple (x_val, y_val)")
+        x_tr, y_tr = x, y
+        x_val, y_val = _array(validation_data[0], "validation x"), _array(validation_data[1], "validation y")
+    elif validation_split:
+        split_at = int(math.floor(len(x) * (1.0 - validation_split)))
+        x_tr, y_tr, x_val, y_val = x[:split_at], y[:split_at], x[split_at:], y[split_at:]
+    else:
+        x_tr, y_tr, x_val, y_val = x, y, x[:0], y[:0]
+    return Dataset(x_tr, y_tr, x_val, y_val, x[:0], y[:0], _num_classes(y))
+
+
+# -- tuners -----------------------------------------------------------------------------------
+
+_IGNORED = {"logger", "tuner_id", "distribution_strategy", "max_model_size", "oracle", "cleanup"}
+_TERMINAL = {"TERMINATED", "ERROR"}
+
+
+def _hyperband_trials(max_epochs: int, factor: int, iterations: int) -> int:
+    """Configurations KerasTuner's Hyperband tries: the first round of every bracket."""
+    brackets, epochs = 0, float(max_epochs)
+    while epochs >= 1:
+        epochs /= factor
+        brackets += 1
+    end0 = math.ceil(1 + math.log(max_epochs, factor))
+    per_iteration = sum(math.ceil(end0 / (b + 1) * factor ** b) for b in range(brackets))
+    return max(1, per_iteration * max(1, iterations))
+
+
+class Tuner:
+    """The common base of the tuners (KerasTuner's ``Tuner``), run on Ray Tune."""
+
+    _searcher = "optuna-random"
+    _scheduler = "fifo"
+
+    def __init__(self, hypermodel=None, objective=None, max_trials: int | None = 10,
+                 executions_per_trial: int = 1, max_retries_per_trial: int = 0,
+                 max_consecutive_failed_trials: int = 3, seed: int | None = None,
+                 hyperparameters: HyperParameters | None = None, tune_new_entries: bool = True,
+                 allow_new_entries: bool = True, directory: str | None = None,
+                 project_name: str | None = None, overwrite: bool = False,
+                 optimizer=None, loss=None, metrics=None,
+                 searcher: str | None = None, searcher_options: dict | None = None,
+                 scheduler: str | None = None, scheduler_options: dict | None = None,
+                 resources_per_trial: dict | None = None, max_concurrent_trials: int | None = None,
+                 address: str | None = None, storage: str | None = None, **kwargs):
+        unknown = set(kwargs) - _IGNORED
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        for key in kwargs:
+            log.warning("%s=%r is not used by this front door", key, kwargs[key])
+        if hypermodel is None:
+            raise ValueError("a hypermodel (build function or HyperModel) is required")
+        if isinstance(hypermodel, HyperModel):
+            self.hypermodel = hypermodel
+        elif callable(hypermodel):
+            self.hypermodel = _FunctionHyperModel(hypermodel)
+        else:
+            raise TypeError(f"hypermodel must be a build function or a HyperModel, got {hypermodel!r}")
+        self.objective = objective
+        self.max_trials = max_trials
+        self.executions_per_trial = int(executions_per_trial)
+        self.max_retries_per_trial = int(max_retries_per_trial)
+        self.max_consecutive_failed_trials = max_consecutive_failed_trials
+        self.seed = random.randint(1, 10 ** 6) if seed is None else int(seed)
+        self.tune_new_entries, self.allow_new_entries = tune_new_entries, allow_new_entries
+        self._declared = hyperparameters
+        self.directory = directory or "."
+        self.project_name = project_name or "untitled_project"
+        self.overwrite = overwrite
+        self.compile_kwargs = {k: v for k, v in (("optimizer", optimizer), ("loss", loss),
+                                                 ("metrics", metrics)) if v is not None}
+        if self.compile_kwargs and "optimizer" not in self.compile_kwargs:
+            raise ValueError("pass `optimizer` together with `loss`/`metrics` (the tuner compiles the model)")
+        self.searcher = searcher or self._searcher
+        self.searcher_options = dict(searcher_options or {})
+        self.scheduler = scheduler or self._scheduler
+        self.scheduler_options = dict(scheduler_options or {})
+        self.resources = {"cpu": 1, "gpu": 0, **(resources_per_trial or {})}
+        self.max_concurrent_trials = max_concurrent_trials
+        self.address = address
+        self.storage = storage or self.directory
+        self.notes: list[str] = []
+        self._results = None
+        self._defs = self._discover()
+        self._reload()
+
+    # -- space ----------------------------------------------------------------------------
+
+    def _discover(self, extra: Callable[[HyperParameters], Any] | None = None) -> dict[str, HyperParameter]:
+        import keras
+
+        def build(hp):
+            keras.backend.clear_session()
+            self.hypermodel.build(hp)
+            if extra is not None:
+                extra(hp)
+
+        defs = discover(build, self._declared)
+        if self._declared is not None:
+            new = [n for n in defs if n not in self._declared._defs]
+            if new and not self.allow_new_entries:
+                raise RuntimeError(f"`allow_new_entries` is False, but the build function uses {new}")
+        keras.backend.clear_session()
+        return defs
+
+    def _fixed_names(self) -> list[str]:
+        if self._declared is None or self.tune_new_entries:
+            return []
+        return [n for n in self._defs if n not in self._declared._defs]
+
+    def _space(self) -> dict[str, dict[str, Any]]:
+        space, notes = to_space(self._defs, grid=self.searcher in ("grid", "manual"),
+                                fixed=self._fixed_names())
+        for note in notes:
+            if note not in self.notes:
+                log.warning(note)
+                self.notes.append(note)
+        return space or {"__default__": {"type": "fixed", "value": 0}}
+
+    def search_space_summary(self, extended: bool = False) -> None:
+        print("Search space summary")
+        print(f"Default search space size: {len(self._defs)}")
+        for name, d in self._defs.items():
+            print(f"{name} ({_KT_NAMES[d.kind]})")
+            print(d.get_config())
+
+    # -- spec -----------------------------------------------------------------------------
+
+    def _trials(self) -> int | None:
+        return self.max_trials
+
+    def _searcher_spec(self, space: dict) -> dict[str, Any]:
+        return {"name": self.searcher, "options": self.searcher_options}
+
+    def _scheduler_spec(self) -> dict[str, Any]:
+        return {"name": self.scheduler, "options": self.scheduler_options}
+
+    def _epochs(self, epochs: int | None) -> int:
+        return int(epochs or 1)
+
+    def build_spec(self, epochs: int | None = 1, batch_size: int | None = None, verbose: int = 0,
+                   has_validation: bool = True) -> Spec:
+        """The pipeline spec this tuner runs (also handy to save as YAML)."""
+        objectives = _objectives(self.objective, has_validation)
+        if len(objectives) > 1:
+            metric, mode = MULTI_OBJECTIVE, "min"
+        else:
+            metric, mode = objectives[0].name, objectives[0].direction
+        space = self._space()
+        raw = {
+            "name": self.project_name,
+            "space": space,
+            "training": {"epochs": self._epochs(epochs), "batch_size": int(batch_size or 32),
+                         "verbose": 2 if verbose == 2 else 0},
+            "objective": {"metric": metric, "mode": mode},
+            "searcher": self._searcher_spec(space),
+            "scheduler": self._scheduler_spec(),
+            "resources": self.resources,
+            "search": {"trials": self._trials()} | (
+                {"max_concurrent": self.max_concurrent_trials} if self.max_concurrent_trials else {}),
+            "storage": {"path": self.storage},
+            "failure": {"max_failures": self.max_retries_per_trial},
+            "seed": self.seed,
+        }
+        if raw["search"]["trials"] is None:
+            del raw["search"]["trials"]
+        return parse_spec(raw, source=f"{type(self).__name__}")
+
+    # -- storage ----------------------------------------------------------------------------
+
+    @property
+    def project_dir(self) -> str:
+        return self._where().path
+
+    def _where(self) -> Location:
+        return locate(self.storage, self.project_name)
+
+    def _is_ours(self, where: Location) -> bool:
+        import pyarrow.fs as pafs
+
+        fs = where.fs or pafs.LocalFileSystem()
+        return fs.get_file_info(f"{where.path}/{SPEC_FILE}").type == pafs.FileType.File
+
+    def _reload(self) -> None:
+        where = self._where()
+        if not where.exists():
+            return
+        if self.overwrite:
+            self._delete(where)
+            return
+        if not self._is_ours(where):
+            raise FileExistsError(f"{where.path} exists but holds no pipeline experiment "
+                                  "(a KerasTuner project?); pass overwrite=True or another project_name")
+        from pipeline.results import Results
+
+        self._results = Results(where)
+
+    def _delete(self, where: Location) -> None:
+        import pyarrow.fs as pafs
+
+        fs = where.fs or pafs.LocalFileSystem()
+        entries = fs.get_file_info(pafs.FileSelector(where.path))
+        names = {e.base_name for e in entries}
+        if names and not (SPEC_FILE in names or "oracle.json" in names):
+            raise FileExistsError(f"refusing to overwrite {where.path}: it is neither a pipeline "
+                                  "experiment nor a KerasTuner project")
+        if where.fs is None:
+            shutil.rmtree(where.path)
+        else:
+            fs.delete_dir(where.path)
+
+    def _finished(self) -> bool:
+        if self._results is None:
+            return False
+        try:
+            df = self._results.dataframe()
+            total = self._results.spec.num_trials
+        except Exception:  # noqa: BLE001 - no experiment state yet: not finished
+            return False
+        return len(df) >= total and bool(df["status"].isin(_TERMINAL).all())
+
+    # -- search ---------------------------------------------------------------------------
+
+    def search(self, *fit_args, **fit_kwargs) -> None:
+        """Run the search; arguments as for ``model.fit`` (x, y, epochs, validation_*, callbacks...)."""
+        import keras
+        from ray import tune
+
+        from cluster.connect import ray_session
+        from pipeline.runner import _effective, run
+
+        bound = inspect.signature(keras.Model.fit).bind(None, *fit_args, **fit_kwargs)
+        args = dict(bound.arguments)
+        args.pop("self", None)
+        args.update(args.pop("kwargs", {}))
+        x, y = args.pop("x", None), args.pop("y", None)
+        validation_data = args.pop("validation_data", None)
+        validation_split = args.pop("validation_split", None)
+        callbacks = list(args.pop("callbacks", None) or [])
+        verbose = args.pop("verbose", 1)
+        epochs = args.get("epochs")
+        if "sample_weight" in args:
+            raise TypeError("sample_weight is not supported by this front door")
+        data = make_dataset(x, y, validation_data, validation_split)
+
+        if self._finished():
+            print(f"Reloading results from {self._results.where.path}: the search has finished")
+            return
+        if self._custom_fit() and x is not None:
+            self._defs = self._discover(extra=self._dry_fit(data, args))
+        spec = self.build_spec(epochs, args.get("batch_size"), verbose if verbose != "auto" else 1,
+                               has_validation=len(data.x_val) > 0)
+        if self.executions_per_trial > 1:
+            from searchers import SCHEDULERS
+
+            if SCHEDULERS[spec.scheduler.name].needs_checkpoints:
+                raise ValueError(f"executions_per_trial > 1 cannot be combined with the "
+                                 f"'{spec.scheduler.name}' scheduler")
+        fit_kwargs_out = {k: v for k, v in args.items() if k != "epochs"}
+        if self._custom_fit() and "verbose" in fit_kwargs:
+            fit_kwargs_out["verbose"] = spec.training.verbose
+        objectives = _objectives(self.objective, len(data.x_val) > 0)
+        job = _Job(
+            hypermodel=self.hypermodel, defs=list(self._defs.values()),
+            objectives=[(o.name, o.direction) for o in objectives], callbacks=callbacks,
+            fit_kwargs=fit_kwargs_out, executions=self.executions_per_trial,
+            compile_kwargs=self.compile_kwargs, custom_fit=self._custom_fit(),
+            pass_epochs=epochs is not None or isinstance(self, Hyperband),
+        )
+        resume = self._results is not None
+        with ray_session(self.address):
+            trainable = tune.with_parameters(_trial, data=data.for_trials(), spec=_effective(spec), job=job)
+            self._results = run(spec, address=self.address, resume=resume,
+                                progress=bool(verbose), trainable=trainable)
+        self._check_failures()
+
+    def _custom_fit(self) -> bool:
+        return _has_custom_fit(self.hypermodel)
+
+    def _dry_fit(self, data: Dataset, args: dict[str, Any]):
+        """Call the HyperModel's fit with a model whose training does nothing, to record
+        hyperparameters that ``fit`` declares (``batch_size`` and the like)."""
+        hypermodel = self.hypermodel
+
+        def extra(hp):
+            model = _DryModel()
+            try:
+                hypermodel.fit(hp, model, data.x_train[:2], data.y_train[:2], **args)
+            except Exception as exc:  # noqa: BLE001 - user code may need a real model
+                log.debug("dry run of HyperModel.fit stopped: %s", exc)
+
+        return extra
+
+    def _check_failures(self) -> None:
+        limit = self.max_consecutive_failed_trials
+        if not limit or self._results is None:
+            return
+        df = self._results.dataframe()
+        run_length, last_error = 0, None
+        for status, error in zip(df["status"], df["error"]):
+            run_length = run_length + 1 if status == "ERROR" else 0
+            last_error = error if status == "ERROR" else last_error
+            if run_length >= limit:
+                raise RuntimeError(f"Number of consecutive failures exceeded the limit of {limit}.\n"
+                                   f"{last_error}")
+
+    # -- results ----------------------------------------------------------------------------
+
+    @property
+    def results(self):
+        """The pipeline :class:`~pipeline.results.Results` of this project."""
+        if self._results is None:
+            raise RuntimeError("no results yet: call search() first")
+        return self._results
+
+    def _best_trials(self, n: int) -> list:
+        if self._results is None:
+            return []
+        board = self._results.leaderboard(n)
+        trials = {t.trial_id: t for t in self._results._analysis.trials}
+        return [trials[tid] for tid in board["trial_id"]]
+
+    def _hp_of(self, trial) -> HyperParameters:
+        space = self._results.spec.search_space()
+        values = {k: v for k, v in space.active(trial.config).items() if k != "__default__"}
+        return HyperParameters.replay(self._defs.values(), values)
+
+    def get_best_hyperparameters(self, num_trials: int = 1) -> list[HyperParameters]:
+        """The best trials' hyperparameters, best first."""
+        return [self._hp_of(t) for t in self._best_trials(num_trials)]
+
+    def get_best_models(self, num_models: int = 1) -> list:
+        """The best trials' models, loaded from their best checkpoints."""
+        import os
+
+        import keras
+
+        from pipeline.trainable import MODEL_FILE
+
+        res = self._results
+        models = []
+        for trial in self._best_trials(num_models):
+            checkpoint = (res._analysis.get_best_checkpoint(trial, res.metric, res.mode)
+                          or res._analysis.get_last_checkpoint(trial))
+            if checkpoint is None:
+                raise LookupError(f"trial {trial.trial_id} has no checkpoint")
+            with checkpoint.as_directory() as d:
+                models.append(keras.models.load_model(os.path.join(d, MODEL_FILE)))
+        return models
+
+    def results_summary(self, num_trials: int = 10) -> None:
+        """Print the best trials as KerasTuner does."""
+        print("Results summary")
+        print(f"Results in {self.project_dir}")
+        print("Showing %d best trials" % num_trials)
+        res = self._results
+        if res is None:
+            return
+        metric, mode = res.metric, res.mode
+        if metric == MULTI_OBJECTIVE:
+            objs = _objectives(self.objective, True)
+            print("Multi" + str(Objective(MULTI_OBJECTIVE, "min")) + f": [{', '.join(map(str, objs))}]")
+        else:
+            print(Objective(metric, mode))
+        board = res.leaderboard(num_trials)
+        trials = {t.trial_id: t for t in res._analysis.trials}
+        for _, row in board.iterrows():
+            print()
+            print(f"Trial {row['trial_id']} summary")
+            print("Hyperparameters:")
+            values = self._hp_of(trials[row["trial_id"]]).values
+            for name, value in values.items():
+                print(f"{name}:", value)
+            if not values:
+                print("default configuration")
+            print(f"Score: {row[metric]}")
+
+    @property
+    def remaining_trials(self) -> int | None:
+        if self._results is None:
+            return self._trials()
+        return max(0, self._results.spec.num_trials - self._results.num_trials)
+
+
+_KT_NAMES = {"int": "Int", "float": "Float", "choice": "Choice", "bool": "Boolean", "fixed": "Fixed"}
+
+
+class _DryModel:
+    """Stands in for the model during the dry run of a HyperModel's ``fit``."""
+
+    def fit(self, *args, **kwargs):
+        return None
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+class RandomSearch(Tuner):
+    """Random search (Optuna's random sampler through the pipeline: conditions kept exactly)."""
+
+    _searcher = "optuna-random"
+
+    def __init__(self, hypermodel=None, objective=None, max_trials: int = 10, seed=None,
+                 hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
+                 max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
+        super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
+                         hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
+                         allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
+                         max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
+
+
+class GridSearch(Tuner):
+    """Every combination of the values (KerasTuner's ten values for a stepless float)."""
+
+    _searcher = "grid"
+
+    def __init__(self, hypermodel=None, objective=None, max_trials: int | None = None, seed=None,
+                 hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
+                 max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
+        super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
+                         hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
+                         allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
+                         max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
+
+    def _searcher_spec(self, space: dict) -> dict[str, Any]:
+        if self.searcher == "grid" and self.max_trials:
+            from pipeline.space import SearchSpace
+
+            grid = SearchSpace.from_dict(space).grid()
+            if self.max_trials < len(grid):
+                return {"name": "manual", "points_to_evaluate": grid[: self.max_trials]}
+        return super()._searcher_spec(space)
+
+    def _trials(self) -> int | None:
+        return None
+
+
+class BayesianOptimization(Tuner):
+    """Gaussian-process Bayesian optimization (Optuna's GPSampler)."""
+
+    _searcher = "gp"
+
+    def __init__(self, hypermodel=None, objective=None, max_trials: int = 10,
+                 num_initial_points: int | None = None, alpha: float = 1e-4, beta: float = 2.6,
+                 seed=None, hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
+                 max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
+        super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
+                         hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
+                         allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
+                         max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
+        self.num_initial_points = num_initial_points
+        if self.searcher == "gp" and importlib.util.find_spec("torch") is None:
+            log.warning("Optuna's GPSampler needs PyTorch, which is not installed; "
+                        "BayesianOptimization uses TPE instead")
+            self.searcher = "tpe"
+        if num_initial_points and self.searcher in ("gp", "tpe"):
+            self.searcher_options.setdefault("n_startup_trials", int(num_initial_points))
+
+
+class Hyperband(Tuner):
+    """HyperBand: Ray's HyperBandScheduler over TPE suggestions, up to ``max_epochs`` epochs."""
+
+    _searcher = "tpe"
+    _scheduler = "hyperband"
+
+    def __init__(self, hypermodel=None, objective=None, max_epochs: int = 100, factor: int = 3,
+                 hyperband_iterations: int = 1, seed=None, hyperparameters=None,
+                 tune_new_entries=True, allow_new_entries=True, max_retries_per_trial=0,
+                 max_consecutive_failed_trials=3, max_trials: int | None = None, **kwargs):
+        self.max_epochs, self.factor = int(max_epochs), int(factor)
+        self.hyperband_iterations = int(hyperband_iterations)
+        super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
+                         hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
+                         allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
+                         max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
+        if self.scheduler in ("hyperband", "asha"):
+            self.scheduler_options.setdefault("reduction_factor", self.factor)
+
+    def _trials(self) -> int | None:
+        n = _hyperband_trials(self.max_epochs, self.factor, self.hyperband_iterations)
+        return min(n, self.max_trials) if self.max_trials else n
+
+    def _epochs(self, epochs: int | None) -> int:
+        return self.max_epochs  # KerasTuner's Hyperband sets the epochs itself
