@@ -3,8 +3,41 @@
 from __future__ import annotations
 
 import os
+import socket
 from contextlib import contextmanager
 from typing import Iterator
+
+REACH_TIMEOUT_S = 10.0
+
+
+class ClusterConnectError(ConnectionError):
+    """The cluster at ``address`` cannot be reached or refused us."""
+
+
+def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Fail fast (bounded) if a ``host:port`` GCS address does not accept connections.
+
+    ``ray.init(address=...)`` retries an unreachable address for minutes; this
+    probe turns that into a clear error after ``timeout_s``.
+    """
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterConnectError(f"--address: expected HOST:PORT of the Ray head, got '{address}'")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ClusterConnectError(
+            f"cannot reach the Ray cluster at {address} within {timeout_s:.0f}s ({exc}); "
+            "is the head running and the address right?") from None
+
+
+def alive_nodes() -> int:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
 
 
 @contextmanager
@@ -24,7 +57,14 @@ def ray_session(address: str | None = None, *, dashboard: bool = False) -> Itera
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING"}
     if address:
-        ray.init(address=address, **kwargs)
+        check_reachable(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as exc:
+            hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                    " (a cluster with token authentication needs RAY_AUTH_MODE=token and "
+                    "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)")
+            raise ClusterConnectError(f"could not join the Ray cluster at {address}: {exc}{hint}") from None
     else:
         ray.init(include_dashboard=dashboard, **kwargs)
     try:

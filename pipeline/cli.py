@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from cluster.connect import ClusterConnectError
 from pipeline.spec import SpecError, load_spec
 
 EXIT_BAD_INPUT = 2
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         for line in exc.lines:
             print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ClusterConnectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # noqa: BLE001 - user-facing commands end with one line, not a traceback
         expected = (FileNotFoundError, LookupError, ValueError, RuntimeError, ConnectionError)

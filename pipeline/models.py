@@ -2,28 +2,40 @@
 
 A builder takes the trial's hyperparameters (a dict of the active searched
 values merged over ``model.options``), the input shape and the number of
-classes, and returns a Keras model. The trainable compiles it unless the
-builder already did.
+classes, and returns a Keras model. A builder that accepts ``x_train`` /
+``y_train`` keywords also gets the training split (never the validation or
+test split), to fit preprocessing inside the model. The trainable compiles the
+model (optimizer, schedule: :mod:`pipeline.optimizers`) unless the builder did.
 
 Built-in hyperparameters (all optional; defaults in brackets):
 
-* ``mlp``: ``layers`` [1], ``units`` [64], ``units_<i>`` per layer (1-based),
-  ``activation`` [relu], ``dropout`` [0.0], ``l2`` [0.0], ``batchnorm`` [False].
+* ``mlp``: ``layers`` [1], ``units`` [64], ``units_<i>`` per layer (1-based,
+  falls back to ``units``), ``activation`` [relu], ``dropout`` [0.0],
+  ``l2`` [0.0], ``batchnorm`` [False].
 * ``cnn``: ``conv_layers`` [2], ``filters`` [32] (doubling per layer),
-  ``kernel_size`` [3], ``dense_units`` [64], ``activation``, ``dropout``, ``l2``,
-  ``batchnorm``. Rank-1 inputs are 1-D signals (Conv1D); rank-2 and rank-3
-  inputs are images (Conv2D).
+  ``filters_<i>`` per conv layer, ``kernel_size`` [3], ``dense_units`` [64],
+  ``activation``, ``dropout``, ``l2``, ``batchnorm``. Rank-1 inputs are 1-D
+  signals (Conv1D); rank-2 and rank-3 inputs are images (Conv2D).
+* both: feature engineering ``scaling``, ``select_k`` (mlp only),
+  ``noise_std``, ``shift``, ``flip`` (:mod:`pipeline.preprocessing`).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from pipeline.registry import Registry
 
 BUILDERS: Registry[Callable[..., Any]] = Registry("model builder")
+
+# Enumerated feature-engineering values (pipeline.preprocessing implements them;
+# kept here so that spec validation can check them without importing Keras).
+SCALINGS = ("none", "standard", "minmax")
+FLIP_MODES = {True: "horizontal", "true": "horizontal", "horizontal": "horizontal",
+              "vertical": "vertical", "horizontal_and_vertical": "horizontal_and_vertical"}
+NO_FLIP = (None, False, "none", "false", 0)
 
 
 def _regularizer(hp: dict[str, Any]):
@@ -43,12 +55,27 @@ def _block(x, hp: dict[str, Any]):
     return x
 
 
-@BUILDERS.register("mlp")
-def build_mlp(hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int):
+def _front(hp: dict[str, Any], input_shape: tuple[int, ...], x_train):
+    """Input, then the training-only augmentation, then scaling fitted on ``x_train``."""
     import keras
 
+    from pipeline import preprocessing as pre
+
     inputs = keras.Input(shape=input_shape)
-    x = keras.layers.Flatten()(inputs)
+    x = pre.augment(inputs, hp, input_shape)
+    return inputs, pre.scale(x, hp, input_shape, x_train)
+
+
+@BUILDERS.register("mlp")
+def build_mlp(hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
+              x_train=None, y_train=None):
+    import keras
+
+    from pipeline import preprocessing as pre
+
+    inputs, x = _front(hp, input_shape, x_train)
+    x = keras.layers.Flatten()(x)
+    x = pre.select(x, hp, x_train, y_train)
     for i in range(1, int(hp.get("layers", 1)) + 1):
         units = int(hp.get(f"units_{i}", hp.get("units", 64)))
         x = keras.layers.Dense(units, kernel_regularizer=_regularizer(hp), name=f"dense_{i}")(x)
@@ -58,19 +85,24 @@ def build_mlp(hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
 
 
 @BUILDERS.register("cnn")
-def build_cnn(hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int):
+def build_cnn(hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
+              x_train=None, y_train=None):
     import keras
 
-    inputs = keras.Input(shape=input_shape)
+    if int(hp.get("select_k") or 0) > 0:
+        raise ValueError("select_k: feature selection applies to the mlp builder only "
+                         "(a CNN needs its spatial layout)")
+    inputs, x = _front(hp, input_shape, x_train)
     if len(input_shape) == 1:
-        x = keras.layers.Reshape((input_shape[0], 1))(inputs)
+        x = keras.layers.Reshape((input_shape[0], 1))(x)
         conv, pool = keras.layers.Conv1D, keras.layers.MaxPooling1D
     else:
-        x = keras.layers.Reshape((*input_shape[:2], 1))(inputs) if len(input_shape) == 2 else inputs
+        x = keras.layers.Reshape((*input_shape[:2], 1))(x) if len(input_shape) == 2 else x
         conv, pool = keras.layers.Conv2D, keras.layers.MaxPooling2D
     filters = int(hp.get("filters", 32))
     for i in range(1, int(hp.get("conv_layers", 2)) + 1):
-        x = conv(filters * 2 ** (i - 1), int(hp.get("kernel_size", 3)), padding="same",
+        width = int(hp.get(f"filters_{i}", filters * 2 ** (i - 1)))
+        x = conv(width, int(hp.get("kernel_size", 3)), padding="same",
                  kernel_regularizer=_regularizer(hp), name=f"conv_{i}")(x)
         x = _block(x, hp)
         if x.shape[1] >= 4:
@@ -94,10 +126,42 @@ def resolve_builder(name: str) -> Callable[..., Any]:
 
 
 def build_model(builder: str | Callable[..., Any], hp: dict[str, Any],
-                input_shape: tuple[int, ...], num_classes: int):
-    """Call the builder (a name or a callable) with the keyword arguments it accepts."""
+                input_shape: tuple[int, ...], num_classes: int,
+                x_train=None, y_train=None):
+    """Call the builder (a name or a callable) with the keyword arguments it accepts.
+
+    ``x_train`` / ``y_train`` (the training split only) go to builders that name
+    them or take ``**kwargs``; preprocessing fitted inside the model uses them.
+    """
     fn = builder if callable(builder) else resolve_builder(builder)
     params = inspect.signature(fn).parameters
-    kwargs = {k: v for k, v in (("input_shape", input_shape), ("num_classes", num_classes))
-              if k in params or any(p.kind is p.VAR_KEYWORD for p in params.values())}
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    offered = (("input_shape", input_shape), ("num_classes", num_classes),
+               ("x_train", x_train), ("y_train", y_train))
+    kwargs = {k: v for k, v in offered if k in params or var_kw}
     return fn(hp, **kwargs)
+
+
+def check_hyperparameters(values: dict[str, Iterable[Any]], builders: Iterable[str] = ()) -> list[str]:
+    """``name: message`` lines for enumerated built-in hyperparameters with unknown values.
+
+    ``values`` maps a hyperparameter to the values it may take (a fixed option:
+    one value; a searched choice: its values); ``builders`` are the builders in
+    play. Needs no Keras: a spec validator may call it before anything starts.
+    """
+    from pipeline.optimizers import SCHEDULES
+
+    allowed = {"lr_schedule": SCHEDULES, "scaling": SCALINGS}
+    builders = set(builders)
+    errors: list[str] = []
+    for name, options in values.items():
+        for value in options:
+            if name in allowed and str(value).lower() not in allowed[name]:
+                errors.append(f"{name}: unknown value '{value}' (known: {', '.join(allowed[name])})")
+            elif name == "flip" and value not in NO_FLIP and (
+                    str(value).lower() if isinstance(value, str) else value) not in FLIP_MODES:
+                errors.append(f"flip: unknown value '{value}' (known: false, true, horizontal, "
+                              "vertical, horizontal_and_vertical)")
+            elif name == "select_k" and value and "cnn" in builders:
+                errors.append("select_k: feature selection applies to the mlp builder only")
+    return errors

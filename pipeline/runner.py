@@ -24,6 +24,14 @@ def _effective(spec: Spec) -> Spec:
     return spec
 
 
+def _check_storage(where) -> None:
+    """Unreachable or read-only storage is an error now, before Ray starts."""
+    try:
+        where.check_writable()
+    except (OSError, ValueError) as exc:
+        raise SpecError([f"storage.path: cannot write to {where.path}: {exc}"]) from None
+
+
 def run(spec: Spec, *, address: str | None = None, resume: bool = False,
         progress: bool = True, data: "Dataset | None" = None,
         build_fn: "Callable[..., Any] | None" = None,
@@ -43,7 +51,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     from ray import tune
 
     import searchers
-    from cluster.connect import ray_session
+    from cluster.connect import alive_nodes, ray_session
     from pipeline.data import load_dataset
     from pipeline.progress import Progress
     from pipeline.results import Results
@@ -55,6 +63,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     # Schedulers that exploit other trials' checkpoints (PBT) must find them still there.
     keep = None if SCHEDULERS[spec.scheduler.name].needs_checkpoints else 2
     where = locate(spec.storage.path, spec.name, spec.storage.endpoint_override)
+    _check_storage(where)
     if where.exists() and not resume:
         raise SpecError([f"name: experiment '{spec.name}' already exists at {where.path}; "
                          "pass --resume to continue it or choose another name"])
@@ -65,6 +74,11 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
     with ray_session(address):
+        if where.fs is None and not spec.storage.shared and alive_nodes() > 1:
+            raise SpecError([
+                f"storage.path: '{spec.storage.path}' is on this machine only, but the cluster has "
+                f"{alive_nodes()} nodes; use shared storage (s3://, gs://) or set storage.shared: "
+                "true for a folder every node mounts"])
         if trainable is None:
             data = (data or load_dataset(spec.data, spec.seed)).for_trials()
             trainable = tune.with_parameters(train_keras, data=data, spec=spec, build_fn=build_fn)

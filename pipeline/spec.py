@@ -226,6 +226,7 @@ class SearchSpec(_Section):
 class StorageSpec(_Section):
     path: str = "results"
     endpoint_override: str | None = Field(default=None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    shared: bool = Field(default=False, description="a local path that every node mounts (NFS...)")
 
     @field_validator("path")
     @classmethod

@@ -34,6 +34,14 @@ class Location:
         with self._fs.open_output_stream(f"{self.path}/{filename}") as f:
             f.write(text.encode())
 
+    def check_writable(self) -> None:
+        """Write and delete a probe file, so bad storage fails now, not an hour in."""
+        probe = f"{self.root.rstrip('/')}/.write-probe-{self.name}"
+        self._fs.create_dir(self.root, recursive=True)
+        with self._fs.open_output_stream(probe) as f:
+            f.write(b"ok")
+        self._fs.delete_file(probe)
+
     def read_text(self, filename: str) -> str:
         with self._fs.open_input_stream(f"{self.path}/{filename}") as f:
             return f.read().decode()
@@ -49,7 +57,8 @@ def filesystem(uri: str, endpoint_override: str | None = None) -> tuple[pafs.Fil
         endpoint = endpoint_override or os.environ["AWS_ENDPOINT_URL"]
         scheme, _, host = endpoint.rpartition("://")
         fs = pafs.S3FileSystem(endpoint_override=host, scheme=scheme or "https",
-                               allow_bucket_creation=True)
+                               allow_bucket_creation=True, connect_timeout=5, request_timeout=20,
+                               retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=4))
         return fs, uri.removeprefix("s3://").rstrip("/")
     fs, path = pafs.FileSystem.from_uri(uri)
     return fs, path.rstrip("/")

@@ -22,11 +22,12 @@ from typing import Any, Callable
 
 from pipeline.data import Dataset
 from pipeline.models import build_model, resolve_callable
+from pipeline.optimizers import KEYS as TRAINING_KEYS  # noqa: F401  (training hyperparameters)
+from pipeline.optimizers import build_optimizer, steps_per_epoch
 from pipeline.spec import Spec
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "state.json"
-TRAINING_KEYS = ("learning_rate", "optimizer", "batch_size")
 
 
 class TrialDiverged(FloatingPointError):
@@ -45,15 +46,14 @@ def hyperparameters(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
     return {**spec.model.options, **spec.search_space().active(config)}
 
 
-def compile_model(model, spec: Spec, hp: dict[str, Any]) -> None:
-    import keras
+def compile_model(model, spec: Spec, hp: dict[str, Any],
+                  steps_per_epoch: int | None = None) -> None:
+    """Compile with the trial's optimizer and learning-rate schedule (:mod:`pipeline.optimizers`).
 
-    optimizer = keras.optimizers.get({
-        "class_name": hp.get("optimizer", spec.training.optimizer),
-        "config": {"learning_rate": float(hp.get("learning_rate", spec.training.learning_rate))},
-    })
+    ``steps_per_epoch`` (ceil(n_train / batch_size)) sizes the schedules.
+    """
     model.compile(
-        optimizer=optimizer,
+        optimizer=build_optimizer(hp, spec.training, steps_per_epoch),
         loss=spec.training.loss or "sparse_categorical_crossentropy",
         metrics=list(spec.training.metrics),
         steps_per_execution=spec.training.steps_per_execution,
@@ -110,10 +110,14 @@ def _restore(spec: Spec, hp: dict[str, Any]):
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None, 0
+    import pipeline.preprocessing  # noqa: F401  (registers the custom preprocessing layers)
+
     with checkpoint.as_directory() as d:
         model = keras.models.load_model(os.path.join(d, MODEL_FILE))
         done = json.loads(Path(d, STATE_FILE).read_text())["epoch"]
-    if "learning_rate" in hp:  # PBT may have mutated it since the checkpoint
+    schedule = isinstance(model.optimizer._learning_rate,
+                          keras.optimizers.schedules.LearningRateSchedule)
+    if "learning_rate" in hp and not schedule:  # PBT may have mutated it since the checkpoint
         model.optimizer.learning_rate.assign(float(hp["learning_rate"]))
     return model, done
 
@@ -139,11 +143,14 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
     keras.utils.set_random_seed(spec.seed)
     hp = hyperparameters(spec, config)
     model, done = _restore(spec, hp)
+    batch_size = int(hp.get("batch_size", spec.training.batch_size))
     if model is None:
         builder = hp.pop("builder", spec.model.builder)  # the builder itself may be searched
-        model = build_model(build_fn or builder, hp, data.input_shape, data.num_classes)
+        # the training split only: preprocessing fitted inside the model never sees val/test
+        model = build_model(build_fn or builder, hp, data.input_shape, data.num_classes,
+                            x_train=data.x_train, y_train=data.y_train)
         if not model.compiled:
-            compile_model(model, spec, hp)
+            compile_model(model, spec, hp, steps_per_epoch(len(data.x_train), batch_size))
     epochs = spec.training.epochs
     if done >= epochs:
         return
@@ -151,7 +158,7 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
         data.x_train,
         data.y_train,
         validation_data=(data.x_val, data.y_val),
-        batch_size=int(hp.get("batch_size", spec.training.batch_size)),
+        batch_size=batch_size,
         epochs=epochs,
         initial_epoch=done,
         verbose=spec.training.verbose,

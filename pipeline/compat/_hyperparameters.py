@@ -69,7 +69,10 @@ class HyperParameter:
         elif self.kind == "choice":
             cfg["default"] = self.default
             cfg["values"] = list(a["values"])
-            cfg["ordered"] = a.get("ordered")
+            ordered = a.get("ordered")
+            if ordered is None:  # KerasTuner: numeric choices are ordered
+                ordered = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a["values"])
+            cfg["ordered"] = ordered
         else:
             if self.kind == "float":
                 cfg["default"] = self.default

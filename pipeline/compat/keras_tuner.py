@@ -65,6 +65,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.compat._results import CompatResults
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
 from pipeline.data import Dataset
 from pipeline.spec import Spec, parse_spec
@@ -316,14 +317,27 @@ def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callb
     return model.fit(data.x_train, data.y_train, **kwargs)
 
 
+def _fence(spec: Spec) -> None:
+    """Size threads and cap GPU memory to the trial's share, as the pipeline's trainable does."""
+    try:
+        from pipeline.devices import configure
+    except ImportError:  # an older pipeline: threads only
+        from pipeline.trainable import _size_threads
+
+        _size_threads(spec.resources.cpu)
+        return
+    configure(spec.resources.cpu, spec.resources.gpu,
+              getattr(spec.resources, "gpu_memory_growth", False))
+
+
 def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
     """Ray Tune function trainable for one KerasTuner trial."""
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     from ray import tune
 
-    from pipeline.trainable import _restore, _size_threads, hyperparameters
+    from pipeline.trainable import _restore, hyperparameters
 
-    _size_threads(spec.resources.cpu)
+    _fence(spec)
     import keras
 
     keras.backend.clear_session()
@@ -604,9 +618,7 @@ class Tuner:
         if not self._is_ours(where):
             raise FileExistsError(f"{where.path} exists but holds no pipeline experiment "
                                   "(a KerasTuner project?); pass overwrite=True or another project_name")
-        from pipeline.results import Results
-
-        self._results = Results(where)
+        self._results = CompatResults(where)
 
     def _delete(self, where: Location) -> None:
         import pyarrow.fs as pafs
@@ -683,8 +695,9 @@ class Tuner:
         resume = self._results is not None
         with ray_session(self.address):
             trainable = tune.with_parameters(_trial, data=data.for_trials(), spec=_effective(spec), job=job)
-            self._results = run(spec, address=self.address, resume=resume,
-                                progress=bool(verbose), trainable=trainable)
+            results = run(spec, address=self.address, resume=resume,
+                          progress=bool(verbose), trainable=trainable)
+        self._results = CompatResults(results.where)
         self._check_failures()
 
     def _custom_fit(self) -> bool:

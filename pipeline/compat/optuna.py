@@ -1,0 +1,518 @@
+"""Optuna's API on this pipeline: ``from pipeline.compat import optuna``.
+
+``create_study(...)`` and ``study.optimize(objective, n_trials=..., timeout=...)``
+run each trial of a define-by-run objective as a Ray Tune trial. The objective
+itself is the Tune trainable (it may train Keras models or be any Python
+function); its ``trial`` is a proxy whose calls go to one driver-side Ray actor
+holding a real ``optuna.Study`` with the user's sampler:
+
+* ``trial.suggest_*`` (also the deprecated ``suggest_uniform``,
+  ``suggest_loguniform``, ``suggest_discrete_uniform``) are answered by that
+  study's ``Trial`` (``study.ask()``), so distributions, log scales, steps,
+  conditional (define-by-run) parameters and the sampler's behaviour are
+  Optuna's own, and trials run in parallel (``n_jobs``);
+* ``trial.report(value, step)`` records the intermediate value in the study and
+  reports ``{"value": value, "step": step}`` to Tune, whose scheduler stops
+  trials: ``SuccessiveHalvingPruner``/``HyperbandPruner`` -> ``asha``,
+  ``MedianPruner`` -> ``median``, ``NopPruner`` -> ``fifo``. With these,
+  ``trial.should_prune()`` is False (Tune stops the trial itself; the study
+  records it as PRUNED). With no pruner or another one (Percentile, Threshold,
+  Patient, Wilcoxon) the scheduler is ``fifo`` and ``should_prune()`` asks the
+  study's real pruner, exactly as in Optuna;
+* the value returned by the objective is told to the study and reported to Tune.
+
+After ``optimize`` the study is an ordinary Optuna study on the driver:
+``best_params``, ``best_value``, ``best_trial``, ``trials``,
+``trials_dataframe()``... are Optuna's. Tune's results are stored under
+``results_path/<study_name>`` (``study.results`` opens them). ``storage`` is
+Optuna's (e.g. ``sqlite:///study.db``); with it ``load_if_exists`` works as in
+Optuna.
+
+Differences from Optuna: ``n_jobs`` runs Tune trials in parallel (``-1``: as
+many as the cluster's CPUs allow); Tune's schedulers count reports, not
+``step`` values; an objective failing with an exception not in ``catch``
+re-raises it after all trials ran (Optuna stops at once); ``callbacks`` run in
+the study actor after each trial; ``study.stop()`` is not supported inside
+objectives.
+"""
+
+from __future__ import annotations
+
+import logging as _logging
+import math
+import pickle
+import re
+import uuid
+from typing import Any, Callable, Iterable, Sequence
+
+import optuna as _optuna
+from optuna import (  # noqa: F401  (re-exported: code uses optuna.samplers.TPESampler etc.)
+    distributions,
+    exceptions,
+    logging,
+    pruners,
+    samplers,
+    storages,
+    trial,
+)
+from optuna.exceptions import TrialPruned
+from optuna.trial import TrialState
+
+__all__ = ["create_study", "load_study", "Study", "Trial", "TrialPruned", "samplers", "pruners",
+           "SAMPLER_SEARCHERS"]
+
+log = _logging.getLogger(__name__)
+
+SAMPLER_SEARCHERS = {
+    "TPESampler": "tpe",
+    "RandomSampler": "optuna-random",
+    "GPSampler": "gp",
+    "CmaEsSampler": "cmaes",
+    "NSGAIISampler": "nsga2",
+}
+_SUGGEST = {"suggest_float", "suggest_int", "suggest_categorical", "suggest_uniform",
+            "suggest_loguniform", "suggest_discrete_uniform"}
+_TRIAL_CALLS = _SUGGEST | {"report", "should_prune", "set_user_attr", "params", "distributions",
+                           "user_attrs", "datetime_start", "number"}
+_RDB = ("sqlite", "mysql", "postgresql", "postgres", "oracle", "mssql")
+
+
+def __getattr__(name: str) -> Any:  # anything else of Optuna's top level
+    return getattr(_optuna, name)
+
+
+# -- pruners and samplers -> schedulers and searchers ------------------------------------------
+
+
+def searcher_for(sampler: Any, multi: bool) -> str:
+    """The pipeline searcher name matching an Optuna sampler (what the spec records)."""
+    name = SAMPLER_SEARCHERS.get(type(sampler).__name__, "optuna-random")
+    if multi and name in ("cmaes",):
+        return "tpe"
+    return name
+
+
+def scheduler_for(pruner: Any) -> tuple[str, dict[str, Any], int | None, bool]:
+    """(scheduler name, options, max_t or None, should_prune asks the study's pruner)."""
+    P = _optuna.pruners
+    if pruner is None:
+        return "fifo", {}, None, True  # Optuna's default MedianPruner, consulted by should_prune()
+    if isinstance(pruner, P.NopPruner):
+        return "fifo", {}, None, False
+    if isinstance(pruner, P.HyperbandPruner):
+        rf = int(pruner._reduction_factor)
+        max_r = pruner._max_resource
+        opts = {"grace_period": int(pruner._min_resource), "reduction_factor": rf}
+        return "asha", opts, (int(max_r) + 1 if isinstance(max_r, int) else None), False
+    if isinstance(pruner, P.SuccessiveHalvingPruner):
+        rf = int(pruner._reduction_factor)
+        grace = int(pruner._min_resource or 1) * rf ** int(pruner._min_early_stopping_rate)
+        return "asha", {"grace_period": grace, "reduction_factor": rf}, None, False
+    if type(pruner) is P.MedianPruner:
+        opts = {"grace_period": int(pruner._n_warmup_steps),
+                "min_samples_required": max(1, int(pruner._n_startup_trials), int(pruner._n_min_trials))}
+        return "median", opts, None, False
+    return "fifo", {}, None, True
+
+
+# -- the study actor (driver side) --------------------------------------------------------------
+
+
+def _portable(exc: BaseException) -> BaseException:
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - unpicklable user exceptions travel as text
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+class _StudyHolder:
+    """Holds the real ``optuna.Study``; runs as a Ray actor next to the driver."""
+
+    def __init__(self, create_kwargs: dict[str, Any], prior: list, study_attrs: dict[str, Any],
+                 callbacks: list, verbosity: int):
+        import optuna
+
+        optuna.logging.set_verbosity(verbosity)
+        self.study = optuna.create_study(**create_kwargs)
+        if prior:
+            self.study.add_trials(prior)
+        for key, value in study_attrs.get("user", {}).items():
+            self.study.set_user_attr(key, value)
+        if study_attrs.get("metric_names"):
+            self.study.set_metric_names(study_attrs["metric_names"])
+        self.callbacks = callbacks
+        self.trials: dict[int, Any] = {}
+        self.by_tune_id: dict[str, int] = {}
+        self.errors: list[tuple[int, BaseException]] = []
+
+    def ask(self, tune_trial_id: str) -> int:
+        number = self.by_tune_id.get(tune_trial_id)
+        if number is not None and number in self.trials:  # a retried Tune trial keeps its Optuna trial
+            return number
+        t = self.study.ask()
+        self.trials[t.number] = t
+        self.by_tune_id[tune_trial_id] = t.number
+        return t.number
+
+    def call(self, number: int, method: str, args: tuple, kwargs: dict) -> Any:
+        if method not in _TRIAL_CALLS:
+            raise AttributeError(f"Trial has no method {method!r} here")
+        attr = getattr(self.trials[number], method)
+        return attr(*args, **kwargs) if callable(attr) else attr
+
+    def finish(self, number: int, result: Any, state: str | None,
+               error: BaseException | None = None) -> tuple[str, list[float] | None]:
+        """Tell the study how the trial ended, log it as ``study.optimize`` does, run callbacks."""
+        from optuna.study._tell import _tell_with_warning
+
+        t = self.trials.pop(number, None)
+        if t is None:
+            frozen = self.study._storage.get_trial(self.study._storage.get_trial_id_from_study_id_trial_number(
+                self.study._study_id, number))
+            return frozen.state.name, frozen.values
+        tell_state = {"PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAIL}.get(state or "")
+        new_state, values, warning = _tell_with_warning(
+            study=self.study, trial=t, value_or_values=None if tell_state else result,
+            state=tell_state, suppress_warning=True)
+        params = t.params
+        if new_state == TrialState.COMPLETE:
+            self.study._log_completed_trial(values, number, params)
+        elif new_state == TrialState.PRUNED:
+            _optuna.logging.get_logger("optuna.study._optimize").info(f"Trial {number} pruned. ")
+        else:
+            message = repr(error) if error is not None else warning
+            logger = _optuna.logging.get_logger("optuna.study._optimize")
+            logger.warning(f"Trial {number} failed with parameters: {params} because of the "
+                           f"following error: {message}.")
+            logger.warning(f"Trial {number} failed with value {result!r}.")
+            if error is not None:
+                self.errors.append((number, error))
+        frozen = self.study._storage.get_trial(t._trial_id)
+        for callback in self.callbacks:
+            try:
+                callback(self.study, frozen)
+            except Exception as exc:  # noqa: BLE001 - a callback must not lose the trial
+                _optuna.logging.get_logger("optuna").warning(f"callback {callback!r} failed: {exc!r}")
+        return new_state.name, values
+
+    def reconcile(self, tune_status: dict[str, str]) -> None:
+        """Trials Tune stopped (or lost) without the objective reporting back."""
+        for tune_id, number in self.by_tune_id.items():
+            if number not in self.trials:
+                continue
+            t = self.trials[number]
+            stopped = tune_status.get(tune_id) == "TERMINATED"
+            has_steps = bool(self.study._storage.get_trial(t._trial_id).intermediate_values)
+            self.finish(number, None, "PRUNED" if stopped and has_steps else "FAIL")
+
+    def export(self) -> tuple[list, Any, list[tuple[int, BaseException]]]:
+        return self.study.get_trials(deepcopy=True), self.study.sampler, self.errors
+
+
+# -- the trial proxy (worker side) ---------------------------------------------------------------
+
+
+class Trial:
+    """What the objective receives: Optuna's ``Trial`` API, answered by the study actor."""
+
+    def __init__(self, actor, number: int, metric: str, multi: bool, ask_pruner: bool):
+        self._actor, self.number = actor, number
+        self._metric, self._multi, self._ask_pruner = metric, multi, ask_pruner
+        self._reports = 0
+        self._told = False
+
+    def _call(self, method: str, *args, **kwargs) -> Any:
+        import ray
+
+        return ray.get(self._actor.call.remote(self.number, method, args, kwargs))
+
+    # suggestions: Optuna's own Trial methods, run in the study
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        return self._call("suggest_float", name, low, high, step=step, log=log)
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        return self._call("suggest_int", name, low, high, step=step, log=log)
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self._call("suggest_categorical", name, list(choices))
+
+    def suggest_uniform(self, name: str, low: float, high: float) -> float:
+        return self._call("suggest_uniform", name, low, high)
+
+    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
+        return self._call("suggest_loguniform", name, low, high)
+
+    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
+        return self._call("suggest_discrete_uniform", name, low, high, q)
+
+    def report(self, value: float, step: int) -> None:
+        """Record an intermediate value; Tune's scheduler may stop the trial here."""
+        from ray import tune
+
+        if self._multi:
+            raise NotImplementedError("Trial.report is not supported for multi-objective optimization.")
+        value = float(value)
+        self._call("report", value, int(step))
+        self._reports += 1
+        try:
+            tune.report({self._metric: value, "step": int(step), "epoch": self._reports})
+        except SystemExit:  # Tune stopped this trial (the scheduler pruned it)
+            self._finish(None, "PRUNED")
+            raise
+
+    def should_prune(self) -> bool:
+        return bool(self._call("should_prune")) if self._ask_pruner else False
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._call("set_user_attr", key, value)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self._call("params")
+
+    @property
+    def distributions(self) -> dict[str, Any]:
+        return self._call("distributions")
+
+    @property
+    def user_attrs(self) -> dict[str, Any]:
+        return self._call("user_attrs")
+
+    @property
+    def datetime_start(self):
+        return self._call("datetime_start")
+
+    def _finish(self, result: Any, state: str | None, error: BaseException | None = None):
+        import ray
+
+        if self._told:
+            return None, None
+        self._told = True
+        return ray.get(self._actor.finish.remote(self.number, result, state, error))
+
+
+def _objective_trainable(config: dict[str, Any], objective: Callable, actor, setup: dict[str, Any]) -> None:
+    """Ray Tune function trainable: one Optuna trial of the user's objective."""
+    import ray
+    from ray import tune
+
+    number = ray.get(actor.ask.remote(tune.get_context().get_trial_id()))
+    t = Trial(actor, number, setup["metrics"][0], len(setup["metrics"]) > 1, setup["ask_pruner"])
+    try:
+        result = objective(t)
+    except TrialPruned as exc:
+        t._finish(None, "PRUNED", exc)
+        return
+    except SystemExit:
+        t._finish(None, "PRUNED")
+        raise
+    except Exception as exc:
+        t._finish(None, "FAIL", _portable(exc))
+        raise
+    state, values = t._finish(result, None)
+    if state == "COMPLETE" and values:
+        tune.report({**dict(zip(setup["metrics"], values)), "epoch": t._reports})
+
+
+# -- the study ---------------------------------------------------------------------------------
+
+
+def _direction_name(d: Any) -> str:
+    return d.name.lower() if hasattr(d, "name") else str(d).lower()
+
+
+def _optuna_storage(storage: Any) -> Any:
+    """Relative sqlite paths made absolute (the actor may not share the driver's directory)."""
+    import os
+
+    if isinstance(storage, str) and storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(storage.removeprefix("sqlite:///"))
+    return storage
+
+
+def _experiment_name(study_name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", study_name).lstrip("_.-") or "study"
+    return name[:63]
+
+
+class Study:
+    """An Optuna study whose ``optimize`` runs on Ray Tune; everything else is Optuna's."""
+
+    def __init__(self, study: "_optuna.Study", *, storage: Any, pruner: Any, results_path: str,
+                 address: str | None, resources_per_trial: dict[str, float] | None):
+        self._study = study
+        self._storage = storage
+        self._pruner = pruner
+        self.results_path = results_path
+        self.address = address
+        self.resources_per_trial = dict(resources_per_trial or {})
+        self.results_list: list = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_study":
+            raise AttributeError(name)
+        return getattr(self._study, name)
+
+    def __repr__(self) -> str:
+        return f"<pipeline.compat.optuna.Study {self._study.study_name!r} ({len(self._study.trials)} trials)>"
+
+    @property
+    def results(self):
+        """The pipeline :class:`~pipeline.results.Results` of the last ``optimize``."""
+        if not self.results_list:
+            raise RuntimeError("no results yet: call optimize() first")
+        return self.results_list[-1]
+
+    def _spec(self, n_trials: int | None, timeout: float | None, concurrency: int, name: str):
+        from pipeline.spec import parse_spec
+
+        directions = [_direction_name(d) for d in self._study.directions]
+        multi = len(directions) > 1
+        metrics = ["value"] if not multi else [f"values_{i}" for i in range(len(directions))]
+        modes = ["min" if d == "minimize" else "max" for d in directions]
+        scheduler, options, max_t, ask_pruner = scheduler_for(self._pruner)
+        if multi:
+            scheduler, options, max_t = "fifo", {}, None
+        raw = {
+            "name": name,
+            # The objective asks the study actor for its parameters; Tune only counts trials.
+            "space": {"optuna_trial": {"type": "fixed", "value": "study"}},
+            "training": {"epochs": max_t or 1000},
+            "objective": {"metric": metrics if multi else metrics[0], "mode": modes if multi else modes[0]},
+            "searcher": {"name": searcher_for(self._study.sampler, multi)},
+            "scheduler": {"name": scheduler, "options": options},
+            "resources": {"cpu": 1, "gpu": 0, **self.resources_per_trial},
+            "search": {"trials": int(n_trials) if n_trials else 10 ** 9, "max_concurrent": concurrency,
+                       **({"time_budget_s": float(timeout)} if timeout else {})},
+            "storage": {"path": self.results_path},
+        }
+        return parse_spec(raw, source="optuna study"), metrics, ask_pruner
+
+    def _concurrency(self, n_jobs: int) -> int:
+        import ray
+
+        if n_jobs is None or n_jobs == 0:
+            return 1
+        if n_jobs < 0:
+            cpus = ray.cluster_resources().get("CPU", 1)
+            per = float(self.resources_per_trial.get("cpu", 1)) or 1
+            return max(1, int(cpus // per))
+        return int(n_jobs)
+
+    def _free_name(self) -> str:
+        from pipeline.storage import locate
+
+        base = _experiment_name(self._study.study_name)
+        name, k = base, 1
+        while locate(self.results_path, name).exists():
+            k += 1
+            name = f"{base[:58]}-{k}"
+        return name
+
+    def optimize(self, func: Callable, n_trials: int | None = None, timeout: float | None = None,
+                 n_jobs: int = 1, catch: Iterable[type[Exception]] | type[Exception] = (),
+                 callbacks: Iterable[Callable] | None = None, gc_after_trial: bool = False,
+                 show_progress_bar: bool = False) -> None:
+        """Run ``n_trials`` trials of ``func`` (or until ``timeout`` seconds) as Ray Tune trials."""
+        import ray
+
+        from cluster.connect import ray_session
+        from pipeline.runner import run
+        from ray import tune
+
+        if n_trials is None and timeout is None:
+            raise ValueError("give n_trials or timeout (a Tune search needs an end)")
+        catch = tuple(catch) if isinstance(catch, Iterable) else (catch,)
+        verbosity = _optuna.logging.get_verbosity()
+        in_memory = self._storage is None or isinstance(self._storage, _optuna.storages.InMemoryStorage)
+        with ray_session(self.address):
+            concurrency = self._concurrency(n_jobs)
+            name = self._free_name()
+            spec, metrics, ask_pruner = self._spec(n_trials, timeout, concurrency, name)
+            create = {"directions": list(self._study.directions), "sampler": self._study.sampler,
+                      "pruner": self._study.pruner, "study_name": self._study.study_name}
+            if not in_memory:
+                create.update(storage=self._storage, load_if_exists=True)
+            attrs = {"user": dict(self._study.user_attrs), "metric_names": self._study.metric_names}
+            prior = [t for t in self._study.get_trials(deepcopy=True)] if in_memory else []
+            options = {"num_cpus": 0}
+            try:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                    ray.get_runtime_context().get_node_id(), soft=True)
+            except Exception:  # noqa: BLE001 - placement is only a preference
+                pass
+            actor = ray.remote(_StudyHolder).options(**options).remote(
+                create, prior, attrs, list(callbacks or []), verbosity)
+            try:
+                trainable = tune.with_parameters(
+                    _objective_trainable, objective=func, actor=actor,
+                    setup={"metrics": metrics, "ask_pruner": ask_pruner})
+                try:
+                    results = run(spec, address=self.address, progress=show_progress_bar,
+                                  trainable=trainable)
+                finally:
+                    _optuna.logging.set_verbosity(verbosity)  # the searcher quietens Optuna
+                from pipeline.compat._results import CompatResults
+
+                results = CompatResults(results.where)
+                self.results_list.append(results)
+                status = {row.trial_id: row.status for row in results.dataframe().itertuples()}
+                ray.get(actor.reconcile.remote(status))
+                trials, sampler, errors = ray.get(actor.export.remote())
+            finally:
+                ray.kill(actor)
+        self._absorb(trials, sampler, in_memory)
+        for _, error in errors:
+            if not isinstance(error, catch):
+                raise error
+
+    def _absorb(self, trials: list, sampler: Any, in_memory: bool) -> None:
+        """Make the driver's study what the actor's became (same trials, sampler state)."""
+        old = self._study
+        if in_memory:
+            new = _optuna.create_study(directions=list(old.directions), sampler=sampler,
+                                       pruner=old.pruner, study_name=old.study_name)
+            new.add_trials(trials)
+            for key, value in old.user_attrs.items():
+                new.set_user_attr(key, value)
+            if old.metric_names:
+                new.set_metric_names(old.metric_names)
+        else:
+            new = _optuna.load_study(study_name=old.study_name, storage=self._storage,
+                                     sampler=sampler, pruner=old.pruner)
+        self._study = new
+
+
+def create_study(*, storage: Any = None, sampler: Any = None, pruner: Any = None,
+                 study_name: str | None = None, direction: Any = None, load_if_exists: bool = False,
+                 directions: Sequence[Any] | None = None, results_path: str = "results",
+                 address: str | None = None,
+                 resources_per_trial: dict[str, float] | None = None) -> Study:
+    """Optuna's ``create_study`` (same arguments) whose ``optimize`` runs on Ray Tune.
+
+    Extra arguments: ``results_path`` (where Tune stores the trials, a folder or
+    URI), ``address`` (a Ray cluster to join), ``resources_per_trial``
+    (``{"cpu": 1, "gpu": 0.5}``).
+    """
+    storage = _optuna_storage(storage)
+    if study_name is None and storage is None:
+        study_name = f"no-name-{uuid.uuid4()}"
+    study = _optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
+                                 study_name=study_name, direction=direction,
+                                 load_if_exists=load_if_exists, directions=directions)
+    return Study(study, storage=storage, pruner=pruner, results_path=results_path,
+                 address=address, resources_per_trial=resources_per_trial)
+
+
+def load_study(*, study_name: str | None, storage: Any, sampler: Any = None, pruner: Any = None,
+               results_path: str = "results", address: str | None = None,
+               resources_per_trial: dict[str, float] | None = None) -> Study:
+    """Optuna's ``load_study`` returning a study whose ``optimize`` runs on Ray Tune."""
+    storage = _optuna_storage(storage)
+    study = _optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+    return Study(study, storage=storage, pruner=pruner, results_path=results_path,
+                 address=address, resources_per_trial=resources_per_trial)

@@ -1,0 +1,77 @@
+"""Faults injected for real: bad storage, unreachable clusters, killed drivers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline.results import Results
+from tests.conftest import ROOT, tiny_spec
+from tests.test_cli_resume import _cli, _interrupt_after, _write_spec
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_read_only_storage_is_a_clear_error_at_start(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    if os.access(ro, os.W_OK):  # root ignores permissions: use a path under a file instead
+        ro = tmp_path / "a-file"
+        ro.write_text("not a folder")
+    spec_path, _ = _write_spec(tmp_path, storage=str(ro / "results"))
+    proc = _cli("run", str(spec_path), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: storage.path: cannot write to")
+    assert "Traceback" not in proc.stderr
+    assert "Started a local Ray" not in proc.stdout + proc.stderr
+
+
+def test_unreachable_s3_is_a_clear_error_at_start(tmp_path):
+    dead = f"http://127.0.0.1:{_free_port()}"
+    spec_path, _ = _write_spec(tmp_path, storage={"path": "s3://nowhere/exp", "endpoint_override": dead})
+    proc = _cli("run", str(spec_path), timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: storage.path: cannot write to nowhere/exp")
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreachable_cluster_is_a_bounded_clear_error(tmp_path):
+    spec_path, exp = _write_spec(tmp_path)
+    proc = _cli("run", str(spec_path), "--address", f"127.0.0.1:{_free_port()}", timeout=60)
+    assert proc.returncode == 2
+    assert "cannot reach the Ray cluster" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not exp.exists()
+
+
+def test_sigkilled_driver_resumes_and_finishes_exactly_the_configured_trials(tmp_path):
+    """SIGKILL the driver (and its local Ray) mid-run; --resume completes without re-running."""
+    spec_path, exp = _write_spec(tmp_path, search={"trials": 5, "max_concurrent": 1},
+                                 training={"epochs": 3, "checkpoint_every": 1})
+    _interrupt_after(spec_path, finished=2, sig=signal.SIGKILL)
+    before = Results.open(str(exp))
+    finished = before.dataframe().query("status == 'TERMINATED' and epochs == 3")
+    assert len(finished) >= 1, before.dataframe()
+    rows = {t: len(before._analysis.trial_dataframes[t]) for t in finished["trial_id"]}
+
+    resumed = _cli("run", str(spec_path), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = Results.open(str(exp))
+    df = after.dataframe()
+    assert len(df) == 5 and set(df["status"]) == {"TERMINATED"}
+    for tid, n in rows.items():
+        assert len(after._analysis.trial_dataframes[tid]) == n
