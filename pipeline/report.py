@@ -365,10 +365,12 @@ def _axis_position(p, values: list[Any], observed: list[Any]):
     span = f(high) - f(low)
     out = [((f(float(v)) - f(low)) / span if span else 0.5) if v is not _MISSING else math.nan
            for v in values]
-    ticks = [0.0, 0.5, 1.0] if span else [0.5]
+    if not span:
+        return out, [0.5], [f"{low:.3g}"]
     mid = math.exp((f(low) + f(high)) / 2) if log else (low + high) / 2
-    labels = [f"{low:.3g}", f"{mid:.3g}", f"{high:.3g}"] if span else [f"{low:.3g}"]
-    return out, ticks, labels
+    if isinstance(p, IntParam) and mid != int(mid):
+        return out, [0.0, 1.0], [f"{low:.3g}", f"{high:.3g}"]
+    return out, [0.0, 0.5, 1.0], [f"{low:.3g}", f"{mid:.3g}", f"{high:.3g}"]
 
 
 _MISSING = object()
@@ -417,9 +419,13 @@ def _fig_parallel(trials: list[_Trial], space: SearchSpace, metrics: list[str],
     for i in order:
         t = trials[i]
         ok = math.isfinite(primary[i])
-        ax.plot(x, data[i], color=cmap(norm(primary[i])) if ok else "#bbbbbb",
-                lw=2.0 if ok else 1.2, ls="-" if ok else ":", alpha=0.85, marker="o", ms=3,
-                zorder=3 if ok else 2)
+        color = cmap(norm(primary[i])) if ok else "#bbbbbb"
+        ax.plot(x, data[i], color=color, lw=2.0 if ok else 1.2, ls="-" if ok else ":",
+                alpha=0.85, marker="o", ms=3, zorder=3 if ok else 2)
+        present = np.flatnonzero(np.isfinite(data[i]))
+        for a, b in zip(present[:-1], present[1:]):
+            if b - a > 1:  # bridge inactive (conditional) parameters
+                ax.plot([a, b], data[i][[a, b]], color=color, lw=1.0, ls="--", alpha=0.6, zorder=2)
     for xi, (tpos, tlab) in zip(x, ticks):
         ax.axvline(xi, color="#444444", lw=1, zorder=1)
         for tp, tl in zip(tpos, tlab):
@@ -472,13 +478,14 @@ def _fig_pareto(trials: list[_Trial], metrics: list[str], modes: list[str],
     if len(metrics) == 2 and mask.sum() > 1:
         idx = np.argsort(xs[mask])
         ax.plot(xs[mask][idx], ys[mask][idx], color="#d62728", lw=1, alpha=0.6,
-                drawstyle="steps-post" if modes[0] != modes[1] else "steps-pre", zorder=1)
+                drawstyle="steps-pre" if modes[0] == "max" else "steps-post", zorder=1)
     for t, x, y, on in zip(points, xs, ys, mask):
         if on:
             ax.annotate(t.trial_id, (x, y), xytext=(5, 5), textcoords="offset points", fontsize=8)
     ax.set(xlabel=f"{metrics[0]} ({modes[0]})", ylabel=f"{metrics[1]} ({modes[1]})",
            title="Pareto front" + ("" if len(metrics) == 2 else
                                    f" over all {len(metrics)} objectives, first two shown"))
+    ax.margins(0.1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, "pareto.png")
@@ -659,11 +666,13 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
                      *[t.values[m] for m in metrics], t.error or ""])
         classes.append("")
     stopped = counts[STOPPED]
+    silent = [t.trial_id for t in trials if t.outcome == FAILED and metric not in t.history]
     body = _img(img, "learning curves") + (
         f'<p class="muted">A trial is <b>stopped early</b> when the scheduler ended it '
         f'(TERMINATED) before the planned {planned} epochs: dashed line, × at its last epoch '
         f'({stopped} trial{"s" if stopped != 1 else ""}). <b>Failed</b> trials (ERROR) are red '
-        f'and dotted.</p>')
+        f'and dotted.' + (f' Failed before reporting an epoch (no curve): {_e(", ".join(silent))}.'
+                        if silent else "") + "</p>")
     body += _table(["trial", "outcome", "status", "epochs", *metrics, "error"], rows, classes,
                    text_cols=(0, 1, 2, 4 + len(metrics)))
     sections.append(("learning-curves", "Learning curves", body))
@@ -673,8 +682,8 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
     sections.append(("parallel-coordinates", "Parallel coordinates", _img(
         img, "parallel coordinates") + '<p class="muted">One line per trial, coloured by '
         f'{_e(metric)}. Numeric axes span the searched range (log-scaled where the space is); '
-        'categorical values sit at evenly spaced positions; a conditional parameter that was '
-        'inactive leaves a gap.</p>'))
+        'categorical values sit at evenly spaced positions; a thin dashed line bridges a '
+        'conditional parameter that was inactive in the trial.</p>'))
 
     # importances
     finished = [t for t in trials if t.status == "TERMINATED"]

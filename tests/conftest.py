@@ -66,7 +66,11 @@ def s3_server():
     """A real S3-compatible server (moto) on loopback; yields its endpoint URL."""
     import socket
 
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

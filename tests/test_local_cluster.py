@@ -249,11 +249,71 @@ def test_submitted_job_runs_trials_on_both_workers_with_results_on_s3(cluster, t
     assert ran_on == nodes, (ran_on, nodes)
 
 
+def test_node_loss_mid_run_reschedules_trials_from_checkpoints(cluster, tmp_path, s3_server):
+    """SIGKILL a worker node while trials run: they resume on the survivor from checkpoints."""
+    import pyarrow.fs as pafs
+    import yaml
+
+    from pipeline.results import Results
+    from pipeline.storage import filesystem
+    from tests.conftest import tiny_spec
+
+    fs, _ = filesystem("s3://x", s3_server)
+    fs.create_dir("node-loss")
+    epochs = 15
+    raw = tiny_spec(tmp_path, name="nodeloss", data={"source": "digits", "limit": 700},
+                    training={"epochs": epochs, "batch_size": 16, "checkpoint_every": 1},
+                    search={"trials": 3, "max_concurrent": 2}, failure={"max_failures": 3},
+                    storage={"path": "s3://node-loss/experiments", "endpoint_override": s3_server})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    token_env = {**_clean_env(), **cluster.env()}
+    sub = _pipeline(["submit", "spec.yaml", "--address", cluster.dashboard_url], token_env, tmp_path)
+    assert sub.returncode == 0, sub.stderr[-2000:]
+    job_id = sub.stdout.strip().splitlines()[-1]
+
+    def checkpoints() -> int:
+        try:
+            infos = fs.get_file_info(pafs.FileSelector("node-loss/experiments/nodeloss",
+                                                       recursive=True, allow_not_found=True))
+        except OSError:
+            return 0
+        return sum(i.path.endswith("checkpoint_000002/state.json") for i in infos)
+
+    deadline = time.monotonic() + 300
+    while checkpoints() < 2:  # both running trials are past epoch 3
+        assert time.monotonic() < deadline, "trials never got going"
+        time.sleep(0.5)
+    workers_before = {n["node_id"] for n in local.nodes(cluster)
+                      if n["state"] == "ALIVE" and not n["is_head_node"]}
+    killed_pids = local.kill_worker(cluster, 1)
+    assert killed_pids
+
+    done = _pipeline(["jobs", "logs", job_id, "--follow", "--address", cluster.dashboard_url],
+                     token_env, tmp_path, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    workers_after = {n["node_id"] for n in local.nodes(cluster)
+                     if n["state"] == "ALIVE" and not n["is_head_node"]}
+    (dead,) = workers_before - workers_after
+    res = Results.open("s3://node-loss/experiments/nodeloss", endpoint_override=s3_server)
+    df = res.dataframe()
+    assert len(df) == 3 and set(df["status"]) == {"TERMINATED"}
+    assert (df["epochs"] == epochs).all()
+    histories = res._analysis.trial_dataframes
+    moved = [h for h in histories.values() if dead in set(h["node_id"])]
+    assert moved, "no trial was running on the killed node"
+    for h in moved:
+        epochs_seen = list(h["epoch"])
+        assert epochs_seen.count(1) == 1, epochs_seen  # resumed, not restarted
+        assert set(h["node_id"]) - {dead}, "trial did not move to the surviving node"
+        assert max(epochs_seen) == epochs
+
+
 def test_kill_worker_then_stop_leaves_nothing_alive(cluster):
-    """Runs last: it kills a worker and stops the module's cluster."""
-    killed = local.kill_worker(cluster, 1)
-    assert cluster.worker_pids[1] in killed
-    assert not any(local._alive(p) for p in killed)
+    """Runs last: it kills a worker (if the node-loss test has not) and stops the cluster."""
+    if local._alive(cluster.worker_pids[1]):
+        killed = local.kill_worker(cluster, 1)
+        assert cluster.worker_pids[1] in killed
+    assert not local._alive(cluster.worker_pids[1])
 
     assert local.stop(cluster.state_dir, timeout_s=20) == 2  # head + worker 0
     assert not any(local._alive(p) for p in cluster.pids)

@@ -304,8 +304,7 @@ class HyperParameters:
         hp = cls(values)
         for d in defs:
             hp._defs[d.name] = d
-        known = {d.name for d in defs}
-        hp.values = {k: v for k, v in values.items() if k in known}
+        hp.values = dict(values)
         return hp
 
 

@@ -65,7 +65,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.compat._results import CompatResults
+from pipeline.compat._results import CompatResults, picklable_stdout
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
 from pipeline.data import Dataset
 from pipeline.spec import Spec, parse_spec
@@ -118,16 +118,24 @@ def infer_direction(metric: str) -> str | None:
         return "max"
     import keras
 
-    for module in (keras.metrics, keras.losses):
+    for module in (keras.metrics, keras.losses):  # KerasTuner: metrics first, then losses
         try:
             obj = module.deserialize(name)
+            break
         except Exception:  # noqa: BLE001 - unknown names raise various errors
             continue
-        cls = obj.__class__.__name__ if not callable(obj) or hasattr(obj, "get_config") else obj.__name__
-        if cls in _MAX_METRICS:
-            return "max"
-        if hasattr(keras.metrics, cls) or hasattr(keras.losses, cls):
-            return "min"
+    else:
+        return None
+    if isinstance(obj, (keras.metrics.Metric, keras.losses.Loss)):
+        found = type(obj).__name__
+        if found == "MeanMetricWrapper":
+            found = getattr(getattr(obj, "_fn", None), "__name__", found)
+    else:
+        found = obj if isinstance(obj, str) else getattr(obj, "__name__", "")
+    if found in _MAX_METRICS:
+        return "max"
+    if hasattr(keras.metrics, found) or hasattr(keras.losses, found):
+        return "min"
     return None
 
 
@@ -695,8 +703,9 @@ class Tuner:
         resume = self._results is not None
         with ray_session(self.address):
             trainable = tune.with_parameters(_trial, data=data.for_trials(), spec=_effective(spec), job=job)
-            results = run(spec, address=self.address, resume=resume,
-                          progress=bool(verbose), trainable=trainable)
+            with picklable_stdout():
+                results = run(spec, address=self.address, resume=resume,
+                              progress=bool(verbose), trainable=trainable)
         self._results = CompatResults(results.where)
         self._check_failures()
 

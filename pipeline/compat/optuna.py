@@ -298,6 +298,15 @@ def _objective_trainable(config: dict[str, Any], objective: Callable, actor, set
     import ray
     from ray import tune
 
+    import sys
+
+    if "keras" in sys.modules or "tensorflow" in sys.modules:  # a Keras objective: fence it
+        try:
+            from pipeline.devices import configure
+
+            configure(setup["cpu"], setup["gpu"])
+        except Exception:  # noqa: BLE001 - fencing is best effort for arbitrary objectives
+            pass
     number = ray.get(actor.ask.remote(tune.get_context().get_trial_id()))
     t = Trial(actor, number, setup["metrics"][0], len(setup["metrics"]) > 1, setup["ask_pruner"])
     try:
@@ -419,6 +428,7 @@ class Study:
         import ray
 
         from cluster.connect import ray_session
+        from pipeline.compat._results import picklable_stdout
         from pipeline.runner import run
         from ray import tune
 
@@ -450,10 +460,12 @@ class Study:
             try:
                 trainable = tune.with_parameters(
                     _objective_trainable, objective=func, actor=actor,
-                    setup={"metrics": metrics, "ask_pruner": ask_pruner})
+                    setup={"metrics": metrics, "ask_pruner": ask_pruner,
+                           "cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
                 try:
-                    results = run(spec, address=self.address, progress=show_progress_bar,
-                                  trainable=trainable)
+                    with picklable_stdout():
+                        results = run(spec, address=self.address, progress=show_progress_bar,
+                                      trainable=trainable)
                 finally:
                     _optuna.logging.set_verbosity(verbosity)  # the searcher quietens Optuna
                 from pipeline.compat._results import CompatResults

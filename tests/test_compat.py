@@ -1,0 +1,368 @@
+"""Front doors: KerasTuner and Optuna code runs on the pipeline by changing one import line.
+
+The two seed examples are used verbatim except the import line, the data
+(scikit-learn's digits instead of MNIST) and their size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.compat import keras_tuner as kt
+from pipeline.compat import optuna
+
+
+def _dense_units(model) -> list[int]:
+    return [layer.units for layer in model.layers if hasattr(layer, "units")]
+
+
+def _configs(tuner) -> list[dict]:
+    return [dict(t.config) for t in tuner.results._analysis.trials]
+
+
+# -- KerasTuner ------------------------------------------------------------------------------
+
+
+def test_keras_tuner_seed_example(tmp_path, monkeypatch, ray_session, capsys):
+    monkeypatch.chdir(tmp_path)
+    from pipeline.compat import keras_tuner as kt
+    import tensorflow as tf  # noqa: F401  (as in the seed)
+    from tensorflow import keras
+
+    def build_model(hp):
+        model = keras.Sequential()
+
+        # Tune the number of units
+        hp_units = hp.Int('units', min_value=32, max_value=512, step=32)
+        model.add(keras.layers.Dense(units=hp_units, activation='relu'))
+        model.add(keras.layers.Dense(10, activation='softmax'))
+
+        # Tune the learning rate
+        hp_learning_rate = hp.Choice('learning_rate', values=[0.001, 0.01, 0.1])
+
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=hp_learning_rate),
+                      loss='sparse_categorical_crossentropy',
+                      metrics=['accuracy'])
+        return model
+
+    tuner = kt.RandomSearch(
+        build_model,
+        objective='val_accuracy',
+        max_trials=3,
+        executions_per_trial=1,
+        directory='hyperparam_tuning',
+        project_name='random_search'
+    )
+
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    (x_train, y_train), (x_test, y_test) = (digits.data[:500], digits.target[:500]), (digits.data[1500:], digits.target[1500:])
+    x_train, x_test = x_train / 16.0, x_test / 16.0
+
+    tuner.search(x_train, y_train, epochs=2, validation_split=0.2)
+
+    best_hps = tuner.get_best_hyperparameters(num_trials=1)[0]
+    print(f"Best units: {best_hps.get('units')}")
+    print(f"Best learning rate: {best_hps.get('learning_rate')}")
+
+    # The search ran as a pipeline experiment where KerasTuner keeps its project.
+    res = tuner.results
+    assert res.where.path == str(tmp_path / "hyperparam_tuning" / "random_search")
+    assert (res.spec.searcher.name, res.spec.objective.metric, res.spec.objective.mode) == (
+        "optuna-random", "val_accuracy", "max")
+    assert res.spec.space["units"] == {"type": "int", "low": 32, "high": 512, "step": 32}
+    df = res.dataframe()
+    assert len(df) == 3 and set(df["status"]) == {"TERMINATED"} and (df["epochs"] == 2).all()
+    best_row = df.loc[df["val_accuracy"].idxmax()]
+    assert best_hps.values == {"units": best_row["config/units"],
+                               "learning_rate": best_row["config/learning_rate"]}
+    assert best_hps.get("units") in range(32, 513, 32)
+    assert best_hps.get("learning_rate") in (0.001, 0.01, 0.1)
+    # The best model comes back from its checkpoint and is the searched architecture.
+    (model,) = tuner.get_best_models(num_models=1)
+    assert _dense_units(model) == [best_hps.get("units"), 10]
+    loss, acc = model.evaluate(x_test, y_test, verbose=0)
+    assert 0.0 <= acc <= 1.0 and np.isfinite(loss)
+    # The rebuilt model (tuner.hypermodel.build(best_hps)) has the same shape.
+    assert _dense_units(tuner.hypermodel.build(best_hps)) == [best_hps.get("units"), 10]
+    tuner.results_summary(num_trials=2)
+    out = capsys.readouterr().out
+    assert f"Best units: {best_hps.get('units')}" in out
+    assert 'Objective(name="val_accuracy", direction="max")' in out
+    assert f"Trial {best_row['trial_id']} summary" in out and out.count("Score: ") == 2
+
+    # overwrite=False (KerasTuner's default): a finished project is reloaded, not re-run.
+    again = kt.RandomSearch(build_model, objective='val_accuracy', max_trials=3,
+                            directory='hyperparam_tuning', project_name='random_search')
+    again.search(x_train, y_train, epochs=2, validation_split=0.2)
+    assert "Reloading results" in capsys.readouterr().out
+    assert again.results.num_trials == 3
+    assert again.get_best_hyperparameters()[0].values == best_hps.values
+
+
+def test_conditional_scope_inactive_parameters_never_reach_a_trial(tmp_path, ray_session):
+    import keras
+
+    def build(hp):
+        lr = hp.Float("lr", 1e-3, 3e-2, sampling="log")
+        layers = hp.Int("layers", 1, 3)
+        model = keras.Sequential([keras.Input((64,))])
+        for i in range(3):
+            with hp.conditional_scope("layers", list(range(i + 1, 4))):
+                units = hp.Int(f"units_{i}", 8, 24, step=8)
+                if i < layers:
+                    model.add(keras.layers.Dense(units, activation="relu"))
+                elif units is not None:  # KerasTuner: an inactive hyperparameter is None
+                    raise AssertionError(f"inactive units_{i} has value {units}")
+        active = {"lr", "layers", *(f"units_{i}" for i in range(layers))}
+        if set(hp.values) != active:
+            raise AssertionError(f"hp.values {sorted(hp.values)} != active {sorted(active)}")
+        model.add(keras.layers.Dense(10, activation="softmax"))
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=4, seed=3,
+                            directory=str(tmp_path), project_name="cond")
+    x, y = _digits(300)
+    tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
+
+    res = tuner.results
+    assert res.spec.space["units_1"]["when"] == {"layers": [2, 3]}
+    assert res.spec.space["units_2"]["when"] == {"layers": [3]}
+    assert set(res.dataframe()["status"]) == {"TERMINATED"}  # the in-build assertions held
+    depths = []
+    for config in _configs(tuner):
+        depths.append(config["layers"])
+        assert set(config) == {"lr", "layers", *(f"units_{i}" for i in range(config["layers"]))}
+    assert len(set(depths)) > 1, f"only depth {depths} was sampled"
+    best = tuner.get_best_hyperparameters()[0]
+    (model,) = tuner.get_best_models()
+    assert _dense_units(model) == [best.get(f"units_{i}") for i in range(best.get("layers"))] + [10]
+    for name in (f"units_{i}" for i in range(best.get("layers"), 3)):
+        with pytest.raises(ValueError, match="inactive"):
+            best.get(name)
+
+
+class ShiftedInputs(kt.HyperModel):
+    """A HyperModel with its own fit: hyperparameters of the fit are searched too."""
+
+    def build(self, hp):
+        import keras
+
+        model = keras.Sequential([keras.Input((64,)),
+                                  keras.layers.Dense(hp.Int("units", 8, 32, step=8), activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    def fit(self, hp, model, x, y, validation_data=None, **kwargs):
+        shift = hp.Float("shift", 0.0, 0.5, step=0.25)
+        history = model.fit(x + shift, y, batch_size=hp.Choice("batch_size", [16, 64]),
+                            validation_data=(validation_data[0] + shift, validation_data[1]), **kwargs)
+        return {"val_accuracy": max(history.history["val_accuracy"]), "shift_used": shift}
+
+
+def test_hypermodel_with_its_own_fit(tmp_path, ray_session):
+    tuner = kt.RandomSearch(ShiftedInputs(), objective="val_accuracy", max_trials=3, seed=0,
+                            directory=str(tmp_path), project_name="own-fit")
+    x, y = _digits(300)
+    tuner.search(x, y, epochs=2, validation_data=(x[-60:], y[-60:]), verbose=0)
+
+    res = tuner.results
+    # fit's hyperparameters were found by a dry run of fit and searched
+    assert res.spec.space["batch_size"] == {"type": "choice", "values": [16, 64]}
+    assert res.spec.space["shift"] == {"type": "float", "low": 0.0, "high": 0.5, "step": 0.25}
+    df = res.dataframe()
+    assert set(df["status"]) == {"TERMINATED"} and (df["epochs"] == 2).all()
+    # the value fit returned was reported for the trial, after its epochs
+    for trial_id, hist in res._analysis.trial_dataframes.items():
+        config = next(t.config for t in res._analysis.trials if t.trial_id == trial_id)
+        assert hist["shift_used"].dropna().tolist() == [config["shift"]]
+        assert len(hist) == 3  # two epochs + the returned metrics
+    best = tuner.get_best_hyperparameters()[0]
+    assert best.get("batch_size") in (16, 64)
+    (model,) = tuner.get_best_models()
+    assert _dense_units(model) == [best.get("units"), 10]
+
+
+def test_tuner_specs_map_keras_tuner_arguments(tmp_path):
+    import keras
+
+    def build(hp):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Int("units", 2, 64, step=2, sampling="log"))])
+        hp.Float("decay", 1e-4, 1e-1, sampling="reverse_log")
+        hp.Float("dropout", 0.0, 0.5)
+        model.compile("adam", "mse")
+        return model
+
+    hb = kt.Hyperband(build, objective="val_loss", max_epochs=9, factor=3, directory=str(tmp_path),
+                      project_name="hb", resources_per_trial={"cpu": 1, "gpu": 0.5})
+    spec = hb.build_spec()
+    assert (spec.searcher.name, spec.scheduler.name, spec.training.epochs) == ("tpe", "hyperband", 9)
+    assert spec.scheduler.options["reduction_factor"] == 3 and spec.resources.gpu == 0.5
+    assert spec.search.trials == kt._hyperband_trials(9, 3, 1) > 1
+    assert spec.objective.mode == "min"
+    assert spec.space["units"] == {"type": "choice", "values": [2, 4, 8, 16, 32, 64]}
+    assert spec.space["decay"] == {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}
+    assert any("reverse_log" in note for note in hb.notes)
+
+    grid = kt.GridSearch(build, objective=kt.Objective("val_mae", "min"), max_trials=5,
+                         directory=str(tmp_path), project_name="grid").build_spec()
+    assert grid.searcher.name == "manual" and grid.num_trials == 5
+    assert len(grid.space["dropout"]["grid"]) == 10  # KerasTuner's values for a stepless float
+    bo = kt.BayesianOptimization(build, objective=["val_loss", kt.Objective("val_auc", "max")],
+                                 max_trials=4, num_initial_points=2, directory=str(tmp_path),
+                                 project_name="bo").build_spec()
+    assert (bo.objective.metric, bo.objective.mode) == ("multi_objective", "min")
+    assert bo.searcher.options["n_startup_trials"] == 2
+    assert kt.infer_direction("val_sparse_categorical_accuracy") == "max"
+    assert kt.infer_direction("mae") == "min"
+    data = kt.make_dataset(np.arange(10.0)[:, None], np.arange(10), validation_split=0.2)
+    assert data.x_val[:, 0].tolist() == [8.0, 9.0]  # the last 20%, as Keras takes it
+
+
+# -- Optuna -------------------------------------------------------------------------------------
+
+
+def test_optuna_seed_example(tmp_path, monkeypatch, ray_session, capsys):
+    monkeypatch.chdir(tmp_path)
+    from pipeline.compat import optuna
+    import tensorflow as tf  # noqa: F401  (as in the seed)
+    from tensorflow import keras
+
+    def objective(trial):
+        model = keras.Sequential()
+
+        # Tune number of units
+        units = trial.suggest_int('units', 32, 512, step=32)
+        model.add(keras.layers.Dense(units, activation='relu'))
+        model.add(keras.layers.Dense(10, activation='softmax'))
+
+        # Tune learning rate
+        lr = trial.suggest_loguniform('learning_rate', 1e-4, 1e-1)
+
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+                      loss='sparse_categorical_crossentropy',
+                      metrics=['accuracy'])
+
+        from sklearn.datasets import load_digits
+        x_train, y_train = load_digits(return_X_y=True)
+        x_train, y_train = x_train[:400] / 16.0, y_train[:400]
+
+        model.fit(x_train, y_train, epochs=2, validation_split=0.2, verbose=0)
+
+        _, accuracy = model.evaluate(x_train, y_train, verbose=0)
+        return accuracy
+
+    study = optuna.create_study(direction='maximize')
+    study.optimize(objective, n_trials=2)
+
+    print(study.best_params)
+
+    assert f"{study.best_params}" in capsys.readouterr().out
+    trials = study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert set(study.best_params) == {"units", "learning_rate"}
+    assert study.best_value == max(t.value for t in trials)
+    dist = trials[0].distributions
+    assert (dist["units"].low, dist["units"].high, dist["units"].step) == (32, 512, 32)
+    assert dist["learning_rate"].log and dist["learning_rate"].low == 1e-4
+    # each trial was a Tune trial, stored under results/<study name>
+    res = study.results
+    assert res.where.path.startswith(str(tmp_path / "results"))
+    df = res.dataframe()
+    assert set(df["status"]) == {"TERMINATED"}
+    assert sorted(df["value"]) == pytest.approx(sorted(t.value for t in trials))
+    assert len(study.trials_dataframe()) == 2
+
+
+def test_optuna_pruner_stops_trials_early_through_tune(tmp_path, ray_session):
+    import keras
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = digits.data[:300] / 16.0, digits.target[:300]
+    epochs = 4
+
+    def objective(trial):
+        lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        acc = 0.0
+        for epoch in range(epochs):
+            history = model.fit(x[:240], y[:240], validation_data=(x[240:], y[240:]), epochs=1, verbose=0)
+            acc = history.history["val_accuracy"][-1]
+            trial.report(acc, epoch)
+            if trial.should_prune():  # Tune's ASHA decides instead: always False here
+                raise optuna.TrialPruned()
+        return acc
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
+                                results_path=str(tmp_path))
+    study.optimize(objective, n_trials=6, n_jobs=2)
+
+    res = study.results
+    assert (res.spec.scheduler.name, res.spec.scheduler.options) == (
+        "asha", {"grace_period": 1, "reduction_factor": 2})
+    states = [t.state.name for t in study.trials]
+    assert "FAIL" not in states and len(states) == 6
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert pruned, f"ASHA stopped no trial: {states}"
+    assert done and all(len(t.intermediate_values) == epochs for t in done)
+    for t in pruned:  # stopped early; Optuna's value of a pruned trial is its last report
+        assert len(t.intermediate_values) < epochs
+        assert t.value == t.intermediate_values[max(t.intermediate_values)]
+    assert study.best_trial.state.name == "COMPLETE"
+    df = res.dataframe()
+    assert (df["epochs"] < epochs).sum() == len(pruned)
+
+
+def test_optuna_front_door_samples_what_plain_optuna_samples(tmp_path, ray_session):
+    import optuna as plain_optuna
+
+    def objective(trial):
+        a = trial.suggest_int("a", 1, 64, log=True)
+        b = trial.suggest_int("b", 0, 100, step=5)
+        c = trial.suggest_float("c", 1e-5, 1e-1, log=True)
+        d = trial.suggest_discrete_uniform("d", 0.0, 1.0, 0.25)
+        e = trial.suggest_categorical("e", ["relu", "tanh"])
+        if e == "relu":  # define-by-run condition
+            trial.suggest_uniform("f", -1.0, 1.0)
+        g = trial.suggest_loguniform("g", 1e-3, 1.0)
+        return a + b + c + d + g
+
+    ours = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3),
+                               results_path=str(tmp_path), study_name="same-space")
+    ours.optimize(objective, n_trials=6)
+    reference = plain_optuna.create_study(sampler=plain_optuna.samplers.RandomSampler(seed=3))
+    with pytest.warns(FutureWarning):
+        reference.optimize(objective, n_trials=6)
+
+    assert len(ours.trials) == len(reference.trials) == 6
+    assert [t.distributions for t in ours.trials] == [t.distributions for t in reference.trials]
+    assert [t.params for t in ours.trials] == [t.params for t in reference.trials]
+    assert [t.value for t in ours.trials] == pytest.approx([t.value for t in reference.trials])
+    dist = ours.trials[0].distributions
+    assert dist["a"] == plain_optuna.distributions.IntDistribution(1, 64, log=True)
+    assert dist["b"] == plain_optuna.distributions.IntDistribution(0, 100, step=5)
+    assert dist["d"] == plain_optuna.distributions.FloatDistribution(0.0, 1.0, step=0.25)
+    assert ours.best_value == reference.best_value
+    assert any("f" in t.params for t in ours.trials) and any("f" not in t.params for t in ours.trials)
+    # a second optimize continues the same study (the sampler state came back from the actor)
+    ours.optimize(objective, n_trials=2)
+    reference.optimize(objective, n_trials=2)
+    assert [t.params for t in ours.trials] == [t.params for t in reference.trials]
+
+
+def _digits(n: int):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.data[:n] / 16.0, d.target[:n]
