@@ -154,6 +154,18 @@ def machine() -> dict:
 # --------------------------------------------------------------------------- running
 
 
+def child_env(ray_tmp: Path, t0: float) -> dict[str, str]:
+    """Environment of a contestant process: the repo importable (also by Ray workers), TF quiet."""
+    env = dict(os.environ)
+    env.update({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+                "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+                # A private Ray temp dir: ray.init() then never joins a cluster someone
+                # started with `ray start` on this machine, and cleanup is ours.
+                "RAY_TMPDIR": str(ray_tmp), "BENCH_T0": repr(t0)})
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
 def run_one(out_dir: Path, scen_key: str, scen: dict, key: str, fn: str, extras: dict, rep: int,
             configs: list | None, ray_tmp: Path, timeout: float, keep: bool) -> dict:
     name = f"{scen_key}-{key}-r{rep}"
@@ -169,14 +181,10 @@ def run_one(out_dir: Path, scen_key: str, scen: dict, key: str, fn: str, extras:
     result_file.unlink(missing_ok=True)
     log_file = out_dir / "logs" / f"{name}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-                "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(ray_tmp)})
-    env.pop("RAY_ADDRESS", None)  # always a fresh local Ray, never someone's cluster
     load = os.getloadavg()[0]
     with open(log_file, "w") as log:
         t0 = time.time()
-        env["BENCH_T0"] = repr(t0)
+        env = child_env(ray_tmp, t0)
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.contestants", str(job_file),
                                  str(result_file)], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)

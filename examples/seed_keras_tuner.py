@@ -38,7 +38,8 @@ tuner = kt.RandomSearch(
 
 from sklearn.datasets import load_digits
 digits = load_digits()
-(x_train, y_train), (x_test, y_test) = (digits.data[:1400], digits.target[:1400]), (digits.data[1400:], digits.target[1400:])
+x, y = digits.data, digits.target
+(x_train, y_train), (x_test, y_test) = (x[:1400], y[:1400]), (x[1400:], y[1400:])
 x_train, x_test = x_train / 16.0, x_test / 16.0
 
 tuner.search(x_train, y_train, epochs=3, validation_split=0.2)

@@ -67,6 +67,19 @@ def _best(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from pathlib import Path
+
+    from pipeline.report import write_report
+    from pipeline.results import Results
+
+    res = Results.open(args.path, args.endpoint_override)
+    out = Path(args.output or f"{res.where.name}-report")
+    index = write_report(res, out)
+    print(f"report: {index}")
+    return 0
+
+
 def _cluster_up(args) -> int:
     from pathlib import Path
 
@@ -167,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report (and PNGs)")
+    p.add_argument("path", help="experiment folder or URI")
+    p.add_argument("-o", "--output", help="folder to write (default: NAME-report)")
+    p.add_argument("--endpoint-override", help="S3-compatible endpoint")
+    p.set_defaults(func=_report)
 
     cl = sub.add_parser("cluster", help="a real multi-node Ray cluster on this machine")
     clsub = cl.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)

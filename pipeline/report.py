@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.space import BoolParam, ChoiceParam, FixedParam, FloatParam, IntParam, SearchSpace
+from pipeline.space import BoolParam, ChoiceParam, FixedParam, IntParam, SearchSpace
 
 if TYPE_CHECKING:
     from pipeline.results import Results
@@ -464,8 +464,8 @@ def _fig_importances(imp: Importances) -> _Image | None:
     return _save(fig, "importances.png")
 
 
-def _fig_pareto(trials: list[_Trial], metrics: list[str], modes: list[str],
-                mask: np.ndarray, points: list[_Trial]) -> _Image | None:
+def _fig_pareto(metrics: list[str], modes: list[str], mask: np.ndarray,
+                points: list[_Trial]) -> _Image | None:
     if not points:
         return None
     xs = np.array([t.values[metrics[0]] for t in points])
@@ -706,7 +706,8 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
     # top trials
     top = board.head(TOP_N)
     cfg_cols = [c for c in top.columns if c.startswith("config/")]
-    header = ["#", "trial", "outcome", "epochs", *metrics, *[c.removeprefix("config/") for c in cfg_cols]]
+    header = ["#", "trial", "outcome", "epochs", *metrics,
+              *[c.removeprefix("config/") for c in cfg_cols]]
     by_id = {t.trial_id: t for t in trials}
     rows = [[i + 1, r["trial_id"], _badge(by_id[r["trial_id"]].outcome), int(r["epochs"]),
              *[float(r[m]) for m in metrics],
@@ -714,14 +715,15 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
             for i, (_, r) in enumerate(top.iterrows())]
     body = (_table(header, rows, text_cols=(1, 2)) if rows
             else _notes(["no trial reported the objective metric"]))
-    body += f'<p class="muted">Best {min(TOP_N, len(board))} of {len(board)} trials by {_e(metric)} ({mode}).</p>'
+    body += (f'<p class="muted">Best {min(TOP_N, len(board))} of {len(board)} trials by '
+             f'{_e(metric)} ({mode}).</p>')
     sections.append(("top-trials", "Top trials", body))
 
     # Pareto front
     if spec.objective.multi:
         points = [t for t in finished if all(math.isfinite(t.values[m]) for m in metrics)]
         mask = pareto_mask(np.array([[t.values[m] for m in metrics] for t in points]), modes)
-        img = keep(_fig_pareto(trials, metrics, modes, mask, points))
+        img = keep(_fig_pareto(metrics, modes, mask, points))
         front = sorted((t for t, on in zip(points, mask) if on), key=lambda t: t.values[metrics[0]],
                        reverse=modes[0] == "max")
         rows = [[t.trial_id, _badge(t.outcome), *[t.values[m] for m in metrics],
@@ -729,8 +731,9 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
         body = _img(img, "Pareto front")
         body += _table(["trial", "outcome", *metrics, *searched], rows, text_cols=(0, 1)) if rows \
             else _notes(["no finished trial reported every objective"])
+        goals = ", ".join(f"{m} {md}" for m, md in zip(metrics, modes))
         body += (f'<p class="muted">{len(front)} Pareto-optimal of {len(points)} finished trials '
-                 f'that reported every objective ({", ".join(f"{m} {md}" for m, md in zip(metrics, modes))}).</p>')
+                 f'that reported every objective ({_e(goals)}).</p>')
         sections.append(("pareto", "Pareto front", body))
 
     for image in images:

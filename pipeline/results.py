@@ -57,16 +57,20 @@ class Results:
         return self.spec.objective.primary[1]
 
     def _error(self, trial) -> str | None:
+        """The last line of the trial's error, read from storage (no Ray needed)."""
         if trial.status != "ERROR":
             return None
-        text = getattr(trial, "error_message", None) or ""
-        if not text and trial.error_file:
+        text = ""
+        name = trial.run_metadata.error_filename
+        if name:
             try:
-                text = Path(trial.error_file).read_text()
-            except OSError:
-                text = "error (details not readable here)"
-        lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
-        return lines[-1] if lines else "error"
+                fs = self.where.fs or __import__("pyarrow.fs", fromlist=["LocalFileSystem"]).LocalFileSystem()
+                with fs.open_input_stream(f"{trial.path}/{name}") as f:
+                    text = f.read().decode(errors="replace")
+            except (OSError, ValueError):
+                text = ""
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        return lines[-1] if lines else "error (details not stored)"
 
     @cached_property
     def _rows(self) -> list[dict[str, Any]]:

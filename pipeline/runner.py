@@ -33,7 +33,7 @@ def _check_storage(where) -> None:
 
 
 def run(spec: Spec, *, address: str | None = None, resume: bool = False,
-        progress: bool = True, data: "Dataset | None" = None,
+        progress: bool | str = True, data: "Dataset | None" = None,
         build_fn: "Callable[..., Any] | None" = None,
         trainable: "Callable[[dict], Any] | None" = None) -> "Results":
     """Run the experiment described by ``spec`` and return its results.
@@ -41,6 +41,8 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     ``resume=True`` continues an interrupted experiment of the same name and
     storage (finished trials are not re-run); with nothing to resume it starts
     afresh. Without ``resume`` an existing experiment is never overwritten.
+    ``progress``: True (a live panel on a terminal, lines otherwise), "live",
+    "lines", or False.
 
     Front doors (``pipeline.compat``) may replace parts of the spec with Python
     objects: ``data`` (a :class:`~pipeline.data.Dataset` instead of
@@ -88,7 +90,10 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
             tuner = tune.Tuner.restore(where.path, trainable, storage_filesystem=where.fs,
                                        resume_unfinished=True, resume_errored=True)
         else:
-            callbacks = [Progress(metric, mode, spec.num_trials, spec.training.epochs)] if progress else []
+            callbacks = [Progress(metric, mode, spec.num_trials, spec.training.epochs,
+                                  time_budget_s=spec.search.time_budget_s,
+                                  live={"live": True, "lines": False}.get(progress))
+                         ] if progress else []
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,

@@ -6,6 +6,8 @@ The two seed examples are used verbatim except the import line, the data
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,7 @@ def test_keras_tuner_seed_example(tmp_path, monkeypatch, ray_session, capsys):
     tuner = kt.RandomSearch(
         build_model,
         objective='val_accuracy',
-        max_trials=3,
+        max_trials=2,
         executions_per_trial=1,
         directory='hyperparam_tuning',
         project_name='random_search'
@@ -57,7 +59,8 @@ def test_keras_tuner_seed_example(tmp_path, monkeypatch, ray_session, capsys):
 
     from sklearn.datasets import load_digits
     digits = load_digits()
-    (x_train, y_train), (x_test, y_test) = (digits.data[:500], digits.target[:500]), (digits.data[1500:], digits.target[1500:])
+    x, y = digits.data, digits.target
+    (x_train, y_train), (x_test, y_test) = (x[:400], y[:400]), (x[1500:], y[1500:])
     x_train, x_test = x_train / 16.0, x_test / 16.0
 
     tuner.search(x_train, y_train, epochs=2, validation_split=0.2)
@@ -73,7 +76,7 @@ def test_keras_tuner_seed_example(tmp_path, monkeypatch, ray_session, capsys):
         "optuna-random", "val_accuracy", "max")
     assert res.spec.space["units"] == {"type": "int", "low": 32, "high": 512, "step": 32}
     df = res.dataframe()
-    assert len(df) == 3 and set(df["status"]) == {"TERMINATED"} and (df["epochs"] == 2).all()
+    assert len(df) == 2 and set(df["status"]) == {"TERMINATED"} and (df["epochs"] == 2).all()
     best_row = df.loc[df["val_accuracy"].idxmax()]
     assert best_hps.values == {"units": best_row["config/units"],
                                "learning_rate": best_row["config/learning_rate"]}
@@ -93,18 +96,20 @@ def test_keras_tuner_seed_example(tmp_path, monkeypatch, ray_session, capsys):
     assert f"Trial {best_row['trial_id']} summary" in out and out.count("Score: ") == 2
 
     # overwrite=False (KerasTuner's default): a finished project is reloaded, not re-run.
-    again = kt.RandomSearch(build_model, objective='val_accuracy', max_trials=3,
+    again = kt.RandomSearch(build_model, objective='val_accuracy', max_trials=2,
                             directory='hyperparam_tuning', project_name='random_search')
     again.search(x_train, y_train, epochs=2, validation_split=0.2)
     assert "Reloading results" in capsys.readouterr().out
-    assert again.results.num_trials == 3
+    assert again.results.num_trials == 2
     assert again.get_best_hyperparameters()[0].values == best_hps.values
 
 
-def test_conditional_scope_inactive_parameters_never_reach_a_trial(tmp_path, ray_session):
-    import keras
+class DepthAndBatch(kt.HyperModel):
+    """KerasTuner's conditional_scope pattern in build, and a fit of its own that is tuned too."""
 
-    def build(hp):
+    def build(self, hp):
+        import keras
+
         lr = hp.Float("lr", 1e-3, 3e-2, sampling="log")
         layers = hp.Int("layers", 1, 3)
         model = keras.Sequential([keras.Input((64,))])
@@ -115,27 +120,47 @@ def test_conditional_scope_inactive_parameters_never_reach_a_trial(tmp_path, ray
                     model.add(keras.layers.Dense(units, activation="relu"))
                 elif units is not None:  # KerasTuner: an inactive hyperparameter is None
                     raise AssertionError(f"inactive units_{i} has value {units}")
-        active = {"lr", "layers", *(f"units_{i}" for i in range(layers))}
-        if set(hp.values) != active:
-            raise AssertionError(f"hp.values {sorted(hp.values)} != active {sorted(active)}")
         model.add(keras.layers.Dense(10, activation="softmax"))
         model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         return model
 
-    tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=4, seed=3,
+    def fit(self, hp, model, x, y, validation_data=None, **kwargs):
+        shift = hp.Float("shift", 0.0, 0.5, step=0.25)
+        history = model.fit(x + shift, y, batch_size=hp.Choice("batch_size", [16, 64]),
+                            validation_data=(validation_data[0] + shift, validation_data[1]), **kwargs)
+        active = {"lr", "layers", "shift", "batch_size",
+                  *(f"units_{i}" for i in range(hp.get("layers")))}
+        if set(hp.values) != active:
+            raise AssertionError(f"hp.values {sorted(hp.values)} != active {sorted(active)}")
+        return {"val_accuracy": max(history.history["val_accuracy"]), "shift_used": shift}
+
+
+def test_conditional_hypermodel_with_its_own_fit(tmp_path, ray_session):
+    tuner = kt.RandomSearch(DepthAndBatch(), objective="val_accuracy", max_trials=4, seed=3,
                             directory=str(tmp_path), project_name="cond")
     x, y = _digits(300)
-    tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
+    tuner.search(x, y, epochs=1, validation_data=(x[-60:], y[-60:]), verbose=0)
 
     res = tuner.results
-    assert res.spec.space["units_1"]["when"] == {"layers": [2, 3]}
-    assert res.spec.space["units_2"]["when"] == {"layers": [3]}
-    assert set(res.dataframe()["status"]) == {"TERMINATED"}  # the in-build assertions held
+    space = res.spec.space
+    assert space["units_1"]["when"] == {"layers": [2, 3]}
+    assert space["units_2"]["when"] == {"layers": [3]}
+    # fit's own hyperparameters were found by a dry run of fit, and searched
+    assert space["batch_size"] == {"type": "choice", "values": [16, 64]}
+    assert space["shift"] == {"type": "float", "low": 0.0, "high": 0.5, "step": 0.25}
+    df = res.dataframe()
+    assert set(df["status"]) == {"TERMINATED"}  # the assertions inside build and fit held
     depths = []
-    for config in _configs(tuner):
+    histories = res._analysis.trial_dataframes
+    for trial in res._analysis.trials:
+        config = trial.config
         depths.append(config["layers"])
-        assert set(config) == {"lr", "layers", *(f"units_{i}" for i in range(config["layers"]))}
+        # inactive parameters never reach a trial
+        assert set(config) == {"lr", "layers", "shift", "batch_size",
+                               *(f"units_{i}" for i in range(config["layers"]))}
+        # one epoch, then the metrics fit returned
+        assert histories[trial.trial_id]["shift_used"].dropna().tolist() == [config["shift"]]
     assert len(set(depths)) > 1, f"only depth {depths} was sampled"
     best = tuner.get_best_hyperparameters()[0]
     (model,) = tuner.get_best_models()
@@ -145,54 +170,12 @@ def test_conditional_scope_inactive_parameters_never_reach_a_trial(tmp_path, ray
             best.get(name)
 
 
-class ShiftedInputs(kt.HyperModel):
-    """A HyperModel with its own fit: hyperparameters of the fit are searched too."""
-
-    def build(self, hp):
-        import keras
-
-        model = keras.Sequential([keras.Input((64,)),
-                                  keras.layers.Dense(hp.Int("units", 8, 32, step=8), activation="relu"),
-                                  keras.layers.Dense(10, activation="softmax")])
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-        return model
-
-    def fit(self, hp, model, x, y, validation_data=None, **kwargs):
-        shift = hp.Float("shift", 0.0, 0.5, step=0.25)
-        history = model.fit(x + shift, y, batch_size=hp.Choice("batch_size", [16, 64]),
-                            validation_data=(validation_data[0] + shift, validation_data[1]), **kwargs)
-        return {"val_accuracy": max(history.history["val_accuracy"]), "shift_used": shift}
-
-
-def test_hypermodel_with_its_own_fit(tmp_path, ray_session):
-    tuner = kt.RandomSearch(ShiftedInputs(), objective="val_accuracy", max_trials=3, seed=0,
-                            directory=str(tmp_path), project_name="own-fit")
-    x, y = _digits(300)
-    tuner.search(x, y, epochs=2, validation_data=(x[-60:], y[-60:]), verbose=0)
-
-    res = tuner.results
-    # fit's hyperparameters were found by a dry run of fit and searched
-    assert res.spec.space["batch_size"] == {"type": "choice", "values": [16, 64]}
-    assert res.spec.space["shift"] == {"type": "float", "low": 0.0, "high": 0.5, "step": 0.25}
-    df = res.dataframe()
-    assert set(df["status"]) == {"TERMINATED"} and (df["epochs"] == 2).all()
-    # the value fit returned was reported for the trial, after its epochs
-    for trial_id, hist in res._analysis.trial_dataframes.items():
-        config = next(t.config for t in res._analysis.trials if t.trial_id == trial_id)
-        assert hist["shift_used"].dropna().tolist() == [config["shift"]]
-        assert len(hist) == 3  # two epochs + the returned metrics
-    best = tuner.get_best_hyperparameters()[0]
-    assert best.get("batch_size") in (16, 64)
-    (model,) = tuner.get_best_models()
-    assert _dense_units(model) == [best.get("units"), 10]
-
-
 def test_tuner_specs_map_keras_tuner_arguments(tmp_path):
     import keras
 
     def build(hp):
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Int("units", 2, 64, step=2, sampling="log"))])
+        units = hp.Int("units", 2, 64, step=2, sampling="log")
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
         hp.Float("decay", 1e-4, 1e-1, sampling="reverse_log")
         hp.Float("dropout", 0.0, 0.5)
         model.compile("adam", "mse")
@@ -280,38 +263,30 @@ def test_optuna_seed_example(tmp_path, monkeypatch, ray_session, capsys):
 
 
 def test_optuna_pruner_stops_trials_early_through_tune(tmp_path, ray_session):
-    import keras
-    from sklearn.datasets import load_digits
+    epochs = 6
 
-    digits = load_digits()
-    x, y = digits.data[:300] / 16.0, digits.target[:300]
-    epochs = 4
-
-    def objective(trial):
-        lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
-        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                                  keras.layers.Dense(10, activation="softmax")])
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-        acc = 0.0
+    def objective(trial):  # any Python function works; a learning curve that saturates at `quality`
+        quality = trial.suggest_float("quality", 0.0, 1.0)
+        score = 0.0
         for epoch in range(epochs):
-            history = model.fit(x[:240], y[:240], validation_data=(x[240:], y[240:]), epochs=1, verbose=0)
-            acc = history.history["val_accuracy"][-1]
-            trial.report(acc, epoch)
+            time.sleep(0.05)
+            score = quality * (1 - 0.5 ** (epoch + 1))
+            trial.report(score, epoch)
             if trial.should_prune():  # Tune's ASHA decides instead: always False here
                 raise optuna.TrialPruned()
-        return acc
+        return score
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
-                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
-                                results_path=str(tmp_path))
-    study.optimize(objective, n_trials=6, n_jobs=2)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
+        results_path=str(tmp_path))
+    study.optimize(objective, n_trials=8, n_jobs=2)
 
     res = study.results
     assert (res.spec.scheduler.name, res.spec.scheduler.options) == (
         "asha", {"grace_period": 1, "reduction_factor": 2})
     states = [t.state.name for t in study.trials]
-    assert "FAIL" not in states and len(states) == 6
+    assert "FAIL" not in states and len(states) == 8
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert pruned, f"ASHA stopped no trial: {states}"
@@ -320,6 +295,7 @@ def test_optuna_pruner_stops_trials_early_through_tune(tmp_path, ray_session):
         assert len(t.intermediate_values) < epochs
         assert t.value == t.intermediate_values[max(t.intermediate_values)]
     assert study.best_trial.state.name == "COMPLETE"
+    assert study.best_value == max(t.value for t in done)
     df = res.dataframe()
     assert (df["epochs"] < epochs).sum() == len(pruned)
 

@@ -84,8 +84,9 @@ def test_importances_on_conditional_space_with_values_beyond_the_bounds():
 def asha_report(ray_session, tmp_path_factory):
     """ASHA over manual points: some trials stopped early, one failed (NaN loss)."""
     tmp = tmp_path_factory.mktemp("asha")
-    points = [{"poison": False, "learning_rate": lr} for lr in (0.03, 0.01, 0.002, 0.001)]
-    points.insert(2, {"poison": True, "learning_rate": 0.01})
+    # the best point first, so ASHA (median cut-off) stops the later, slower learners
+    points = [{"poison": False, "learning_rate": lr} for lr in (0.03, 0.003, 0.001)]
+    points.insert(1, {"poison": True, "learning_rate": 0.01})
     space = {"poison": {"type": "choice", "values": [False, True]},
              "learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}
     pipeline.run(tiny_spec(tmp, space=space, model={"builder": "tests.models:nan_or_fine"},
@@ -191,17 +192,35 @@ def _chromium(exe: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-@pytest.mark.parametrize("which", ["asha_report", "pareto_report"])
-def test_report_renders_in_headless_chromium(which, request, tmp_path):
+def _render(index: Path, tmp: Path, shot: Path | None = None) -> dict[str, str]:
+    """Open ``index`` in headless Chromium; the page's <div id="check"> after load (+ screenshot)."""
     exe = shutil.which("chromium")
     if exe is None:
         pytest.skip("headless Chromium not installed (Debian: apt-get install -y chromium)")
-    _, index = request.getfixturevalue(which)
     url = index.resolve().as_uri()
+    extra = [f"--screenshot={shot}", "--window-size=1280,4000"] if shot else []
+    # one browser run: the DOM after load (scripts ran) and, where asked, the screenshot
+    done = _chromium(exe, tmp, "--virtual-time-budget=5000", "--dump-dom", *extra, url)
+    if shot and not shot.is_file():  # a Chromium that runs one headless command at a time
+        _chromium(exe, tmp, *extra, url)
+    marker = _CheckMarker()
+    marker.feed(done.stdout)
+    assert marker.attrs is not None, f"no DOM dumped: {done.stderr[-2000:]}"
+    return {**marker.attrs, "text": marker.text}
 
+
+@pytest.mark.parametrize("which", ["asha_report", "pareto_report"])
+def test_report_renders_in_headless_chromium(which, request, tmp_path):
+    _, index = request.getfixturevalue(which)
     shot = index.parent / "report.png"
-    done = _chromium(exe, tmp_path, f"--screenshot={shot}", "--window-size=1280,4000", url)
-    assert shot.is_file(), done.stderr[-2000:]
+    check = _render(index, tmp_path, shot)
+    assert check["data-loaded"] == "1", "the page's load event never ran"
+    n = index.read_text().count("<img ")
+    assert n >= len(FIGURES)
+    assert check["data-images-ok"] == f"{n}/{n}", check["text"]
+    assert check["data-errors"] == "0", check["text"]
+
+    assert shot.is_file(), "no screenshot"
     from PIL import Image
 
     with Image.open(shot) as img:
@@ -210,12 +229,18 @@ def test_report_renders_in_headless_chromium(which, request, tmp_path):
     assert pixels.std() > 20, "the screenshot is blank"
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200, "the screenshot has no figures"
 
-    done = _chromium(exe, tmp_path, "--virtual-time-budget=5000", "--dump-dom", url)
-    marker = _CheckMarker()
-    marker.feed(done.stdout)
-    assert marker.attrs is not None, f"no DOM dumped: {done.stderr[-2000:]}"
-    assert marker.attrs["data-loaded"] == "1", "the page's load event never ran"
-    n = index.read_text().count("<img ")
-    assert n >= len(FIGURES)
-    assert marker.attrs["data-images-ok"] == f"{n}/{n}"
-    assert marker.attrs["data-errors"] == "0", marker.text
+
+def test_the_page_check_catches_broken_images_remote_fetches_and_script_errors(
+        pareto_report, tmp_path):
+    _, index = pareto_report
+    bad = tmp_path / "bad.html"
+    bad.write_text(index.read_text().replace("<main>", (
+        '<main><img src="data:image/png;base64,AAAA" alt="broken">'
+        '<img src="http://192.0.2.1/x.png" alt="remote"><script>noSuchFunction();</script>'), 1))
+    check = _render(bad, tmp_path)
+    n = bad.read_text().count("<img ")
+    assert check["data-loaded"] == "1"
+    assert check["data-images-ok"] == f"{n - 2}/{n}"
+    assert "noSuchFunction" in check["text"]
+    assert "blocked by the content security policy: http://192.0.2.1/x.png" in check["text"]
+    assert int(check["data-errors"]) >= 3

@@ -169,3 +169,18 @@ def test_results_export_round_trip_and_best(tmp_path):
     # reopened from storage alone, as `pipeline results PATH` does
     again = Results.open(str(tmp_path / "results" / "tiny"))
     assert again.best_config == res.best_config
+
+
+@pytest.mark.parametrize("mode", ["lines", "live"])
+def test_progress_output(tmp_path, capfd, mode):
+    pipeline.run(tiny_spec(tmp_path, search={"trials": 2}, training={"epochs": 1}), progress=mode)
+    out = capfd.readouterr().out
+    if mode == "lines":
+        lines = [ln for ln in out.splitlines() if ln.startswith("[")]
+        assert [ln.split("]")[0] for ln in lines] == ["[1/2", "[2/2"]
+        assert all("best val_accuracy=" in ln for ln in lines)
+    else:
+        assert "─ tuning ─" in out, out
+        assert "trials  2/2 done: 2 finished" in out, out
+        assert "best    val_accuracy = 0." in out, out
+        assert "[1/2]" not in out  # one panel, not a line per trial

@@ -71,7 +71,8 @@ class HyperParameter:
             cfg["values"] = list(a["values"])
             ordered = a.get("ordered")
             if ordered is None:  # KerasTuner: numeric choices are ordered
-                ordered = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a["values"])
+                ordered = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                              for v in a["values"])
             cfg["ordered"] = ordered
         else:
             if self.kind == "float":
@@ -180,7 +181,8 @@ class HyperParameters:
 
     @contextlib.contextmanager
     def conditional_scope(self, parent_name: str, parent_values: Any):
-        """Hyperparameters created inside are active only when ``parent_name`` is in ``parent_values``."""
+        """Hyperparameters created inside are active only when ``parent_name`` takes one of
+        ``parent_values``."""
         parent = self._get_name(parent_name)
         if parent not in self._defs:
             raise ValueError(f"`HyperParameter` named: {parent} not defined.")
@@ -484,7 +486,10 @@ def to_space(defs: dict[str, HyperParameter], grid: bool = False,
             if parent not in space or parent_def is None:
                 dropped = True
                 break
-            possible = _possible(parent_def) if space[parent]["type"] != "fixed" else [space[parent]["value"]]
+            if space[parent]["type"] == "fixed":
+                possible = [space[parent]["value"]]
+            else:
+                possible = _possible(parent_def)
             if possible is not None:
                 when[parent] = [v for v in allowed if v in possible]
             if not when[parent]:

@@ -90,7 +90,8 @@ class Objective:
         self.name, self.direction = name, direction
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Objective) and (self.name, self.direction) == (other.name, other.direction)
+        return (isinstance(other, Objective)
+                and (self.name, self.direction) == (other.name, other.direction))
 
     def __str__(self) -> str:
         return f'Objective(name="{self.name}", direction="{self.direction}")'
@@ -147,7 +148,8 @@ def _objectives(objective: Any, has_validation: bool) -> list[Objective]:
     if isinstance(objective, Objective):
         return [objective]
     if not isinstance(objective, str):
-        raise TypeError(f"`objective` not understood, expected str or `Objective` object, found: {objective}")
+        raise TypeError("`objective` not understood, expected str or `Objective` object, "
+                        f"found: {objective}")
     direction = infer_direction(objective)
     if direction is None:
         raise ValueError(
@@ -352,6 +354,7 @@ def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None
     keras.utils.set_random_seed(spec.seed)
     Reporter, Collector = _callback_classes()
     values = hyperparameters(spec, config)
+    values.pop("__default__", None)  # the placeholder of a build without hyperparameters
     epochs = spec.training.epochs
 
     if job.executions == 1:
@@ -415,7 +418,7 @@ def _num_classes(y: np.ndarray) -> int:
 
 
 def _array(value: Any, what: str) -> np.ndarray:
-    if isinstance(value, (dict, list, tuple)) and value and not np.isscalar(value[0] if isinstance(value, (list, tuple)) else 0):
+    if isinstance(value, dict):
         raise TypeError(f"{what}: multi-input/-output data is not supported by this front door; "
                         "pass one NumPy array")
     if hasattr(value, "element_spec") or inspect.isgenerator(value):
@@ -425,7 +428,10 @@ def _array(value: Any, what: str) -> np.ndarray:
 
 def make_dataset(x: Any, y: Any, validation_data: Any = None,
                  validation_split: float | None = None) -> Dataset:
-    """A :class:`Dataset` from ``fit``-style arrays (``validation_split`` takes the last rows, as Keras does)."""
+    """A :class:`Dataset` from ``fit``-style arrays.
+
+    ``validation_split`` takes the last rows, as Keras does; the test split is empty.
+    """
     if y is None:
         raise TypeError("search() needs `x` and `y` arrays")
     x, y = _array(x, "x"), _array(y, "y")
@@ -435,7 +441,8 @@ def make_dataset(x: Any, y: Any, validation_data: Any = None,
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
             raise TypeError("validation_data must be a tuple (x_val, y_val)")
         x_tr, y_tr = x, y
-        x_val, y_val = _array(validation_data[0], "validation x"), _array(validation_data[1], "validation y")
+        x_val = _array(validation_data[0], "validation x")
+        y_val = _array(validation_data[1], "validation y")
     elif validation_split:
         split_at = int(math.floor(len(x) * (1.0 - validation_split)))
         x_tr, y_tr, x_val, y_val = x[:split_at], y[:split_at], x[split_at:], y[split_at:]
@@ -505,7 +512,8 @@ class Tuner:
         self.compile_kwargs = {k: v for k, v in (("optimizer", optimizer), ("loss", loss),
                                                  ("metrics", metrics)) if v is not None}
         if self.compile_kwargs and "optimizer" not in self.compile_kwargs:
-            raise ValueError("pass `optimizer` together with `loss`/`metrics` (the tuner compiles the model)")
+            raise ValueError("pass `optimizer` together with `loss`/`metrics` "
+                             "(the tuner compiles the model)")
         self.searcher = searcher or self._searcher
         self.searcher_options = dict(searcher_options or {})
         self.scheduler = scheduler or self._scheduler
@@ -521,7 +529,8 @@ class Tuner:
 
     # -- space ----------------------------------------------------------------------------
 
-    def _discover(self, extra: Callable[[HyperParameters], Any] | None = None) -> dict[str, HyperParameter]:
+    def _discover(self, extra: Callable[[HyperParameters], Any] | None = None,
+                  ) -> dict[str, HyperParameter]:
         import keras
 
         def build(hp):
@@ -702,7 +711,8 @@ class Tuner:
         )
         resume = self._results is not None
         with ray_session(self.address):
-            trainable = tune.with_parameters(_trial, data=data.for_trials(), spec=_effective(spec), job=job)
+            trainable = tune.with_parameters(_trial, data=data.for_trials(),
+                                             spec=_effective(spec), job=job)
             with picklable_stdout():
                 results = run(spec, address=self.address, resume=resume,
                               progress=bool(verbose), trainable=trainable)
@@ -717,10 +727,14 @@ class Tuner:
         hyperparameters that ``fit`` declares (``batch_size`` and the like)."""
         hypermodel = self.hypermodel
 
+        kwargs = {**args, "callbacks": []}
+        if len(data.x_val):
+            kwargs["validation_data"] = (data.x_val[:2], data.y_val[:2])
+
         def extra(hp):
             model = _DryModel()
             try:
-                hypermodel.fit(hp, model, data.x_train[:2], data.y_train[:2], **args)
+                hypermodel.fit(hp, model, data.x_train[:2], data.y_train[:2], **kwargs)
             except Exception as exc:  # noqa: BLE001 - user code may need a real model
                 log.debug("dry run of HyperModel.fit stopped: %s", exc)
 
@@ -840,7 +854,8 @@ class RandomSearch(Tuner):
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
         super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-                         allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
+                         allow_new_entries=allow_new_entries,
+                         max_retries_per_trial=max_retries_per_trial,
                          max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
 
 
@@ -854,7 +869,8 @@ class GridSearch(Tuner):
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
         super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-                         allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
+                         allow_new_entries=allow_new_entries,
+                         max_retries_per_trial=max_retries_per_trial,
                          max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
 
     def _searcher_spec(self, space: dict) -> dict[str, Any]:
@@ -881,7 +897,8 @@ class BayesianOptimization(Tuner):
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
         super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-                         allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
+                         allow_new_entries=allow_new_entries,
+                         max_retries_per_trial=max_retries_per_trial,
                          max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
         self.num_initial_points = num_initial_points
         if self.searcher == "gp" and importlib.util.find_spec("torch") is None:
@@ -906,7 +923,8 @@ class Hyperband(Tuner):
         self.hyperband_iterations = int(hyperband_iterations)
         super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-                         allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
+                         allow_new_entries=allow_new_entries,
+                         max_retries_per_trial=max_retries_per_trial,
                          max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
         if self.scheduler in ("hyperband", "asha"):
             self.scheduler_options.setdefault("reduction_factor", self.factor)

@@ -43,6 +43,7 @@ import math
 import pickle
 import re
 import uuid
+import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import optuna as _optuna
@@ -133,8 +134,9 @@ class _StudyHolder:
                  callbacks: list, verbosity: int):
         import optuna
 
+        optuna.logging.set_verbosity(min(verbosity, optuna.logging.WARNING))
+        self.study = optuna.create_study(**create_kwargs)  # the driver logged its creation already
         optuna.logging.set_verbosity(verbosity)
-        self.study = optuna.create_study(**create_kwargs)
         if prior:
             self.study.add_trials(prior)
         for key, value in study_attrs.get("user", {}).items():
@@ -159,7 +161,11 @@ class _StudyHolder:
         if method not in _TRIAL_CALLS:
             raise AttributeError(f"Trial has no method {method!r} here")
         attr = getattr(self.trials[number], method)
-        return attr(*args, **kwargs) if callable(attr) else attr
+        if not callable(attr):
+            return attr
+        with warnings.catch_warnings():  # deprecations are raised in the objective's process
+            warnings.simplefilter("ignore", FutureWarning)
+            return attr(*args, **kwargs)
 
     def finish(self, number: int, result: Any, state: str | None,
                error: BaseException | None = None) -> tuple[str, list[float] | None]:
@@ -168,8 +174,9 @@ class _StudyHolder:
 
         t = self.trials.pop(number, None)
         if t is None:
-            frozen = self.study._storage.get_trial(self.study._storage.get_trial_id_from_study_id_trial_number(
-                self.study._study_id, number))
+            storage = self.study._storage
+            frozen = storage.get_trial(
+                storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))
             return frozen.state.name, frozen.values
         tell_state = {"PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAIL}.get(state or "")
         new_state, values, warning = _tell_with_warning(
@@ -213,6 +220,13 @@ class _StudyHolder:
 # -- the trial proxy (worker side) ---------------------------------------------------------------
 
 
+def _deprecated(method: str, args: str) -> None:
+    """Optuna's deprecation warning, pointing at the objective's line."""
+    warnings.warn(f"{method} has been deprecated in v3.0.0. This feature will be removed in "
+                  "v6.0.0. See https://github.com/optuna/optuna/releases/tag/v3.0.0. "
+                  f"Use suggest_float{args} instead.", FutureWarning, stacklevel=3)
+
+
 class Trial:
     """What the objective receives: Optuna's ``Trial`` API, answered by the study actor."""
 
@@ -239,12 +253,15 @@ class Trial:
         return self._call("suggest_categorical", name, list(choices))
 
     def suggest_uniform(self, name: str, low: float, high: float) -> float:
+        _deprecated("suggest_uniform", "")
         return self._call("suggest_uniform", name, low, high)
 
     def suggest_loguniform(self, name: str, low: float, high: float) -> float:
+        _deprecated("suggest_loguniform", "(..., log=True)")
         return self._call("suggest_loguniform", name, low, high)
 
     def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
+        _deprecated("suggest_discrete_uniform", "(..., step=...)")
         return self._call("suggest_discrete_uniform", name, low, high, q)
 
     def report(self, value: float, step: int) -> None:
@@ -293,7 +310,8 @@ class Trial:
         return ray.get(self._actor.finish.remote(self.number, result, state, error))
 
 
-def _objective_trainable(config: dict[str, Any], objective: Callable, actor, setup: dict[str, Any]) -> None:
+def _objective_trainable(config: dict[str, Any], objective: Callable, actor,
+                         setup: dict[str, Any]) -> None:
     """Ray Tune function trainable: one Optuna trial of the user's objective."""
     import ray
     from ray import tune
@@ -336,7 +354,8 @@ def _optuna_storage(storage: Any) -> Any:
     """Relative sqlite paths made absolute (the actor may not share the driver's directory)."""
     import os
 
-    if isinstance(storage, str) and storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+    if (isinstance(storage, str) and storage.startswith("sqlite:///")
+            and not storage.startswith("sqlite:////")):
         return "sqlite:///" + os.path.abspath(storage.removeprefix("sqlite:///"))
     return storage
 
@@ -365,7 +384,8 @@ class Study:
         return getattr(self._study, name)
 
     def __repr__(self) -> str:
-        return f"<pipeline.compat.optuna.Study {self._study.study_name!r} ({len(self._study.trials)} trials)>"
+        n = len(self._study.trials)
+        return f"<pipeline.compat.optuna.Study {self._study.study_name!r} ({n} trials)>"
 
     @property
     def results(self):
@@ -389,7 +409,8 @@ class Study:
             # The objective asks the study actor for its parameters; Tune only counts trials.
             "space": {"optuna_trial": {"type": "fixed", "value": "study"}},
             "training": {"epochs": max_t or 1000},
-            "objective": {"metric": metrics if multi else metrics[0], "mode": modes if multi else modes[0]},
+            "objective": {"metric": metrics if multi else metrics[0],
+                          "mode": modes if multi else modes[0]},
             "searcher": {"name": searcher_for(self._study.sampler, multi)},
             "scheduler": {"name": scheduler, "options": options},
             "resources": {"cpu": 1, "gpu": 0, **self.resources_per_trial},

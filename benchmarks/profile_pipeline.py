@@ -1,0 +1,198 @@
+"""Profile one pipeline run of scenario A with py-spy and say where the CPU time goes.
+
+    .venv/bin/python benchmarks/profile_pipeline.py [--quick] [--trials N] [--epochs E] [--rate HZ]
+
+Runs the same process ``compare.py`` runs for ``A.pipeline`` under
+``py-spy record --subprocesses`` (driver, Ray workers and Ray's Python daemons are all
+sampled; only on-CPU samples are kept), stores the raw collapsed stacks in
+``benchmarks/out/profile/pipeline_A.raw.txt`` and prints CPU seconds by process role
+(driver / trial worker / Ray daemons) and by activity (imports, TF tracing, fit steps,
+checkpoint saving, Tune bookkeeping, ...), plus the hottest functions of each role.
+py-spy: ``.venv/bin/pip install py-spy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.compare import CONFIG_SEED, child_env  # noqa: E402
+from benchmarks.contestants import PROBLEMS, fixed_configs  # noqa: E402
+
+# (category, substrings; a sample goes to the first category any of whose substrings
+# occurs in any frame of its stack). Order matters: an import inside fit() is an import.
+RULES = [
+    ("imports", ["_find_and_load", "_call_with_frames_removed"]),
+    ("ray.init / shutdown", ["ray/_private/worker.py:init", "worker.py:shutdown", "ray/_private/node.py",
+                             "services.py"]),
+    ("checkpoint: model.save", ["saving_lib.py", "saving_api.py", "save_model"]),
+    ("checkpoint: persist / upload", ["persist_current_checkpoint", "_upload_to_fs", "pyarrow/fs.py",
+                                      "storage.py:persist", "checkpoint.py:from_directory"]),
+    ("TF tracing (tf.function build)", ["polymorphic_function/tracing", "func_graph.py", "autograph",
+                                        "polymorphic_function.py:_initialize", "trace_type",
+                                        "_maybe_define_function", "concrete_function.py:__init__",
+                                        "atomic_function.py:from_func_graph"]),
+    ("fit: train/val steps", ["trainer.py:fit", "trainer.py:evaluate", "one_step_on_iterator",
+                              "multi_step_on_iterator", "epoch_iterator", "data_adapters"]),
+    ("model build + compile", ["build_model", "trainer.py:compile", "models/functional.py", "layer.py:__call__",
+                               "layers/core", "keras/src/ops/"]),
+    ("keras.clear_session / seed", ["clear_session", "set_random_seed"]),
+    ("tune.report / session", ["ray/train/", "ray/tune/trainable/function_trainable", "_report",
+                               "tune/trainable/trainable.py"]),
+    ("searcher / scheduler", ["ray/tune/search/", "ray/tune/schedulers/", "searchers/"]),
+    ("experiment state / result logging", ["experiment_state.py", "ray/tune/logger/", "ray/tune/utils/util",
+                                           "json_logger", "csv.py", "tensorboardx", "tbx"]),
+    ("Tune callbacks / progress", ["pipeline/progress.py", "benchmarks/contestants.py:on_trial_result",
+                                   "ray/tune/callback.py", "progress_reporter", "ray/tune/experimental/output"]),
+    ("Tune controller / actor mgmt", ["tune_controller.py", "ray/air/execution/", "ray/tune/execution/",
+                                      "actor_manager", "ray/tune/experiment/trial.py"]),
+    ("spec / space / data (pipeline)", ["pipeline/spec.py", "pipeline/space.py", "pipeline/data.py",
+                                        "pydantic", "sklearn"]),
+    ("Ray core (get/put, serialization, rpc)", ["ray/_private/serialization", "ray/_raylet", "cloudpickle",
+                                                "ray/_private/worker.py", "ray/actor.py", "ray/util/"]),
+    ("TensorFlow runtime (other)", ["tensorflow/", "keras/"]),
+]
+
+FRAME_RE = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def role(cmdline: str) -> str:
+    if "benchmarks.contestants" in cmdline:
+        return "driver"
+    if cmdline.startswith("ray::") or "default_worker.py" in cmdline:
+        return "trial worker"
+    return "Ray daemons"
+
+
+def normalize(frame: str) -> str:
+    """``func (path:line)`` -> ``path:func`` with site-packages stripped, for matching."""
+    m = FRAME_RE.match(frame.strip())
+    if not m:
+        return frame
+    path = m.group("file")
+    path = path.split("site-packages/")[-1].split(str(ROOT) + "/")[-1]
+    return f"{path}:{m.group('func')}"
+
+
+PROCESS_RE = re.compile(r'process (\d+):"')
+
+
+def parse(raw: Path):
+    """Yield (pid, role, [frames root->leaf], count) from py-spy's raw (collapsed) output.
+
+    With ``--subprocesses`` a line holds the process ancestry, then the frames:
+    ``process P0:"cmd";process P1:"cmd";...;frame;frame;... COUNT``; the sampled
+    process is the last one named.
+    """
+    for line in raw.read_text(errors="replace").splitlines():
+        last = None
+        for last in PROCESS_RE.finditer(line):
+            pass
+        if last is None:
+            continue  # the rest of a multi-line command line
+        end = line.find('";', last.end())
+        stack, _, count = line[end + 2:].rpartition(" ") if end >= 0 else ("", "", "")
+        if not count.isdigit() or not stack:
+            continue
+        yield last.group(1), role(line[last.end():end]), [normalize(f) for f in stack.split(";")], int(count)
+
+
+def categorize(frames: list[str]) -> str:
+    joined = "\n".join(frames)
+    for name, needles in RULES:
+        if any(n in joined for n in needles):
+            return name
+    return "other"
+
+
+def summarize(raw: Path, rate: float) -> dict:
+    by_role: Counter = Counter()
+    by_cat: dict[str, Counter] = defaultdict(Counter)
+    leaves: dict[str, Counter] = defaultdict(Counter)
+    pids: dict[str, set] = defaultdict(set)
+    for pid, r, frames, count in parse(raw):
+        by_role[r] += count
+        by_cat[r][categorize(frames)] += count
+        leaves[r][frames[-1]] += count
+        pids[r].add(pid)
+    return {"rate": rate, "roles": {r: {"cpu_s": n / rate, "processes": len(pids[r]),
+                                        "categories": {c: k / rate for c, k in by_cat[r].most_common()},
+                                        "hottest": [(f, k / rate) for f, k in leaves[r].most_common(12)]}
+                                    for r, n in by_role.most_common()}}
+
+
+def print_summary(s: dict, wall: float) -> None:
+    total = sum(r["cpu_s"] for r in s["roles"].values())
+    print(f"\nwall {wall:.1f} s; CPU sampled {total:.1f} s (on-CPU samples only, all processes)")
+    for r, d in s["roles"].items():
+        print(f"\n{r}: {d['cpu_s']:.1f} CPU s in {d['processes']} process(es)")
+        for c, sec in d["categories"].items():
+            if sec >= 0.05:
+                print(f"  {sec:7.2f} s {100 * sec / max(d['cpu_s'], 1e-9):5.1f}%  {c}")
+        print("  hottest leaf frames:")
+        for f, sec in d["hottest"][:8]:
+            print(f"  {sec:7.2f} s  {f[:110]}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="8 trials x 5 epochs instead of A's 20 x 10")
+    ap.add_argument("--trials", type=int)
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "profile"))
+    ap.add_argument("--summarize", metavar="RAW", help="only summarize an existing raw file")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if args.summarize:
+        print_summary(summarize(Path(args.summarize), args.rate), float("nan"))
+        return 0
+    pyspy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{__import__('os').environ.get('PATH', '')}")
+    if not pyspy:
+        print("py-spy not found: .venv/bin/pip install py-spy", file=sys.stderr)
+        return 2
+    trials = args.trials or (8 if args.quick else 20)
+    epochs = args.epochs or (5 if args.quick else 10)
+    tmp = out / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    job = {"scenario": "A", "contestant": "pipeline_fixed", "problem": "digits", "trials": trials,
+           "epochs": epochs, "batch_size": PROBLEMS["digits"]["batch_size"], "seed": 0,
+           "configs": fixed_configs("digits", trials, CONFIG_SEED), "tmp": str(tmp)}
+    (tmp / "job.json").write_text(json.dumps(job))
+    raw = out / "pipeline_A.raw.txt"
+    ray_tmp = Path(f"/tmp/rbench-prof-{__import__('os').getpid()}")
+    t0 = time.time()
+    cmd = [pyspy, "record", "--subprocesses", "--rate", str(args.rate), "--format", "raw", "-o", str(raw),
+           "--", sys.executable, "-m", "benchmarks.contestants", str(tmp / "job.json"), str(tmp / "result.json")]
+    print(f"profiling A.pipeline ({trials} trials x {epochs} epochs) under py-spy ...", flush=True)
+    with open(out / "pipeline_A.log", "w") as log:
+        rc = subprocess.run(cmd, cwd=ROOT, env=child_env(ray_tmp, t0), stdout=log,
+                            stderr=subprocess.STDOUT).returncode
+    wall = time.time() - t0
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    if rc != 0 or not raw.exists():
+        print(f"py-spy/contestant failed (exit {rc}); see {out / 'pipeline_A.log'}", file=sys.stderr)
+        return 1
+    result = json.loads((tmp / "result.json").read_text())
+    s = summarize(raw, args.rate)
+    s.update({"wall_s": wall, "trials": trials, "epochs": epochs, "search_s": result.get("search_s")})
+    (out / "pipeline_A.summary.json").write_text(json.dumps(s, indent=1))
+    print_summary(s, wall)
+    print(f"\nraw stacks: {raw} (e.g. flamegraph.pl or speedscope.app); summary: {out / 'pipeline_A.summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
