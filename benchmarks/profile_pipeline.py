@@ -29,38 +29,42 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.compare import CONFIG_SEED, child_env  # noqa: E402
 from benchmarks.contestants import PROBLEMS, fixed_configs  # noqa: E402
 
-# (category, substrings; a sample goes to the first category any of whose substrings
-# occurs in any frame of its stack). Order matters: an import inside fit() is an import.
+# (category, substrings). Frames are normalized to ``path:Class.function`` (site-packages
+# stripped). A sample goes to the first category one of whose substrings occurs in any
+# frame of its stack (``leaf:`` substrings: in the innermost frame only). Order matters:
+# an import inside fit() is an import.
 RULES = [
-    ("imports", ["_find_and_load", "_call_with_frames_removed"]),
+    ("imports", ["_find_and_load"]),
+    ("waits (lock/queue/select; idle misread as CPU under load)",
+     ["leaf:threading.py:Condition.wait", "leaf:selectors.py", "leaf:queue.py", "leaf:threading.py:Event.wait",
+      "leaf:ray/_private/worker.py:Worker.main_loop"]),
     ("ray.init / shutdown", ["ray/_private/worker.py:init", "worker.py:shutdown", "ray/_private/node.py",
-                             "services.py"]),
-    ("checkpoint: model.save", ["saving_lib.py", "saving_api.py", "save_model"]),
-    ("checkpoint: persist / upload", ["persist_current_checkpoint", "_upload_to_fs", "pyarrow/fs.py",
-                                      "storage.py:persist", "checkpoint.py:from_directory"]),
-    ("TF tracing (tf.function build)", ["polymorphic_function/tracing", "func_graph.py", "autograph",
-                                        "polymorphic_function.py:_initialize", "trace_type",
-                                        "_maybe_define_function", "concrete_function.py:__init__",
-                                        "atomic_function.py:from_func_graph"]),
-    ("fit: train/val steps", ["trainer.py:fit", "trainer.py:evaluate", "one_step_on_iterator",
-                              "multi_step_on_iterator", "epoch_iterator", "data_adapters"]),
-    ("model build + compile", ["build_model", "trainer.py:compile", "models/functional.py", "layer.py:__call__",
-                               "layers/core", "keras/src/ops/"]),
+                             "ray/_private/services.py"]),
+    ("checkpoint: model.save", ["saving_lib.py", "saving_api.py", "Model.save"]),
+    ("checkpoint: persist / tmp dirs", ["persist_current_checkpoint", "StorageContext", "pyarrow/fs.py",
+                                        "Checkpoint.from_directory", "shutil.py", "tempfile.py"]),
+    ("TF tracing (tf.function build)", ["func_graph.py", "autograph", "polymorphic_function/tracing",
+                                        "Function._initialize", "_maybe_define", "trace_type",
+                                        "ConcreteFunction.__init__", "from_func_graph", "TracingCompiler"]),
+    ("tf.data iterator creation (per epoch)", ["make_iterator", "OwnedIterator.__init__", "DatasetV2.__iter__",
+                                               "data_adapters/"]),
+    ("fit: train/val steps", ["TensorFlowTrainer.fit", "TensorFlowTrainer.evaluate", "quick_execute"]),
+    ("model build + compile", ["build_model", "compile_model", "Trainer.compile", "Functional.__init__",
+                               "Layer.__call__", "Operation.__call__"]),
     ("keras.clear_session / seed", ["clear_session", "set_random_seed"]),
-    ("tune.report / session", ["ray/train/", "ray/tune/trainable/function_trainable", "_report",
-                               "tune/trainable/trainable.py"]),
+    ("tune.report / session", ["trainable_fn_utils.py:report", "_TrainSession.report",
+                               "_report_training_result", "FunctionTrainable.step", "_TrainSession.get_next"]),
     ("searcher / scheduler", ["ray/tune/search/", "ray/tune/schedulers/", "searchers/"]),
-    ("experiment state / result logging", ["experiment_state.py", "ray/tune/logger/", "ray/tune/utils/util",
-                                           "json_logger", "csv.py", "tensorboardx", "tbx"]),
-    ("Tune callbacks / progress", ["pipeline/progress.py", "benchmarks/contestants.py:on_trial_result",
-                                   "ray/tune/callback.py", "progress_reporter", "ray/tune/experimental/output"]),
+    ("experiment state / result logging", ["experiment_state.py", "ray/tune/logger/", "json_logger"]),
+    ("Tune callbacks / progress", ["pipeline/progress.py", "TuneRecorder", "RecordingProgress", "ray/tune/callback.py",
+                                   "progress_reporter", "ray/tune/experimental/output"]),
     ("Tune controller / actor mgmt", ["tune_controller.py", "ray/air/execution/", "ray/tune/execution/",
-                                      "actor_manager", "ray/tune/experiment/trial.py"]),
+                                      "ray/tune/experiment/trial.py"]),
     ("spec / space / data (pipeline)", ["pipeline/spec.py", "pipeline/space.py", "pipeline/data.py",
                                         "pydantic", "sklearn"]),
     ("Ray core (get/put, serialization, rpc)", ["ray/_private/serialization", "ray/_raylet", "cloudpickle",
                                                 "ray/_private/worker.py", "ray/actor.py", "ray/util/"]),
-    ("TensorFlow runtime (other)", ["tensorflow/", "keras/"]),
+    ("TensorFlow / Keras (other)", ["tensorflow/", "keras/"]),
 ]
 
 FRAME_RE = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -108,10 +112,11 @@ def parse(raw: Path):
 
 
 def categorize(frames: list[str]) -> str:
-    joined = "\n".join(frames)
+    joined, leaf = "\n".join(frames), frames[-1] if frames else ""
     for name, needles in RULES:
-        if any(n in joined for n in needles):
-            return name
+        for n in needles:
+            if (n[5:] in leaf) if n.startswith("leaf:") else (n in joined):
+                return name
     return "other"
 
 

@@ -141,6 +141,7 @@ class Results:
         """The best trial's model, loaded from its best checkpoint."""
         import keras
 
+        import pipeline.preprocessing  # noqa: F401  (registers the custom layers saved models use)
         from pipeline.trainable import MODEL_FILE
 
         with self.best_checkpoint().as_directory() as d:

@@ -287,10 +287,25 @@ class Spec(_Section):
                         _check_import(str(value))
                     except ValueError as exc:
                         errors.append(f"space.builder: {exc}")
+        errors.extend(self._check_builder_values(space))
         errors = errors or searchers.check(self, space)
         if errors:
             raise _CrossErrors(errors)
         return self
+
+    def _check_builder_values(self, space: SearchSpace) -> list[str]:
+        """Enumerated built-in hyperparameters (lr_schedule, scaling, flip...) take known values."""
+        from pipeline.models import check_hyperparameters
+        from pipeline.space import ChoiceParam, FixedParam
+
+        builders = ([str(v) for v in space.params["builder"].grid_values()]
+                    if "builder" in space.params else [self.model.builder])
+        values: dict[str, list[Any]] = {k: [v] for k, v in self.model.options.items()}
+        for name, p in space:
+            if isinstance(p, (ChoiceParam, FixedParam)):
+                values[name] = p.grid_values()
+        where = {name: "space" if name in space.params else "model.options" for name in values}
+        return [f"{where[line.split(':')[0]]}.{line}" for line in check_hyperparameters(values, builders)]
 
     def search_space(self) -> SearchSpace:
         try:

@@ -300,6 +300,7 @@ def test_optuna_pruner_stops_trials_early_through_tune(tmp_path, ray_session):
     assert (df["epochs"] < epochs).sum() == len(pruned)
 
 
+@pytest.mark.filterwarnings("ignore:suggest_:FutureWarning")  # the deprecated suggest_* are used on purpose
 def test_optuna_front_door_samples_what_plain_optuna_samples(tmp_path, ray_session):
     import optuna as plain_optuna
 
@@ -318,8 +319,7 @@ def test_optuna_front_door_samples_what_plain_optuna_samples(tmp_path, ray_sessi
                                results_path=str(tmp_path), study_name="same-space")
     ours.optimize(objective, n_trials=6)
     reference = plain_optuna.create_study(sampler=plain_optuna.samplers.RandomSampler(seed=3))
-    with pytest.warns(FutureWarning):
-        reference.optimize(objective, n_trials=6)
+    reference.optimize(objective, n_trials=6)
 
     assert len(ours.trials) == len(reference.trials) == 6
     assert [t.distributions for t in ours.trials] == [t.distributions for t in reference.trials]

@@ -31,7 +31,6 @@ from typing import Any, Callable, Iterable
 log = logging.getLogger(__name__)
 
 _SAMPLINGS = ("linear", "log", "reverse_log")
-_KT_CLASS = {"int": "Int", "float": "Float", "choice": "Choice", "bool": "Boolean", "fixed": "Fixed"}
 
 
 @dataclass

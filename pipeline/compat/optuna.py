@@ -38,8 +38,6 @@ objectives.
 
 from __future__ import annotations
 
-import logging as _logging
-import math
 import pickle
 import re
 import uuid
@@ -61,8 +59,6 @@ from optuna.trial import TrialState
 
 __all__ = ["create_study", "load_study", "Study", "Trial", "TrialPruned", "samplers", "pruners",
            "SAMPLER_SEARCHERS"]
-
-log = _logging.getLogger(__name__)
 
 SAMPLER_SEARCHERS = {
     "TPESampler": "tpe",
