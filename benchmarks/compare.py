@@ -411,6 +411,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "results.json"))
     ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default 1800; --quick 600)")
     ap.add_argument("--keep", action="store_true", help="keep each run's scratch folder (results, KerasTuner)")
+    ap.add_argument("--trials", type=int, default=None,
+                    help="override the trial count of the selected scenarios (diagnosis; not comparable)")
     ap.add_argument("--list", action="store_true", help="list scenarios and contestant keys, run nothing")
     args = ap.parse_args(argv)
     reps = args.reps or (1 if args.quick else 3)
@@ -458,6 +460,9 @@ def main(argv=None) -> int:
     try:
         for scen_key, keys in selected.items():
             scen = dict(all_scen[scen_key])
+            if args.trials:
+                scen["trials"] = args.trials
+                scen["configs"] = args.trials if scen.get("configs") else None
             scen["contestants"] = [c for c in scen["contestants"] if keys is None or c[0] in keys]
             configs = fixed_configs(scen["problem"], scen["configs"], CONFIG_SEED) if scen.get("configs") else None
             n_reps = scen.get("reps", reps)

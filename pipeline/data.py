@@ -53,6 +53,13 @@ class _Sources(Registry[Callable[..., tuple[np.ndarray, np.ndarray]]]):
 SOURCES = _Sources("data source")
 
 
+@SOURCES.register("external")
+def _external(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays handed to ``pipeline.run(..., data=...)`` from Python (e.g. ``tuner.search(x, y)``)."""
+    raise LookupError("data.source is 'external': the arrays were passed from Python and are "
+                      "not stored with the results, so they cannot be reloaded here")
+
+
 @SOURCES.register("digits")
 def _digits(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits

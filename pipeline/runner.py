@@ -24,6 +24,27 @@ def _effective(spec: Spec) -> Spec:
     return spec
 
 
+def _warm_started(spec: Spec) -> Spec:
+    """Prepend the best configs of an earlier experiment to ``points_to_evaluate``."""
+    from pipeline.results import Results
+
+    warm = spec.searcher.warm_start
+    if warm is None:
+        return spec
+    try:
+        earlier = Results.open(warm.path, warm.endpoint_override)
+        board = earlier.leaderboard(warm.top)
+    except (OSError, ValueError, LookupError) as exc:
+        raise SpecError([f"searcher.warm_start.path: cannot read {warm.path}: {exc}"]) from None
+    names = set(spec.space)
+    points = [{k.removeprefix("config/"): v for k, v in row.items()
+               if k.startswith("config/") and k.removeprefix("config/") in names and v == v}
+              for row in board.to_dict(orient="records")]
+    searcher = spec.searcher.model_copy(
+        update={"points_to_evaluate": [*points, *spec.searcher.points_to_evaluate]})
+    return spec.model_copy(update={"searcher": searcher})
+
+
 def _check_storage(where) -> None:
     """Unreachable or read-only storage is an error now, before Ray starts."""
     try:
@@ -70,6 +91,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
         raise SpecError([f"name: experiment '{spec.name}' already exists at {where.path}; "
                          "pass --resume to continue it or choose another name"])
     space = spec.search_space()
+    spec = _warm_started(spec)
     search_alg, param_space, scheduler = searchers.build(spec, space)
     metric, mode = spec.objective.primary
     # Progress comes from our one-line-per-trial callback; Tune's own tables stay off.
@@ -103,7 +125,9 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
                     search_alg=search_alg,
                     scheduler=scheduler,
                     num_samples=spec.num_trials,
-                    max_concurrent_trials=spec.search.max_concurrent,
+                    # Ray's variant generator takes the limit itself (see searchers/basic.py)
+                    max_concurrent_trials=None if searchers.SEARCHERS[
+                        spec.searcher.name].variant_generator else spec.search.max_concurrent,
                     time_budget_s=spec.search.time_budget_s,
                     reuse_actors=spec.search.reuse_actors,
                 ),

@@ -174,12 +174,27 @@ class ObjectiveSpec(_Section):
         return self.metrics[0], self.modes[0]
 
 
+class WarmStartSpec(_Section):
+    path: str = Field(description="an earlier experiment (folder or URI)")
+    top: int = Field(default=5, gt=0, description="its best N configs are evaluated first")
+    endpoint_override: str | None = None
+
+
 class SearcherSpec(_Section):
     name: str = "tpe"
     options: dict[str, Any] = Field(default_factory=dict)
     points_to_evaluate: list[dict[str, Any]] = Field(
         default_factory=list, description="configs evaluated first (manual search)"
     )
+    warm_start: WarmStartSpec | None = Field(default=None, description="seed with an earlier experiment's best")
+    restore_from: str | None = Field(default=None, description="an earlier experiment whose searcher state to load")
+
+    @field_validator("restore_from")
+    @classmethod
+    def _restorable(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v and not list(Path(v).glob("searcher-state-*.pkl")):
+            raise ValueError(f"no searcher state (searcher-state-*.pkl) in {v}")
+        return v
 
     @field_validator("name")
     @classmethod

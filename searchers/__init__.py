@@ -46,6 +46,17 @@ def check(spec: "Spec", space: "SearchSpace") -> list[str]:
                 p.grid_values()
             except ValueError as exc:
                 errors.append(f"space.{name}: {exc}")
+    if spec.searcher.restore_from and spec.searcher.warm_start:
+        errors.append("searcher.restore_from: a restored searcher already knows the earlier "
+                      "results; use either restore_from or warm_start")
+    if spec.searcher.restore_from and searcher.variant_generator:
+        errors.append(f"searcher.restore_from: '{searcher.name}' keeps no state to restore")
+    if searcher.name == "gp":
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            errors.append("searcher.name: gp (Optuna's GPSampler) needs PyTorch: "
+                          "pip install -e '.[gp]', or use tpe or hyperopt")
     if searcher.name == "manual" and not spec.searcher.points_to_evaluate:
         errors.append("searcher.points_to_evaluate: manual search needs at least one config")
     if searcher.name == "hyperopt":
@@ -67,5 +78,7 @@ def check(spec: "Spec", space: "SearchSpace") -> list[str]:
 def build(spec: "Spec", space: "SearchSpace") -> tuple[Any, dict[str, Any], Any]:
     """(search algorithm, Tune param_space, scheduler) for a validated spec."""
     search_alg, param_space = SEARCHERS[spec.searcher.name].build(spec, space)
+    if spec.searcher.restore_from:
+        search_alg.restore_from_dir(spec.searcher.restore_from)
     scheduler = SCHEDULERS[spec.scheduler.name].build(spec, space)
     return search_alg, param_space, scheduler

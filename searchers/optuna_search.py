@@ -6,13 +6,24 @@ from searchers._space import OptunaDefineByRun
 from searchers.registry import SEARCHERS
 
 
+def _storage(url: str):
+    """An Optuna RDB storage (sqlite or PostgreSQL) that optuna-dashboard can watch live."""
+    import optuna
+
+    if not isinstance(url, str) or not url.startswith(("sqlite:///", "postgresql://", "mysql://")):
+        raise ValueError(f"storage must be a database URL such as sqlite:///optuna.db, got {url!r}")
+    return optuna.storages.RDBStorage(url)
+
+
 def _optuna(sampler_name: str):
     def build(spec, space):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = getattr(optuna.samplers, sampler_name)(seed=spec.seed, **spec.searcher.options)
+        options = dict(spec.searcher.options)
+        storage_url = options.pop("storage", None)  # e.g. sqlite:///optuna.db for optuna-dashboard
+        sampler = getattr(optuna.samplers, sampler_name)(seed=spec.seed, **options)
         objective = spec.objective
         return OptunaSearch(
             space=OptunaDefineByRun(space),
@@ -20,6 +31,8 @@ def _optuna(sampler_name: str):
             mode=objective.mode,
             sampler=sampler,
             points_to_evaluate=spec.searcher.points_to_evaluate or None,
+            storage=_storage(storage_url) if storage_url else None,
+            study_name=spec.name if storage_url else None,
         ), {}
 
     return build

@@ -300,7 +300,8 @@ def test_optuna_pruner_stops_trials_early_through_tune(tmp_path, ray_session):
     assert (df["epochs"] < epochs).sum() == len(pruned)
 
 
-@pytest.mark.filterwarnings("ignore:suggest_:FutureWarning")  # the deprecated suggest_* are used on purpose
+# the deprecated suggest_* methods are used on purpose
+@pytest.mark.filterwarnings("ignore:suggest_:FutureWarning")
 def test_optuna_front_door_samples_what_plain_optuna_samples(tmp_path, ray_session):
     import optuna as plain_optuna
 

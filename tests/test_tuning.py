@@ -185,3 +185,39 @@ def test_progress_output(tmp_path, capfd, mode):
         assert "trials  2/2 done: 2 finished" in out, out
         assert "best    val_accuracy = 0." in out, out
         assert "[1/2]" not in out  # one panel, not a line per trial
+
+
+def test_tensorboard_logs_and_optuna_storage(tmp_path):
+    import optuna
+
+    db = tmp_path / "optuna.db"
+    res = _run(tmp_path, searcher={"name": "tpe", "options": {"storage": f"sqlite:///{db}"}},
+               search={"trials": 2}, training={"epochs": 2})
+    # TensorBoard event files per trial (`tensorboard --logdir` on the experiment shows them)
+    events = list((tmp_path / "results" / "tiny").glob("*/events.out.tfevents.*"))
+    assert len(events) == 2
+    # the Optuna study lives in the database, where optuna-dashboard can watch it
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+    assert len(study.trials) == 2
+    assert {t.params["units"] for t in study.trials} <= {8, 16, 24, 32}
+
+
+def test_warm_start_and_searcher_restore_from_an_earlier_experiment(tmp_path):
+    from ray.tune.search.optuna import OptunaSearch
+
+    first = _run(tmp_path, search={"trials": 3}, training={"epochs": 1})
+    best = first.best_config
+    warm = pipeline.run(tiny_spec(tmp_path, name="warm", search={"trials": 2}, training={"epochs": 1},
+                                  searcher={"name": "tpe", "warm_start": {"path": first.where.path, "top": 1}}),
+                        progress=False)
+    configs = [{k.removeprefix("config/"): v for k, v in r.items() if k.startswith("config/")}
+               for r in warm.dataframe().to_dict(orient="records")]
+    assert any(c["units"] == best["units"] and c["learning_rate"] == pytest.approx(best["learning_rate"])
+               for c in configs)
+
+    restored = pipeline.run(tiny_spec(tmp_path, name="restored", search={"trials": 2}, training={"epochs": 1},
+                                      searcher={"name": "tpe", "restore_from": first.where.path}),
+                            progress=False)
+    state = OptunaSearch()
+    state.restore_from_dir(restored.where.path)
+    assert len(state._ot_study.trials) == 3 + 2  # the earlier study continued

@@ -593,6 +593,7 @@ class Tuner:
         space = self._space()
         raw = {
             "name": self.project_name,
+            "data": {"source": "external"},  # arrays passed from Python
             "space": space,
             "training": {"epochs": self._epochs(epochs), "batch_size": int(batch_size or 32),
                          "verbose": 2 if verbose == 2 else 0},

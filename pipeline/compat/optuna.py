@@ -402,6 +402,7 @@ class Study:
             scheduler, options, max_t = "fifo", {}, None
         raw = {
             "name": name,
+            "data": {"source": "external"},  # arrays passed from Python
             # The objective asks the study actor for its parameters; Tune only counts trials.
             "space": {"optuna_trial": {"type": "fixed", "value": "study"}},
             "training": {"epochs": max_t or 1000},
