@@ -9,7 +9,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,gp]"
+	$(PY) -m pip install --quiet -e ".[test,gp,mlflow]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -116,6 +116,11 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
                                   time_budget_s=spec.search.time_budget_s,
                                   live={"live": True, "lines": False}.get(progress))
                          ] if progress else []
+            if spec.tracking.mlflow_uri:
+                from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+                callbacks.append(MLflowLoggerCallback(tracking_uri=spec.tracking.mlflow_uri,
+                                                      experiment_name=spec.name))
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,

@@ -253,6 +253,19 @@ class StorageSpec(_Section):
         return v
 
 
+class TrackingSpec(_Section):
+    mlflow_uri: str | None = Field(default=None, description="MLflow tracking URI, e.g. file:///abs/mlruns")
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _mlflow(cls, v: str | None) -> str | None:
+        import importlib.util
+
+        if v is not None and importlib.util.find_spec("mlflow") is None:
+            raise ValueError("MLflow tracking needs the mlflow package: pip install -e '.[mlflow]'")
+        return v
+
+
 class FailureSpec(_Section):
     max_failures: int = Field(default=0, ge=-1, description="retries per trial from its last checkpoint; -1 = forever")
 
@@ -270,6 +283,7 @@ class Spec(_Section):
     search: SearchSpec = Field(default_factory=SearchSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     failure: FailureSpec = Field(default_factory=FailureSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     seed: int = 0
 
     @field_validator("name")

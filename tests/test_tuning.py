@@ -221,3 +221,14 @@ def test_warm_start_and_searcher_restore_from_an_earlier_experiment(tmp_path):
     state = OptunaSearch()
     state.restore_from_dir(restored.where.path)
     assert len(state._ot_study.trials) == 3 + 2  # the earlier study continued
+
+
+def test_mlflow_tracking_to_a_local_file_store(tmp_path):
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    uri = (tmp_path / "mlruns").as_uri()
+    _run(tmp_path, search={"trials": 2}, training={"epochs": 2}, tracking={"mlflow_uri": uri})
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2
+    assert all("val_accuracy" in r.data.metrics and "units" in r.data.params for r in runs)
