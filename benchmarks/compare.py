@@ -79,6 +79,7 @@ def scenarios(quick: bool) -> dict[str, dict]:
             "contestants": [
                 (PIPELINE, "pipeline (one reused worker)", "pipeline_leak", {}),
                 ("ray_reuse", "Ray Tune reuse_actors (reference)", "ray_leak", {}),
+                ("ray_reuse_purge", "Ray Tune reuse + registry purge (fix)", "ray_leak", {"purge": True}),
             ],
         },
         "E1": {
@@ -242,10 +243,14 @@ def breakdown(iters: list[dict], epochs: int) -> dict | None:
 
 
 def leak_summary(iters: list[dict]) -> dict | None:
+    """RSS of the worker that ran the most trials (Tune may alternate between two cached actors)."""
     rows = [r for r in iters if r.get("rss_mb") is not None]
     if not rows:
         return None
-    rss = [r["rss_mb"] for r in sorted(rows, key=lambda r: r["t"])]
+    by_pid: dict = {}
+    for r in sorted(rows, key=lambda r: r["t"]):
+        by_pid.setdefault(r["pid"], []).append(r["rss_mb"])
+    rss = max(by_pid.values(), key=len)
     n = len(rss)
     half = rss[n // 2:]
     slope = None
@@ -253,7 +258,7 @@ def leak_summary(iters: list[dict]) -> dict | None:
         xs = list(range(len(half)))
         mx, my = statistics.fmean(xs), statistics.fmean(half)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, half)) / sum((x - mx) ** 2 for x in xs)
-    return {"trials": n, "pids": len({r["pid"] for r in rows}), "first_mb": rss[0],
+    return {"trials": len(rows), "pids": len(by_pid), "trials_on_worker": n, "first_mb": rss[0],
             "tenth_mb": rss[min(9, n - 1)], "last_mb": rss[-1], "max_mb": max(rss),
             "growth_mb": rss[-1] - rss[0], "slope_mb_per_trial_2nd_half": slope}
 
@@ -286,6 +291,20 @@ def summarize(scen_key: str, scen: dict, runs: list[dict]) -> dict:
             s["warning"] = ok[-1]["warning"]
         out[key] = s
     return out
+
+
+def run_line(scen_key: str, scen: dict, run: dict) -> str:
+    """One line per finished run, while the benchmark goes on."""
+    if "error" in run:
+        return "FAILED: " + run["error"][-400:]
+    line = f"{run['wall_s']:.1f}s wall, {run.get('trials')} trials"
+    if scen_key == "C":
+        return line + f", Tune {run.get('search_s', 0):.1f}s"
+    if scen_key == "D":
+        lk = leak_summary(run.get("iters") or [])
+        return line + (f", RSS {lk['first_mb']:.0f} -> {lk['last_mb']:.0f} MB" if lk else ", no RSS samples")
+    s = summarize_run(run, PROBLEMS[scen["problem"]]["target"])
+    return line + f", best {_fmt(s['best'], '.4f')}, t>=target {_fmt(s['ttt'])}s, load {run['loadavg_before']}"
 
 
 def _fmt(v, spec=".1f", none="-"):
@@ -326,7 +345,8 @@ def print_table(scen_key: str, scen: dict, summ: dict, reps: int) -> None:
             if not lk:
                 print(f"{s['label']:36} no RSS samples" + (f" ({s.get('warning')})" if s.get("warning") else ""))
                 continue
-            print(f"{s['label'][:36]:36} trials {lk['trials']}, worker pids {lk['pids']}: RSS first "
+            print(f"{s['label'][:36]:36} trials {lk['trials']}, workers {lk['pids']} (busiest ran "
+                  f"{lk['trials_on_worker']}): RSS first "
                   f"{lk['first_mb']:.0f} MB, 10th {lk['tenth_mb']:.0f}, last {lk['last_mb']:.0f}, "
                   f"max {lk['max_mb']:.0f}, growth {lk['growth_mb']:+.0f} MB"
                   + (f", {lk['slope_mb_per_trial_2nd_half']:+.2f} MB/trial (2nd half)"
@@ -474,10 +494,7 @@ def main(argv=None) -> int:
                           end=" ", flush=True)
                     run = run_one(out_dir, scen_key, scen, key, fn, extras, rep, configs, ray_tmp,
                                   timeout, args.keep)
-                    s = summarize_run(run, PROBLEMS[scen["problem"]]["target"])
-                    print("FAILED: " + run["error"][-400:] if "error" in run else
-                          f"{run['wall_s']:.1f}s, best {_fmt(s['best'], '.4f')}, trials {run.get('trials')}",
-                          flush=True)
+                    print(run_line(scen_key, scen, run), flush=True)
                     report["runs"].append(run)
                     out_path.write_text(json.dumps(report, indent=1))
             report["summary"][scen_key] = summarize(scen_key, scen, report["runs"])

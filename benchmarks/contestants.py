@@ -389,7 +389,22 @@ def ray_keras_trainable(config, data=None, job=None):
         def on_epoch_end(self, epoch, logs=None):
             tune.report({"val_accuracy": float(logs["val_accuracy"]), "epoch": epoch + 1})
 
-    _fit(model, data, job, [Report()])
+    if not job.get("purge"):
+        _fit(model, data, job, [Report()])
+        return
+    # The leak fix, demonstrated (scenario D): every traced train step registers a
+    # "CustomGradient-N" entry in TF's global gradient registry (Keras' optimizer all-reduce
+    # goes through tf.custom_gradient) whose closure pins the whole FuncGraph; nothing ever
+    # removes it (tensorflow/tensorflow#97697). Drop this trial's entries when it ends.
+    from tensorflow.python.framework import ops as tf_ops
+
+    registry = tf_ops._gradient_registry._registry
+    before = set(registry)
+    try:
+        _fit(model, data, job, [Report()])
+    finally:
+        for name in [k for k in registry if k not in before and k.startswith("CustomGradient-")]:
+            del registry[name]
 
 
 def trivial_trainable(config):
@@ -425,7 +440,7 @@ def ray_fixed(job):
     from ray.tune.search import BasicVariantGenerator
 
     data = load_arrays(job["problem"], job["seed"])
-    small = {k: job[k] for k in ("seed", "epochs", "batch_size")}
+    small = {k: job[k] for k in ("seed", "epochs", "batch_size", "purge") if k in job}
     return _tuner_run(
         job, tune.with_parameters(ray_keras_trainable, data=data, job=small),
         _ray_domains(PROBLEMS[job["problem"]]["space"]),

@@ -7,7 +7,8 @@ Runs the same process ``compare.py`` runs for ``A.pipeline`` under
 sampled; only on-CPU samples are kept), stores the raw collapsed stacks in
 ``benchmarks/out/profile/pipeline_A.raw.txt`` and prints CPU seconds by process role
 (driver / trial worker / Ray daemons) and by activity (imports, TF tracing, fit steps,
-checkpoint saving, Tune bookkeeping, ...), plus the hottest functions of each role.
+checkpoint saving, Tune bookkeeping, ...), plus the hottest functions of each role. py-spy pauses a process to sample it, which
+slows the run (~1.5x here): read the shares, not the absolute seconds.
 py-spy: ``.venv/bin/pip install py-spy``.
 """
 
@@ -156,6 +157,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "profile"))
+    ap.add_argument("--nonblocking", action="store_true",
+                    help="py-spy --nonblocking (less slow-down, but here it loses most trial-worker samples)")
     ap.add_argument("--summarize", metavar="RAW", help="only summarize an existing raw file")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
@@ -180,6 +183,7 @@ def main(argv=None) -> int:
     ray_tmp = Path(f"/tmp/rbench-prof-{__import__('os').getpid()}")
     t0 = time.time()
     cmd = [pyspy, "record", "--subprocesses", "--rate", str(args.rate), "--format", "raw", "-o", str(raw),
+           *(["--nonblocking"] if args.nonblocking else []),
            "--", sys.executable, "-m", "benchmarks.contestants", str(tmp / "job.json"), str(tmp / "result.json")]
     print(f"profiling A.pipeline ({trials} trials x {epochs} epochs) under py-spy ...", flush=True)
     with open(out / "pipeline_A.log", "w") as log:

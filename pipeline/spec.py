@@ -327,8 +327,9 @@ class Spec(_Section):
         from pipeline.models import check_hyperparameters
         from pipeline.space import ChoiceParam, FixedParam
 
-        builders = ([str(v) for v in space.params["builder"].grid_values()]
-                    if "builder" in space.params else [self.model.builder])
+        # A searched builder is combined per trial (points or conditions may pair select_k
+        # with mlp only); a fixed one is checked here.
+        builders = [] if "builder" in space.params else [self.model.builder]
         values: dict[str, list[Any]] = {k: [v] for k, v in self.model.options.items()}
         for name, p in space:
             if isinstance(p, (ChoiceParam, FixedParam)):
