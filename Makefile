@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pipeline run examples/digits.yaml
+	$(PY) -m pipeline run examples/digits.yaml --resume  # a second demo shows the stored results
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
