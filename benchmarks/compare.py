@@ -41,7 +41,7 @@ def scenarios(quick: bool) -> dict[str, dict]:
     small = 4 if quick else 12
     return {
         "A": {
-            "title": f"fixed search: the same {fixed} configs x {epochs} epochs",
+            "title": "fixed search: the same {n} configs x {e} epochs",
             "problem": "digits", "trials": fixed, "epochs": epochs, "configs": fixed,
             "contestants": [
                 ("two_proc", "two processes, 1 TF thread (floor)", "two_proc", {}),
@@ -53,7 +53,7 @@ def scenarios(quick: bool) -> dict[str, dict]:
             ],
         },
         "B": {
-            "title": f"early stopping: {fixed} trials, at most {epochs} epochs",
+            "title": "early stopping: {n} trials, at most {e} epochs",
             "problem": "digits", "trials": fixed, "epochs": epochs,
             "contestants": [
                 ("kt_hyperband", "KerasTuner Hyperband (factor 3)", "kt_hyperband", {}),
@@ -63,7 +63,7 @@ def scenarios(quick: bool) -> dict[str, dict]:
             ],
         },
         "C": {
-            "title": f"bookkeeping: {40 if quick else 500} trivial trials (one report each)",
+            "title": "bookkeeping: {n} trivial trials (one report each)",
             "problem": "digits", "trials": 40 if quick else 500, "epochs": 1,
             "contestants": [
                 ("ray_reuse", "Ray Tune reuse_actors=True", "ray_trivial", {"reuse": True}),
@@ -73,7 +73,7 @@ def scenarios(quick: bool) -> dict[str, dict]:
             ],
         },
         "D": {
-            "title": f"leak: worker RSS over {8 if quick else 100} one-epoch Keras trials, one at a time",
+            "title": "leak: worker RSS over {n} one-epoch Keras trials, one at a time",
             "problem": "digits", "trials": 8 if quick else 100, "epochs": 1, "configs": 8 if quick else 100,
             "reps": 1,
             "contestants": [
@@ -83,7 +83,7 @@ def scenarios(quick: bool) -> dict[str, dict]:
             ],
         },
         "E1": {
-            "title": f"mnist1d fixed search: the same {small} MLP/CNN configs x {epochs} epochs",
+            "title": "mnist1d fixed search: the same {n} MLP/CNN configs x {e} epochs",
             "problem": "mnist1d", "trials": small, "epochs": epochs, "configs": small,
             "contestants": [
                 ("two_proc", "two processes, 1 TF thread (floor)", "two_proc", {}),
@@ -93,7 +93,7 @@ def scenarios(quick: bool) -> dict[str, dict]:
             ],
         },
         "E2": {
-            "title": f"mnist1d early stopping: {small} trials, at most {epochs} epochs",
+            "title": "mnist1d early stopping: {n} trials, at most {e} epochs",
             "problem": "mnist1d", "trials": small, "epochs": epochs,
             "contestants": [
                 ("kt_hyperband", "KerasTuner Hyperband (factor 3)", "kt_hyperband", {}),
@@ -283,6 +283,10 @@ def summarize(scen_key: str, scen: dict, runs: list[dict]) -> dict:
         }
         if s["search_s"] is not None and trials_req:
             s["per_trial_ms"] = 1000 * s["search_s"] / trials_req
+        # Throughput once running: first to last result, without set-up and teardown.
+        s["steady_ms"] = _median([1000 * (ts[-1] - ts[0]) / (len(ts) - 1)
+                                  for ts in (sorted(i["t"] for i in r.get("iters") or []) for r in ok)
+                                  if len(ts) > 1])
         if ok and ok[-1].get("iters"):
             s["breakdown"] = breakdown(ok[-1]["iters"], scen["epochs"])
             if scen_key == "D":
@@ -304,7 +308,7 @@ def run_line(scen_key: str, scen: dict, run: dict) -> str:
         lk = leak_summary(run.get("iters") or [])
         return line + (f", RSS {lk['first_mb']:.0f} -> {lk['last_mb']:.0f} MB" if lk else ", no RSS samples")
     s = summarize_run(run, PROBLEMS[scen["problem"]]["target"])
-    return line + f", best {_fmt(s['best'], '.4f')}, t>=target {_fmt(s['ttt'])}s, load {run['loadavg_before']}"
+    return line + f", best {_fmt(s['best'], '.4f')}, t>=target {_fmt(s['ttt'])}{'' if s['ttt'] in (None, math.inf) else 's'}, load {run['loadavg_before']}"
 
 
 def _fmt(v, spec=".1f", none="-"):
@@ -327,17 +331,21 @@ def print_table(scen_key: str, scen: dict, summ: dict, reps: int) -> None:
     pipe = summ.get(PIPELINE, {})
     print(f"\n== {scen_key}. {scen['title']} ({scen['problem']}; median of {reps} rep(s))")
     if scen_key == "C":
-        print(f"{'contestant':36} {'trials':>6} {'wall s':>8} {'Tune s':>8} {'ms/trial':>9} {'pipe/this':>9}")
+        print(f"{'contestant':36} {'trials':>6} {'wall s':>8} {'Tune s':>8} {'ms/trial':>9} {'pipe/this':>9}"
+              f" {'steady ms':>9} {'pipe/this':>9}")
         for key, s in summ.items():
             r = _ratio(pipe.get("per_trial_ms"), s.get("per_trial_ms"))
+            r2 = _ratio(pipe.get("steady_ms"), s.get("steady_ms"))
             print(f"{s['label'][:36]:36} {_fmt(s['trials_requested'], 'd'):>6} {_fmt(s['wall_s']):>8} "
-                  f"{_fmt(s['search_s']):>8} {_fmt(s.get('per_trial_ms')):>9} {_fmt(r, '.2f'):>9}")
+                  f"{_fmt(s['search_s']):>8} {_fmt(s.get('per_trial_ms')):>9} {_fmt(r, '.2f'):>9}"
+                  f" {_fmt(s.get('steady_ms')):>9} {_fmt(r2, '.2f'):>9}")
         if "ray_defaults" in summ:
             d = summ["ray_defaults"]
             if d.get("per_trial_ms") is not None:
                 print(f"  (Ray Tune defaults ran {d['trials_requested']} trials, scaled per trial: "
                       f"{scen['trials']} trials would take ~{d['per_trial_ms'] * scen['trials'] / 1000:.0f} s)")
-        print("  Tune s: Tuner.fit / pipeline.run with Ray already started; ms/trial = Tune s / trials")
+        print("  Tune s: Tuner.fit / pipeline.run with Ray already started; ms/trial = Tune s / trials (the target);\n"
+              "  steady ms: first to last result / (trials - 1), i.e. without set-up and teardown")
         return
     if scen_key == "D":
         for key, s in summ.items():
@@ -440,7 +448,7 @@ def main(argv=None) -> int:
     all_scen = scenarios(args.quick)
     if args.list:
         for k, s in all_scen.items():
-            print(f"{k}: {s['title']} [{s['problem']}]")
+            print(f"{k}: {s['title'].format(n=s['trials'], e=s['epochs'])} [{s['problem']}]")
             for key, label, fn, _ in s["contestants"]:
                 print(f"   {k}.{key:16} {label} ({fn})")
         return 0
@@ -483,6 +491,8 @@ def main(argv=None) -> int:
             if args.trials:
                 scen["trials"] = args.trials
                 scen["configs"] = args.trials if scen.get("configs") else None
+            scen["title"] = scen["title"].format(n=scen["trials"], e=scen["epochs"])
+            all_scen[scen_key] = scen
             scen["contestants"] = [c for c in scen["contestants"] if keys is None or c[0] in keys]
             configs = fixed_configs(scen["problem"], scen["configs"], CONFIG_SEED) if scen.get("configs") else None
             n_reps = scen.get("reps", reps)

@@ -1,11 +1,11 @@
-"""Profile one pipeline run of scenario A with py-spy and say where the CPU time goes.
+"""Profile one pipeline run of scenario A (or C) with py-spy and say where the CPU time goes.
 
-    .venv/bin/python benchmarks/profile_pipeline.py [--quick] [--trials N] [--epochs E] [--rate HZ]
+    .venv/bin/python benchmarks/profile_pipeline.py [--quick] [--scenario A|C] [--trials N] [--epochs E]
 
-Runs the same process ``compare.py`` runs for ``A.pipeline`` under
+Runs the same process ``compare.py`` runs for ``A.pipeline`` (``C.pipeline``) under
 ``py-spy record --subprocesses`` (driver, Ray workers and Ray's Python daemons are all
 sampled; only on-CPU samples are kept), stores the raw collapsed stacks in
-``benchmarks/out/profile/pipeline_A.raw.txt`` and prints CPU seconds by process role
+``benchmarks/out/profile/pipeline_<A|C>.raw.txt`` and prints CPU seconds by process role
 (driver / trial worker / Ray daemons) and by activity (imports, TF tracing, fit steps,
 checkpoint saving, Tune bookkeeping, ...), plus the hottest functions of each role. py-spy pauses a process to sample it, which
 slows the run (~1.5x here): read the shares, not the absolute seconds.
@@ -139,7 +139,8 @@ def summarize(raw: Path, rate: float) -> dict:
 
 def print_summary(s: dict, wall: float) -> None:
     total = sum(r["cpu_s"] for r in s["roles"].values())
-    print(f"\nwall {wall:.1f} s; CPU sampled {total:.1f} s (on-CPU samples only, all processes)")
+    print(f"\nwall {wall:.1f} s; CPU sampled" if wall == wall else "\nCPU sampled", end="")
+    print(f" {total:.1f} s (on-CPU samples only, all processes)")
     for r, d in s["roles"].items():
         print(f"\n{r}: {d['cpu_s']:.1f} CPU s in {d['processes']} process(es)")
         for c, sec in d["categories"].items():
@@ -152,7 +153,8 @@ def print_summary(s: dict, wall: float) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="8 trials x 5 epochs instead of A's 20 x 10")
+    ap.add_argument("--quick", action="store_true", help="A: 8 trials x 5 epochs instead of 20 x 10; C: 100 trials")
+    ap.add_argument("--scenario", choices=["A", "C"], default="A")
     ap.add_argument("--trials", type=int)
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
@@ -170,36 +172,46 @@ def main(argv=None) -> int:
     if not pyspy:
         print("py-spy not found: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
-    trials = args.trials or (8 if args.quick else 20)
-    epochs = args.epochs or (5 if args.quick else 10)
+    if args.scenario == "A":
+        trials = args.trials or (8 if args.quick else 20)
+        epochs = args.epochs or (5 if args.quick else 10)
+        contestant = "pipeline_fixed"
+    else:
+        trials, epochs, contestant = args.trials or (100 if args.quick else 500), 1, "pipeline_trivial"
     tmp = out / "tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    job = {"scenario": "A", "contestant": "pipeline_fixed", "problem": "digits", "trials": trials,
+    job = {"scenario": args.scenario, "contestant": contestant, "problem": "digits", "trials": trials,
            "epochs": epochs, "batch_size": PROBLEMS["digits"]["batch_size"], "seed": 0,
            "configs": fixed_configs("digits", trials, CONFIG_SEED), "tmp": str(tmp)}
     (tmp / "job.json").write_text(json.dumps(job))
-    raw = out / "pipeline_A.raw.txt"
+    raw = out / f"pipeline_{args.scenario}.raw.txt"
     ray_tmp = Path(f"/tmp/rbench-prof-{__import__('os').getpid()}")
     t0 = time.time()
     cmd = [pyspy, "record", "--subprocesses", "--rate", str(args.rate), "--format", "raw", "-o", str(raw),
            *(["--nonblocking"] if args.nonblocking else []),
            "--", sys.executable, "-m", "benchmarks.contestants", str(tmp / "job.json"), str(tmp / "result.json")]
-    print(f"profiling A.pipeline ({trials} trials x {epochs} epochs) under py-spy ...", flush=True)
-    with open(out / "pipeline_A.log", "w") as log:
+    print(f"profiling {args.scenario}.pipeline ({trials} trials x {epochs} epochs) under py-spy ...", flush=True)
+    log_path = out / f"pipeline_{args.scenario}.log"
+    with open(log_path, "w") as log:
         rc = subprocess.run(cmd, cwd=ROOT, env=child_env(ray_tmp, t0), stdout=log,
                             stderr=subprocess.STDOUT).returncode
     wall = time.time() - t0
     shutil.rmtree(ray_tmp, ignore_errors=True)
     if rc != 0 or not raw.exists():
-        print(f"py-spy/contestant failed (exit {rc}); see {out / 'pipeline_A.log'}", file=sys.stderr)
+        print(f"py-spy/contestant failed (exit {rc}); see {log_path}", file=sys.stderr)
         return 1
+    m = re.search(r"Samples: (\d+) Errors: (\d+)", log_path.read_text(errors="replace"))
+    if m and int(m.group(2)) > int(m.group(1)):
+        print(f"warning: py-spy could not read {m.group(2)} samples (it read {m.group(1)}); the trial "
+              "workers are probably missing from the profile: run it again", file=sys.stderr)
     result = json.loads((tmp / "result.json").read_text())
     s = summarize(raw, args.rate)
     s.update({"wall_s": wall, "trials": trials, "epochs": epochs, "search_s": result.get("search_s")})
-    (out / "pipeline_A.summary.json").write_text(json.dumps(s, indent=1))
+    summary_path = out / f"pipeline_{args.scenario}.summary.json"
+    summary_path.write_text(json.dumps(s, indent=1))
     print_summary(s, wall)
-    print(f"\nraw stacks: {raw} (e.g. flamegraph.pl or speedscope.app); summary: {out / 'pipeline_A.summary.json'}")
+    print(f"\nraw stacks: {raw} (e.g. flamegraph.pl or speedscope.app); summary: {summary_path}")
     return 0
 
 

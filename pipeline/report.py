@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pipeline.results import pareto_mask
 from pipeline.space import BoolParam, ChoiceParam, FixedParam, IntParam, SearchSpace
 
 if TYPE_CHECKING:
@@ -121,17 +122,7 @@ def _collect(results: "Results") -> list[_Trial]:
     return trials
 
 
-def pareto_mask(values: np.ndarray, modes: list[str]) -> np.ndarray:
-    """True for the rows of ``values`` (n trials x k objectives) that no other row dominates."""
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return np.zeros(len(values), dtype=bool)
-    costs = values * np.array([-1.0 if m == "max" else 1.0 for m in modes])
-    mask = np.ones(len(costs), dtype=bool)
-    for i, c in enumerate(costs):
-        dominated = np.all(costs <= c, axis=1) & np.any(costs < c, axis=1)
-        mask[i] = not dominated.any()
-    return mask
+
 
 
 # ------------------------------------------------------------------- importances

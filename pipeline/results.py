@@ -23,6 +23,21 @@ from pipeline.spec import Spec, parse_spec
 from pipeline.storage import SPEC_FILE, Location, locate_experiment
 
 
+def pareto_mask(values, modes: list[str]):
+    """True for the rows of ``values`` (n trials x k objectives) that no other row dominates."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return np.zeros(len(values), dtype=bool)
+    costs = values * np.array([-1.0 if m == "max" else 1.0 for m in modes])
+    mask = np.ones(len(costs), dtype=bool)
+    for i, c in enumerate(costs):
+        dominated = np.all(costs <= c, axis=1) & np.any(costs < c, axis=1)
+        mask[i] = not dominated.any()
+    return mask
+
+
 class Results:
     """Every trial of one experiment, read from its storage folder."""
 
@@ -108,6 +123,15 @@ class Results:
             return df
         df = df[df[self.metric].notna()].sort_values(self.metric, ascending=self.mode == "min")
         return df.head(n) if n else df
+
+    def pareto_front(self) -> pd.DataFrame:
+        """Trials no other trial beats on every objective (multi-objective runs), best first."""
+        metrics, modes = self.spec.objective.metrics, self.spec.objective.modes
+        df = self.dataframe().dropna(subset=metrics)
+        if df.empty:
+            return df
+        front = df[pareto_mask(df[metrics].to_numpy(), modes)]
+        return front.sort_values(metrics[0], ascending=modes[0] == "min")
 
     @property
     def num_trials(self) -> int:

@@ -119,6 +119,8 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
             if spec.tracking.mlflow_uri:
                 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+                if spec.tracking.mlflow_uri.startswith("file:"):  # a local file store, on purpose
+                    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
                 callbacks.append(MLflowLoggerCallback(tracking_uri=spec.tracking.mlflow_uri,
                                                       experiment_name=spec.name))
             tuner = tune.Tuner(

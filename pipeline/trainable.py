@@ -153,6 +153,13 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
             compile_model(model, spec, hp, steps_per_epoch(len(data.x_train), batch_size))
     epochs = spec.training.epochs
     if done >= epochs:
+        # Restored at the end (e.g. PBT exploited this trial on its last epoch): report the
+        # restored model's validation metrics, so the trial's history ends with a result.
+        from ray import tune
+
+        values = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)
+        tune.report({**{f"val_{k}": float(v) for k, v in values.items()}, "epoch": done,
+                     "num_params": model.count_params()})
         return
     model.fit(
         data.x_train,

@@ -110,6 +110,10 @@ def test_multi_objective_nsga2(tmp_path):
     assert len(df) == 4
     assert (df["num_params"] > 0).all()
     assert df["num_params"].nunique() > 1
+    front = res.pareto_front()
+    assert 1 <= len(front) <= 4
+    for _, p in front.iterrows():  # no trial beats a front member on both objectives
+        assert not ((df["val_accuracy"] > p["val_accuracy"]) & (df["num_params"] < p["num_params"])).any()
 
 
 def test_nan_trial_fails_with_reason_and_search_goes_on(tmp_path):
