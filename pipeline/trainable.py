@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -122,6 +123,52 @@ def _restore(spec: Spec, hp: dict[str, Any]):
     return model, done
 
 
+def _fit_inputs(data: Dataset, batch_size: int, seed: int) -> dict[str, Any]:
+    """``model.fit`` inputs: with TensorFlow, repeated tf.data pipelines built once per trial.
+
+    Keras builds two new iterators over NumPy inputs every epoch, which costs more than
+    the training steps of a small model (profiled: ~0.1 s of a 0.17 s digits epoch).
+    Batching before repeating keeps each epoch exactly one pass, last partial batch included.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return {"x": data.x_train, "y": data.y_train, "batch_size": batch_size,
+                "validation_data": (data.x_val, data.y_val)}
+    import tensorflow as tf
+
+    n, n_val = len(data.x_train), len(data.x_val)
+    train = (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+             .shuffle(n, seed=seed, reshuffle_each_iteration=True)
+             .batch(batch_size).repeat().prefetch(2))
+    val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(batch_size).repeat()
+    return {"x": train, "steps_per_epoch": steps_per_epoch(n, batch_size), "validation_data": val,
+            "validation_steps": steps_per_epoch(n_val, batch_size)}
+
+
+@contextmanager
+def _released_graphs():
+    """Free the traced graphs TensorFlow's gradient registry would keep after each trial.
+
+    Every traced train step registers a ``CustomGradient-N`` entry in TF's global gradient
+    registry that pins the whole graph, and nothing removes it (tensorflow#97697): a reused
+    worker grew ~5 MB per trial. Entries added during the trial are dropped at its end.
+    """
+    try:
+        from tensorflow.python.framework import ops as tf_ops
+
+        registry = tf_ops._gradient_registry._registry
+    except (ImportError, AttributeError):  # another backend, or TF moved it: nothing to do
+        yield
+        return
+    before = set(registry)
+    try:
+        yield
+    finally:
+        for name in [k for k in registry if k not in before and k.startswith("CustomGradient-")]:
+            del registry[name]
+
+
 def _user_callbacks(spec: Spec) -> list:
     return [resolve_callable(cb.factory)(**cb.kwargs) for cb in spec.training.callbacks]
 
@@ -161,13 +208,11 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
         tune.report({**{f"val_{k}": float(v) for k, v in values.items()}, "epoch": done,
                      "num_params": model.count_params()})
         return
-    model.fit(
-        data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
-        batch_size=batch_size,
-        epochs=epochs,
-        initial_epoch=done,
-        verbose=spec.training.verbose,
-        callbacks=[*_user_callbacks(spec), _make_callback(spec, epochs)],
-    )
+    with _released_graphs():
+        model.fit(
+            **_fit_inputs(data, batch_size, spec.seed),
+            epochs=epochs,
+            initial_epoch=done,
+            verbose=spec.training.verbose,
+            callbacks=[*_user_callbacks(spec), _make_callback(spec, epochs)],
+        )
