@@ -143,7 +143,7 @@ def _fit_inputs(data: Dataset, batch_size: int, seed: int) -> dict[str, Any]:
              .batch(batch_size).repeat().prefetch(2))
     val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(batch_size).repeat()
     return {"x": train, "steps_per_epoch": steps_per_epoch(n, batch_size), "validation_data": val,
-            "validation_steps": steps_per_epoch(n_val, batch_size)}
+            "validation_steps": steps_per_epoch(n_val, batch_size), "shuffle": False}
 
 
 @contextmanager
