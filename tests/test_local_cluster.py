@@ -260,7 +260,7 @@ def test_node_loss_mid_run_reschedules_trials_from_checkpoints(cluster, tmp_path
 
     fs, _ = filesystem("s3://x", s3_server)
     fs.create_dir("node-loss")
-    epochs = 15
+    epochs = 40
     raw = tiny_spec(tmp_path, name="nodeloss", data={"source": "digits", "limit": 700},
                     training={"epochs": epochs, "batch_size": 16, "checkpoint_every": 1},
                     search={"trials": 3, "max_concurrent": 2}, failure={"max_failures": 3},
@@ -277,10 +277,26 @@ def test_node_loss_mid_run_reschedules_trials_from_checkpoints(cluster, tmp_path
                                                        recursive=True, allow_not_found=True))
         except OSError:
             return 0
-        return sum(i.path.endswith("checkpoint_000002/state.json") for i in infos)
+        import re
+
+        latest: dict[str, int] = {}
+        for info in infos:
+            m = re.search(r"/([^/]+)/checkpoint_(\d+)/state\.json$", info.path)
+            if m:
+                latest[m.group(1)] = max(latest.get(m.group(1), 0), int(m.group(2)))
+        return sum(n >= 2 for n in latest.values())  # trials past their third epoch
 
     deadline = time.monotonic() + 300
+    polls = 0
     while checkpoints() < 2:  # both running trials are past epoch 3
+        polls += 1
+        if polls % 10 == 0:  # a job that ended (or never ran) fails now, with its logs
+            status = _pipeline(["jobs", "status", job_id, "--address", cluster.dashboard_url],
+                               token_env, tmp_path, timeout=60).stdout.strip()
+            if status not in ("PENDING", "RUNNING"):
+                logs = _pipeline(["jobs", "logs", job_id, "--address", cluster.dashboard_url],
+                                 token_env, tmp_path, timeout=60).stdout
+                pytest.fail(f"job {job_id} is {status} before the fault was injected:\n{logs[-3000:]}")
         assert time.monotonic() < deadline, "trials never got going"
         time.sleep(0.5)
     workers_before = {n["node_id"] for n in local.nodes(cluster)
