@@ -13,8 +13,10 @@ import time
 
 from cluster.connect import ClusterConnectError
 from pipeline.spec import SpecError, load_spec
+from pipeline.storage import StorageUnavailable
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -239,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterConnectError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StorageUnavailable as exc:  # mid-run: not bad input, and the state stays resumable
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - user-facing commands end with one line, not a traceback
         expected = (FileNotFoundError, LookupError, ValueError, RuntimeError, ConnectionError)
         if args.command in ("validate", "run") or not (

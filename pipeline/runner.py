@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from pipeline.spec import Spec, SpecError
-from pipeline.storage import SPEC_FILE, locate
+from pipeline.storage import SPEC_FILE, StorageUnavailable, locate, patiently
 
 if TYPE_CHECKING:
     from pipeline.data import Dataset
@@ -153,5 +153,22 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
                 ),
             )
             where.write_text(SPEC_FILE, spec.to_yaml())
-        tuner.fit()
+        try:
+            tuner.fit()
+        except OSError:  # Tune reads the experiment back from storage as it ends
+            if where.fs is None:
+                raise
+    _check_saved(where, spec.storage.outage_tolerance_s)
     return Results(where)
+
+
+def _check_saved(where, tolerance_s: float) -> None:
+    """After the run, the experiment folder must be readable: Tune only logs a failed final save."""
+    if where.fs is None:
+        return
+    try:
+        patiently(where.exists, "reading the experiment state back", tolerance_s)
+    except StorageUnavailable as exc:
+        raise StorageUnavailable(
+            f"{exc}\nThe trials' checkpoints that were saved are kept; once storage is back, "
+            "`run SPEC --resume` re-runs only the unfinished trials, from their checkpoints.") from None

@@ -242,6 +242,9 @@ class StorageSpec(_Section):
     path: str = "results"
     endpoint_override: str | None = Field(default=None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     shared: bool = Field(default=False, description="a local path that every node mounts (NFS...)")
+    outage_tolerance_s: float = Field(
+        default=300, ge=0,
+        description="how long a trial waits for unreachable storage to come back before it fails")
 
     @field_validator("path")
     @classmethod

@@ -2,12 +2,57 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import pyarrow.fs as pafs
 
 SPEC_FILE = "pipeline_spec.yaml"
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StorageUnavailable(RuntimeError):
+    """Storage stayed unreachable for longer than ``storage.outage_tolerance_s``."""
+
+
+def patiently(action: Callable[[], T], what: str, tolerance_s: float,
+              sleep: Callable[[float], None] = time.sleep) -> T:
+    """``action()``, retried with backoff while storage raises ``OSError``, for up to ``tolerance_s``.
+
+    A storage outage (an S3 endpoint restarting, a network blip) then stalls the caller
+    instead of failing it; past the tolerance the error names the setting::
+
+        >>> calls = []
+        >>> def flaky():
+        ...     calls.append(1)
+        ...     if len(calls) < 3:
+        ...         raise OSError("connection refused")
+        ...     return "saved"
+        >>> patiently(flaky, "saving", tolerance_s=60, sleep=lambda s: None)
+        'saved'
+    """
+    deadline = time.monotonic() + tolerance_s
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except OSError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StorageUnavailable(
+                    f"storage.path: {what} failed and storage stayed unreachable for "
+                    f"{tolerance_s:g} s (storage.outage_tolerance_s): {exc}") from None
+            wait = min(delay, left)
+            logger.warning("%s failed, storage unreachable (%s); retrying in %.1f s "
+                           "(%.0f s of storage.outage_tolerance_s left)", what,
+                           str(exc).splitlines()[0][:200], wait, left)
+            sleep(wait)
+            delay = min(delay * 2, 10.0)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from pipeline.models import build_model, resolve_callable
 from pipeline.optimizers import KEYS as TRAINING_KEYS  # noqa: F401  (training hyperparameters)
 from pipeline.optimizers import build_optimizer, steps_per_epoch
 from pipeline.spec import Spec
+from pipeline.storage import patiently
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "state.json"
@@ -69,6 +70,7 @@ def _make_callback(spec: Spec, last_epoch: int):
 
     objectives = spec.objective.metrics
     every = spec.training.checkpoint_every
+    tolerance = spec.storage.outage_tolerance_s
     node_id = ray.get_runtime_context().get_node_id()  # where the trial ran (multi-node runs)
 
     class TuneReport(keras.callbacks.Callback):
@@ -94,7 +96,11 @@ def _make_callback(spec: Spec, last_epoch: int):
                 try:
                     self.model.save(os.path.join(tmp, MODEL_FILE))
                     Path(tmp, STATE_FILE).write_text(json.dumps({"epoch": done}))
-                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+                    # Uploading to storage happens inside report: an outage stalls, not fails, it
+                    # (a failed attempt leaves a gap in the checkpoint numbering, nothing else).
+                    patiently(lambda: tune.report(
+                        metrics, checkpoint=tune.Checkpoint.from_directory(tmp)),
+                        f"saving the checkpoint of epoch {done}", tolerance)
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
             else:
@@ -113,9 +119,14 @@ def _restore(spec: Spec, hp: dict[str, Any]):
         return None, 0
     import pipeline.preprocessing  # noqa: F401  (registers the custom preprocessing layers)
 
-    with checkpoint.as_directory() as d:
+    # Only the download waits out a storage outage; a bad file fails at once.
+    d = patiently(lambda: checkpoint.to_directory(tempfile.mkdtemp(prefix="restore-")),
+                  "reading the trial's checkpoint", spec.storage.outage_tolerance_s)
+    try:
         model = keras.models.load_model(os.path.join(d, MODEL_FILE))
         done = json.loads(Path(d, STATE_FILE).read_text())["epoch"]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
     schedule = isinstance(model.optimizer._learning_rate,
                           keras.optimizers.schedules.LearningRateSchedule)
     if "learning_rate" in hp and not schedule:  # PBT may have mutated it since the checkpoint
