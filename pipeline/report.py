@@ -96,7 +96,7 @@ def _collect(results: "Results") -> list[_Trial]:
     spec = results.spec
     space = spec.search_space()
     df = results.dataframe()
-    frames = results._analysis.trial_dataframes
+    frames = results.histories
     configs = {t.trial_id: dict(t.config or {}) for t in results._analysis.trials}
     trials = []
     for row in df.to_dict(orient="records"):

@@ -88,9 +88,42 @@ class Results:
         return lines[-1] if lines else "error (details not stored)"
 
     @cached_property
+    def histories(self) -> dict[str, pd.DataFrame]:
+        """Per trial, one row per reported epoch (Tune's ``progress.csv``), oldest first.
+
+        Tune stores a trial's history and the experiment state as separate files; a storage
+        outage in the middle of saving them can keep a trial's checkpoint but lose the
+        first rows of its history. Rows missing before a trial's first stored epoch are then
+        taken from the history its latest checkpoint holds (``from_checkpoint`` is True).
+        """
+        frames = dict(self._analysis.trial_dataframes)
+        for trial in self._analysis.trials:
+            df = frames.get(trial.trial_id)
+            first = df["epoch"].min() if df is not None and "epoch" in df and len(df) else math.inf
+            if first > 1:
+                kept = [r for r in self._checkpoint_history(trial) if r.get("epoch", math.inf) < first]
+                if kept:
+                    lost = pd.DataFrame(kept).assign(from_checkpoint=True)
+                    frames[trial.trial_id] = (lost if df is None or df.empty else pd.concat(
+                        [lost, df.assign(from_checkpoint=False)], ignore_index=True))
+        return frames
+
+    def _checkpoint_history(self, trial) -> list[dict[str, Any]]:
+        from pipeline.trainable import STATE_FILE
+
+        try:
+            checkpoint = self._analysis.get_last_checkpoint(trial)
+            if checkpoint is None:
+                return []
+            with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as f:
+                return list(json.loads(f.read().decode()).get("history", []))
+        except (OSError, ValueError, KeyError):
+            return []
+
+    @cached_property
     def _rows(self) -> list[dict[str, Any]]:
         space = self.spec.search_space()
-        frames = self._analysis.trial_dataframes
+        frames = self.histories
         rows = []
         for trial in self._analysis.trials:
             df = frames.get(trial.trial_id)

@@ -62,7 +62,7 @@ def compile_model(model, spec: Spec, hp: dict[str, Any],
     )
 
 
-def _make_callback(spec: Spec, last_epoch: int):
+def _make_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]]):
     import keras
     from ray import tune
 
@@ -74,7 +74,11 @@ def _make_callback(spec: Spec, last_epoch: int):
     node_id = ray.get_runtime_context().get_node_id()  # where the trial ran (multi-node runs)
 
     class TuneReport(keras.callbacks.Callback):
-        """Reports every epoch to Tune; checkpoints at the configured cadence."""
+        """Reports every epoch to Tune; checkpoints at the configured cadence.
+
+        Each checkpoint's ``state.json`` also holds the trial's history so far, so the
+        results can be repaired if storage lost Tune's copy (:attr:`Results.histories`).
+        """
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             metrics = {k: float(v) for k, v in (logs or {}).items()}
@@ -91,11 +95,12 @@ def _make_callback(spec: Spec, last_epoch: int):
             metrics["epoch"] = epoch + 1
             metrics["node_id"] = node_id
             done = epoch + 1
+            history.append(metrics)
             if done == last_epoch or (every and done % every == 0):
                 tmp = tempfile.mkdtemp(prefix="ckpt-")
                 try:
                     self.model.save(os.path.join(tmp, MODEL_FILE))
-                    Path(tmp, STATE_FILE).write_text(json.dumps({"epoch": done}))
+                    Path(tmp, STATE_FILE).write_text(json.dumps({"epoch": done, "history": history}))
                     # Uploading to storage happens inside report: an outage stalls, not fails, it
                     # (a failed attempt leaves a gap in the checkpoint numbering, nothing else).
                     patiently(lambda: tune.report(
@@ -110,13 +115,13 @@ def _make_callback(spec: Spec, last_epoch: int):
 
 
 def _restore(spec: Spec, hp: dict[str, Any]):
-    """(model, epochs done) from the trial's latest checkpoint, or (None, 0)."""
+    """(model, epochs done, history) from the trial's latest checkpoint, or (None, 0, [])."""
     import keras
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return None, 0
+        return None, 0, []
     import pipeline.preprocessing  # noqa: F401  (registers the custom preprocessing layers)
 
     # Only the download waits out a storage outage; a bad file fails at once.
@@ -124,14 +129,14 @@ def _restore(spec: Spec, hp: dict[str, Any]):
                   "reading the trial's checkpoint", spec.storage.outage_tolerance_s)
     try:
         model = keras.models.load_model(os.path.join(d, MODEL_FILE))
-        done = json.loads(Path(d, STATE_FILE).read_text())["epoch"]
+        state = json.loads(Path(d, STATE_FILE).read_text())
     finally:
         shutil.rmtree(d, ignore_errors=True)
     schedule = isinstance(model.optimizer._learning_rate,
                           keras.optimizers.schedules.LearningRateSchedule)
     if "learning_rate" in hp and not schedule:  # PBT may have mutated it since the checkpoint
         model.optimizer.learning_rate.assign(float(hp["learning_rate"]))
-    return model, done
+    return model, state["epoch"], list(state.get("history", []))
 
 
 def _fit_inputs(data: Dataset, batch_size: int, seed: int) -> dict[str, Any]:
@@ -200,7 +205,7 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
     keras.backend.clear_session()  # a reused actor starts every trial clean
     keras.utils.set_random_seed(spec.seed)
     hp = hyperparameters(spec, config)
-    model, done = _restore(spec, hp)
+    model, done, history = _restore(spec, hp)
     batch_size = int(hp.get("batch_size", spec.training.batch_size))
     if model is None:
         builder = hp.pop("builder", spec.model.builder)  # the builder itself may be searched
@@ -225,5 +230,5 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
             epochs=epochs,
             initial_epoch=done,
             verbose=spec.training.verbose,
-            callbacks=[*_user_callbacks(spec), _make_callback(spec, epochs)],
+            callbacks=[*_user_callbacks(spec), _make_callback(spec, epochs, history)],
         )

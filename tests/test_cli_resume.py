@@ -59,7 +59,7 @@ def test_interrupted_run_resumes_without_rerunning_finished_trials(tmp_path):
     before = Results(Results.open(str(exp)).where)
     done_before = before.dataframe().query("status == 'TERMINATED' and epochs == 3")
     assert 2 <= len(done_before) < 6
-    rows_before = {t: len(before._analysis.trial_dataframes[t]) for t in done_before["trial_id"]}
+    rows_before = {t: len(before.histories[t]) for t in done_before["trial_id"]}
 
     again = _cli("run", str(spec_path))
     assert again.returncode == 2 and "already exists" in again.stderr  # never overwritten
@@ -71,7 +71,7 @@ def test_interrupted_run_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(df) == 6
     assert set(df["status"]) == {"TERMINATED"}
     for tid, n in rows_before.items():  # finished trials were not re-run
-        assert len(after._analysis.trial_dataframes[tid]) == n
+        assert len(after.histories[tid]) == n
 
     res = _cli("results", str(exp), "--export", str(tmp_path / "all.csv"))
     assert res.returncode == 0

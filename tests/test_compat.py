@@ -152,7 +152,7 @@ def test_conditional_hypermodel_with_its_own_fit(tmp_path, ray_session):
     df = res.dataframe()
     assert set(df["status"]) == {"TERMINATED"}  # the assertions inside build and fit held
     depths = []
-    histories = res._analysis.trial_dataframes
+    histories = res.histories
     for trial in res._analysis.trials:
         config = trial.config
         depths.append(config["layers"])

@@ -66,7 +66,7 @@ def test_sigkilled_driver_resumes_and_finishes_exactly_the_configured_trials(tmp
     before = Results.open(str(exp))
     finished = before.dataframe().query("status == 'TERMINATED' and epochs == 3")
     assert len(finished) >= 1, before.dataframe()
-    rows = {t: len(before._analysis.trial_dataframes[t]) for t in finished["trial_id"]}
+    rows = {t: len(before.histories[t]) for t in finished["trial_id"]}
 
     resumed = _cli("run", str(spec_path), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -74,4 +74,4 @@ def test_sigkilled_driver_resumes_and_finishes_exactly_the_configured_trials(tmp
     df = after.dataframe()
     assert len(df) == 5 and set(df["status"]) == {"TERMINATED"}
     for tid, n in rows.items():
-        assert len(after._analysis.trial_dataframes[tid]) == n
+        assert len(after.histories[tid]) == n

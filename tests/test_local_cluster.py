@@ -245,7 +245,7 @@ def test_submitted_job_runs_trials_on_both_workers_with_results_on_s3(cluster, t
     assert len(df) == 4 and set(df["status"]) == {"TERMINATED"}
     nodes = {n["node_id"] for n in local.nodes(cluster)
              if n["state"] == "ALIVE" and n["resources_total"].get("CPU", 0) > 0}
-    ran_on = {str(h["node_id"].iloc[-1]) for h in res._analysis.trial_dataframes.values()}
+    ran_on = {str(h["node_id"].iloc[-1]) for h in res.histories.values()}
     assert ran_on == nodes, (ran_on, nodes)
 
 
@@ -314,7 +314,7 @@ def test_node_loss_mid_run_reschedules_trials_from_checkpoints(cluster, tmp_path
     df = res.dataframe()
     assert len(df) == 3 and set(df["status"]) == {"TERMINATED"}
     assert (df["epochs"] == epochs).all()
-    histories = res._analysis.trial_dataframes
+    histories = res.histories
     moved = [h for h in histories.values() if dead in set(h["node_id"])]
     assert moved, "no trial was running on the killed node"
     for h in moved:

@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 import yaml
@@ -84,7 +87,7 @@ def _assert_complete(uri: str, endpoint: str, trials: int, epochs: int) -> dict:
     assert len(df) == trials, df
     assert set(df["status"]) == {"TERMINATED"}, df
     assert (df["epochs"] == epochs).all(), df
-    histories = res._analysis.trial_dataframes
+    histories = res.histories
     assert len(histories) == trials
     for tid, h in histories.items():
         seen = list(h["epoch"])
@@ -165,3 +168,27 @@ def test_kill_during_checkpoint_upload_never_corrupts_the_experiment(tmp_path, s
         assert not restarted, [list(h["epoch"]) for h in restarted]
     finally:
         proxy.close()
+
+
+def test_history_lost_by_storage_is_recovered_from_the_checkpoint(ray_session, tmp_path):
+    """Cut the first rows of a trial's stored history (as a torn save would); results repair them."""
+    import pipeline
+
+    epochs = 4
+    raw = tiny_spec(tmp_path, search={"trials": 2}, training={"epochs": epochs, "checkpoint_every": 1})
+    res = pipeline.run(raw, progress=False)
+    trial = res._analysis.trials[0]
+    full = res.histories[trial.trial_id]  # as stored, before the cut
+    assert list(full["epoch"]) == [1, 2, 3, 4] and not full.get("from_checkpoint", pd.Series()).any()
+    progress = Path(trial.path) / "progress.csv"
+    result = Path(trial.path) / "result.json"
+    lines = progress.read_text().splitlines(keepends=True)
+    progress.write_text(lines[0] + "".join(lines[-2:]))  # header + epochs 3, 4
+    result.write_text("".join(result.read_text().splitlines(keepends=True)[-2:]))
+
+    again = Results.open(str(res.where.path))
+    h = again.histories[trial.trial_id]
+    assert list(h["epoch"]) == [1, 2, 3, 4]
+    assert list(h["from_checkpoint"]) == [True, True, False, False]
+    np.testing.assert_allclose(h["val_accuracy"], full["val_accuracy"])
+    assert again.dataframe().set_index("trial_id").loc[trial.trial_id, "epochs"] == epochs

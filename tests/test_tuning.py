@@ -19,7 +19,7 @@ def _run(tmp_path, **sections) -> Results:
 
 
 def _histories(res: Results) -> dict[str, pd.DataFrame]:
-    return res._analysis.trial_dataframes
+    return res.histories
 
 
 COMBOS = {
