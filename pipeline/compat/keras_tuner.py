@@ -235,16 +235,18 @@ def _callback_classes():
         """Reports each epoch to Tune (pipeline's reporter); checkpoints the final epoch,
         including one ended early by a user callback (``model.stop_training``)."""
 
-        def __init__(self, spec: Spec, job: _Job, last_epoch: int):
+        def __init__(self, spec: Spec, job: _Job, last_epoch: int,
+                     history: list[dict[str, Any]] | None = None):
             super().__init__()
             self.spec, self.job, self.last = spec, job, last_epoch
+            self.history = list(history or [])  # kept in each checkpoint (pipeline.trainable)
             self.reported, self.checkpointed, self.last_logs = 0, 0, {}
 
         def on_epoch_end(self, epoch, logs=None):
             logs = _with_objective(self.job, logs)
             done = epoch + 1
             final = done >= self.last or bool(getattr(self.model, "stop_training", False))
-            cb = _make_callback(self.spec, done if final else self.last)
+            cb = _make_callback(self.spec, done if final else self.last, self.history)
             cb.set_model(self.model)
             self.reported, self.last_logs = done, logs
             every = self.spec.training.checkpoint_every
@@ -255,7 +257,8 @@ def _callback_classes():
         def finish(self) -> None:
             """Checkpoint the last epoch when the user's own fit ended elsewhere than planned."""
             if self.reported and self.checkpointed != self.reported:
-                cb = _make_callback(self.spec, self.reported)
+                # the last epoch is reported again, with a checkpoint: not a new history row
+                cb = _make_callback(self.spec, self.reported, self.history[:-1])
                 cb.set_model(self.model)
                 self.checkpointed = self.reported
                 cb.on_epoch_end(self.reported - 1, self.last_logs)
@@ -358,13 +361,13 @@ def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None
     epochs = spec.training.epochs
 
     if job.executions == 1:
-        model, done = _restore(spec, values)
+        model, done, history = _restore(spec, values)
         hp = HyperParameters.replay(job.defs, values)
         if model is None:
             model = _build(job, hp, values, spec)
         if done >= epochs:
             return
-        reporter = Reporter(spec, job, epochs)
+        reporter = Reporter(spec, job, epochs, history)
         result = _fit(job, hp, model, data, spec, [*copy.deepcopy(job.callbacks), reporter], done)
         returned = _returned_metrics(job, result)
         if not reporter.reported:  # the user's fit trained without our callback
