@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -14,15 +13,10 @@ import yaml
 
 from pipeline.results import Results
 from tests.conftest import ROOT, tiny_spec
+from tests.s3faults import free_port
 from tests.test_cli_resume import _cli, _interrupt_after, _write_spec
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_read_only_storage_is_a_clear_error_at_start(tmp_path):
@@ -41,7 +35,7 @@ def test_read_only_storage_is_a_clear_error_at_start(tmp_path):
 
 
 def test_unreachable_s3_is_a_clear_error_at_start(tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     spec_path, _ = _write_spec(tmp_path, storage={"path": "s3://nowhere/exp", "endpoint_override": dead})
     proc = _cli("run", str(spec_path), timeout=180)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -51,7 +45,7 @@ def test_unreachable_s3_is_a_clear_error_at_start(tmp_path):
 
 def test_unreachable_cluster_is_a_bounded_clear_error(tmp_path):
     spec_path, exp = _write_spec(tmp_path)
-    proc = _cli("run", str(spec_path), "--address", f"127.0.0.1:{_free_port()}", timeout=60)
+    proc = _cli("run", str(spec_path), "--address", f"127.0.0.1:{free_port()}", timeout=60)
     assert proc.returncode == 2
     assert "cannot reach the Ray cluster" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -80,6 +80,28 @@ def _finish(proc, timeout=300) -> int:
         raise
 
 
+def _resume(spec_path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", "run", str(spec_path), "--resume"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def _run_with_outage(spec_path, uri: str, s3: RestartableS3, log_path,
+                     down_s: float | None) -> tuple[int, str]:
+    """Run; stop S3 once a trial has its second checkpoint; start it again after ``down_s``
+    (None: only after the run has ended). Returns the run's exit code and output."""
+    with open(log_path, "w") as log:
+        proc = _start(spec_path, log)
+        _wait(lambda: any("/checkpoint_000001/" in k for k in _keys(s3.endpoint, uri[5:])),
+              proc, log_path, 240, "a trial's second checkpoint")
+        s3.stop()
+        if down_s is not None:
+            time.sleep(down_s)
+            assert proc.poll() is None, "the run ended during the outage"
+            s3.start()
+        rc = _finish(proc)
+    return rc, log_path.read_text()
+
+
 def _assert_complete(uri: str, endpoint: str, trials: int, epochs: int) -> dict:
     """Exactly ``trials`` trials, all finished, each history one continuous 1..epochs."""
     res = Results.open(uri, endpoint_override=endpoint)
@@ -100,17 +122,7 @@ def test_s3_outage_mid_run_is_waited_out_and_nothing_is_lost(tmp_path, s3):
     epochs, trials = 8, 4
     spec_path, uri = _spec(tmp_path, "outage", s3.endpoint, search={"trials": trials},
                            training={"epochs": epochs, "checkpoint_every": 1})
-    log_path = tmp_path / "run.log"
-    with open(log_path, "w") as log:
-        proc = _start(spec_path, log)
-        _wait(lambda: any("/checkpoint_000001/" in k for k in _keys(s3.endpoint, uri[5:])),
-              proc, log_path, 240, "a trial's second checkpoint")
-        s3.stop()
-        time.sleep(8)
-        assert proc.poll() is None, "the run ended during the outage"
-        s3.start()
-        rc = _finish(proc)
-    out = log_path.read_text()
+    rc, out = _run_with_outage(spec_path, uri, s3, tmp_path / "run.log", down_s=8)
     assert rc == 0, out[-3000:]
     assert "storage unreachable" in out and "retrying" in out, out[-3000:]  # the outage was hit
     _assert_complete(uri, s3.endpoint, trials, epochs)
@@ -123,21 +135,15 @@ def test_s3_outage_past_tolerance_is_a_clear_error_and_resumes(tmp_path, s3):
                            search={"trials": trials, "max_concurrent": 1},
                            training={"epochs": epochs, "checkpoint_every": 1},
                            storage={"outage_tolerance_s": 2})
-    log_path = tmp_path / "run.log"
-    with open(log_path, "w") as log:
-        proc = _start(spec_path, log)
-        _wait(lambda: any("/checkpoint_000001/" in k for k in _keys(s3.endpoint, uri[5:])),
-              proc, log_path, 240, "the first trial's second checkpoint")
-        s3.stop()
-        rc = _finish(proc)  # the storage stays down until the run has given up
-    out = log_path.read_text()
+    rc, out = _run_with_outage(spec_path, uri, s3, tmp_path / "run.log", down_s=None)
     assert rc == 1, out[-3000:]
     errors = [ln for ln in out.splitlines() if ln.startswith("error: storage.path: ")]
     assert len(errors) == 1 and "outage_tolerance_s" in errors[0], out[-3000:]
     assert "`run SPEC --resume` re-runs only the unfinished trials" in out
     s3.start()
-    resumed = subprocess.run([sys.executable, "-m", "pipeline", "run", str(spec_path), "--resume"],
-                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    before = Results.open(uri, endpoint_override=s3.endpoint).dataframe()
+    print(f"\nafter the long outage: {before['status'].value_counts().to_dict()}")
+    resumed = _resume(spec_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     _assert_complete(uri, s3.endpoint, trials, epochs)
 
@@ -155,12 +161,14 @@ def test_kill_during_checkpoint_upload_never_corrupts_the_experiment(tmp_path, s
             _wait(proxy.frozen.is_set, proc, log_path, 240, "a checkpoint upload to freeze")
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
-        assert b"checkpoint_000002/model.keras" in proxy.frozen_request
+        _, target, _ = proxy.frozen_request.decode().split(" ", 2)
+        key = target.split("?", 1)[0].lstrip("/")  # bucket/.../checkpoint_000002/model.keras
+        assert key.endswith("/checkpoint_000002/model.keras"), proxy.frozen_request
         # the half-sent file never became an object: what is stored is whole or absent
-        assert not any(k.endswith("/checkpoint_000002/model.keras")
-                       for k in _keys(s3.endpoint, uri[5:]))
-        resumed = subprocess.run([sys.executable, "-m", "pipeline", "run", str(spec_path), "--resume"],
-                                 cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        assert key not in _keys(s3.endpoint, uri[5:])
+        before = Results.open(uri, endpoint_override=proxy.endpoint).dataframe()
+        print(f"\nkilled mid-upload; stored state: {before['status'].value_counts().to_dict()}")
+        resumed = _resume(spec_path)
         assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
         histories = _assert_complete(uri, proxy.endpoint, trials, epochs)
         # the trial killed mid-upload continued from its last whole checkpoint, not from epoch 1
