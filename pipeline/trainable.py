@@ -189,6 +189,18 @@ def _user_callbacks(spec: Spec) -> list:
     return [resolve_callable(cb.factory)(**cb.kwargs) for cb in spec.training.callbacks]
 
 
+# Before a reused actor takes its next trial, Tune waits for the stopped trial's thread to
+# exit, 2 s by default, and fails the *next* trial if it has not (seen here: ASHA on mnist1d
+# CNNs, 2 trials on 2 CPUs; unwinding Keras' fit and freeing the trial's graphs took longer).
+# Waiting longer costs nothing when the thread exits at once. Read by Tune in this process.
+REUSE_WAIT_S = "300"
+
+
+def prepare_worker() -> None:
+    """Process-level settings for a trial worker (called at the start of every trial)."""
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", REUSE_WAIT_S)
+
+
 def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
                 build_fn: Callable[..., Any] | None = None) -> None:
     """Ray Tune function trainable for one Keras trial.
@@ -197,6 +209,7 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
     ``spec.model.builder`` when given, for front doors such as KerasTuner's.
     """
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    prepare_worker()
     from pipeline.devices import configure
 
     configure(spec.resources.cpu, spec.resources.gpu, spec.resources.gpu_memory_growth)

@@ -348,8 +348,9 @@ def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     from ray import tune
 
-    from pipeline.trainable import _restore, hyperparameters
+    from pipeline.trainable import _restore, hyperparameters, prepare_worker
 
+    prepare_worker()
     _fence(spec)
     import keras
 
