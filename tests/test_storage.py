@@ -77,3 +77,18 @@ def test_run_with_s3_results_and_s3_parquet_data(ray_session, tmp_path, s3_serve
     assert again.best_config == res.best_config
     model = again.best_model()
     assert model.output_shape == (None, 10)
+
+
+def test_patiently_examples_and_the_tolerance_error():
+    import doctest
+
+    import pipeline.storage as storage
+
+    assert doctest.testmod(storage).failed == 0
+
+    def down():
+        raise OSError("connection refused")
+
+    with pytest.raises(storage.StorageUnavailable, match=r"^storage\.path: saving failed .* "
+                       r"unreachable for 0\.2 s \(storage\.outage_tolerance_s\): connection refused"):
+        storage.patiently(down, "saving", tolerance_s=0.2)
