@@ -124,10 +124,12 @@ def _restore(spec: Spec, hp: dict[str, Any]):
         return None, 0, []
     import pipeline.preprocessing  # noqa: F401  (registers the custom preprocessing layers)
 
-    # Only the download waits out a storage outage; a bad file fails at once.
-    d = patiently(lambda: checkpoint.to_directory(tempfile.mkdtemp(prefix="restore-")),
-                  "reading the trial's checkpoint", spec.storage.outage_tolerance_s)
+    # Only the download waits out a storage outage (retries rewrite the same folder, which
+    # Ray leaves in place when a download into an existing folder fails); a bad file fails at once.
+    d = tempfile.mkdtemp(prefix="restore-")
     try:
+        patiently(lambda: checkpoint.to_directory(d), "reading the trial's checkpoint",
+                  spec.storage.outage_tolerance_s)
         model = keras.models.load_model(os.path.join(d, MODEL_FILE))
         state = json.loads(Path(d, STATE_FILE).read_text())
     finally:

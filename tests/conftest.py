@@ -64,18 +64,9 @@ def ray_session():
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto) on loopback; yields its endpoint URL."""
-    import socket
+    from tests.s3faults import RestartableS3
 
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = RestartableS3()
     server.start()
-    yield f"http://127.0.0.1:{port}"
+    yield server.endpoint
     server.stop()

@@ -18,10 +18,6 @@ def _run(tmp_path, **sections) -> Results:
     return pipeline.run(tiny_spec(tmp_path, **sections), progress=False)
 
 
-def _histories(res: Results) -> dict[str, pd.DataFrame]:
-    return res.histories
-
-
 COMBOS = {
     # searcher, scheduler, extra sections
     "tpe+asha": ("tpe", "asha", {"training": {"epochs": 3}, "search": {"trials": 6}}),
@@ -48,7 +44,7 @@ def test_searcher_and_scheduler_run_for_real(tmp_path, combo):
     assert df["val_accuracy"].between(0, 1).all()
     assert df["config/units"].isin([8, 16, 24, 32]).all()
     assert df["config/learning_rate"].between(1e-3, 3e-2).all()
-    for tid, hist in _histories(res).items():
+    for tid, hist in res.histories.items():
         epochs = list(hist["epoch"])
         # paused (HyperBand) or exploited (PBT) trials continue from a checkpoint,
         # never from scratch; only PBT may repeat an epoch (from the donor's checkpoint)
@@ -135,7 +131,7 @@ def test_failed_trial_retries_from_its_checkpoint(tmp_path):
                                         "kwargs": {"marker": str(marker), "epoch": 3}}]},
                failure={"max_failures": 1})
     assert marker.exists(), "the fault was not injected"
-    (hist,) = _histories(res).values()
+    (hist,) = res.histories.values()
     # epochs 1-2 ran, the failure hit at 3, the retry resumed at 3 (not at 1)
     assert list(hist["epoch"]) == [1, 2, 3, 4]
     assert res.dataframe()["status"].tolist() == ["TERMINATED"]
