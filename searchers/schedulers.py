@@ -15,11 +15,34 @@ def _asha(spec, space):
     return ASHAScheduler(time_attr=_TIME, max_t=spec.training.epochs, **opts)
 
 
+def _stops_paused_trials_for_good(cls):
+    """``cls`` (a Tune scheduler that pauses trials), whose stops of paused trials are saved.
+
+    Ray 2.60: when a scheduler stops a PAUSED trial (HyperBand stopping the rest of a
+    finished bracket), Tune marks it TERMINATED in memory but, since the trial has no
+    actor, skips marking it for the next experiment-state snapshot. If a snapshot was
+    taken while it was paused, the stored experiment (what ``Results`` and ``--resume``
+    read) keeps it PAUSED for ever, and a resume would run it again. Tune calls
+    ``on_trial_remove`` for exactly these trials, just before it sets TERMINATED.
+    """
+
+    class Scheduler(cls):
+        def on_trial_remove(self, tune_controller, trial):
+            super().on_trial_remove(tune_controller, trial)
+            mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
+            if mark is not None:  # private in Ray; snapshot is taken later, after the stop
+                mark(trial)
+
+    Scheduler.__name__ = Scheduler.__qualname__ = cls.__name__
+    return Scheduler
+
+
 def _hyperband(spec, space):
     from ray.tune.schedulers import HyperBandScheduler
 
     opts = {"reduction_factor": 3, **spec.scheduler.options}
-    return HyperBandScheduler(time_attr=_TIME, max_t=spec.training.epochs, **opts)
+    return _stops_paused_trials_for_good(HyperBandScheduler)(
+        time_attr=_TIME, max_t=spec.training.epochs, **opts)
 
 
 def _median(spec, space):
@@ -39,7 +62,7 @@ def _pbt(spec, space):
     opts = {k: v for k, v in spec.scheduler.options.items() if k != "mutate"}
     opts.setdefault("perturbation_interval", 2)
     domains = tune_domains(space)
-    return PopulationBasedTraining(
+    return _stops_paused_trials_for_good(PopulationBasedTraining)(
         time_attr=_TIME,
         hyperparam_mutations={name: domains[name] for name in pbt_mutations(spec)},
         **opts,
