@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pipeline.spec import Spec, SpecError
 from pipeline.storage import SPEC_FILE, StorageUnavailable, locate, patiently
@@ -116,6 +117,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
                                   time_budget_s=spec.search.time_budget_s,
                                   live={"live": True, "lines": False}.get(progress))
                          ] if progress else []
+            callbacks += _loggers(spec)
             if spec.tracking.mlflow_uri:
                 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
@@ -154,12 +156,43 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
             )
             where.write_text(SPEC_FILE, spec.to_yaml())
         try:
-            tuner.fit()
+            with _env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):  # ours are in the callbacks
+                tuner.fit()
         except OSError:  # Tune reads the experiment back from storage as it ends
             if where.fs is None:
                 raise
     _check_saved(where, spec.storage.outage_tolerance_s)
     return Results(where)
+
+
+def _loggers(spec: Spec) -> list:
+    """Tune's per-trial result files: JSON and CSV (what Results reads), TensorBoard if asked.
+
+    Tune would add all three itself, TensorBoard's whenever tensorboardX is installed.
+    """
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
+    if spec.tracking.tensorboard:
+        from ray.tune.logger import TBXLoggerCallback
+
+        loggers.append(TBXLoggerCallback())
+    return loggers
+
+
+@contextmanager
+def _env(**values: str) -> Iterator[None]:
+    """Environment variables set for the block only (Tune reads some of its options there)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _check_saved(where, tolerance_s: float) -> None:

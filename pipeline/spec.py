@@ -258,6 +258,9 @@ class StorageSpec(_Section):
 
 class TrackingSpec(_Section):
     mlflow_uri: str | None = Field(default=None, description="MLflow tracking URI, e.g. file:///abs/mlruns")
+    tensorboard: bool = Field(default=False, description=(
+        "also write TensorBoard event files per trial (tensorboard --logdir on the experiment); "
+        "off by default: its tensorboardX import (with PyTorch, ~2.5 s) delays the first trial"))
 
     @field_validator("mlflow_uri")
     @classmethod

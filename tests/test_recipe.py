@@ -214,3 +214,23 @@ def test_recipe_example_searches_every_category():
         "lr_schedule: unknown value 'linear' (known: constant, cosine, step, exponential)",
         "flip: unknown value 'diagonal' (known: false, true, horizontal, vertical, "
         "horizontal_and_vertical)"]
+
+
+def test_digits_source_is_scikit_learns_digits_read_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from pipeline.data import SOURCES
+
+    x, y = SOURCES["digits"](None, 0)
+    ref = load_digits()
+    assert x.dtype == np.float32 and x.shape == (1797, 8, 8)
+    assert np.array_equal(x, (ref.images / 16.0).astype("float32"))
+    assert np.array_equal(y, ref.target)
+    # the driver loads it before the first trial starts: importing scikit-learn costs ~2 s
+    code = ("import sys; from pipeline.data import SOURCES; SOURCES['digits'](None, 0); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

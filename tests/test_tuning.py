@@ -201,10 +201,17 @@ def test_tensorboard_logs_and_optuna_storage(tmp_path):
 
     db = tmp_path / "optuna.db"
     res = _run(tmp_path, searcher={"name": "tpe", "options": {"storage": f"sqlite:///{db}"}},
-               search={"trials": 2}, training={"epochs": 2})
+               search={"trials": 2}, training={"epochs": 2}, tracking={"tensorboard": True})
     # TensorBoard event files per trial (`tensorboard --logdir` on the experiment shows them)
     events = list((tmp_path / "results" / "tiny").glob("*/events.out.tfevents.*"))
     assert len(events) == 2
+    # off by default (its import delays the first trial); the result files are all there
+    plain = _run(tmp_path / "plain", search={"trials": 2}, training={"epochs": 2})
+    plain_dir = tmp_path / "plain" / "results" / "tiny"
+    assert not list(plain_dir.glob("*/events.out.tfevents.*"))
+    for trial_dir in plain_dir.glob("train_keras_*"):
+        assert {"result.json", "progress.csv", "params.json"} <= {p.name for p in trial_dir.iterdir()}
+    assert all(len(h) == 2 for h in plain.histories.values()) and len(plain.histories) == 2
     # the Optuna study lives in the database, where optuna-dashboard can watch it
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
     assert len(study.trials) == 2
