@@ -1,11 +1,12 @@
 """The leak scenario (D) without Ray: N one-epoch Keras trials in this one process.
 
-    .venv/bin/python benchmarks/leak_keras_only.py [--trials 80] [--numpy]
+    .venv/bin/python benchmarks/leak_keras_only.py [--trials 80] [--numpy] [--thread-per-trial]
 
 Same rows and model family as D (digits, Dense(units) with units cycling 32..512), the
 pipeline's per-trial steps: ``clear_session``, seeded build, the pipeline's ``tf.data``
 inputs (``--numpy``: Keras' own NumPy path), fit, ``model.save``, and the gradient-registry
-release. Prints the process RSS after the first, 10th and last trial and the slope over
+release. ``--thread-per-trial`` runs each trial in a new thread, as Ray Tune's function
+trainables do on a reused actor. Prints the process RSS after the first, 10th and last trial and the slope over
 the second half: what the trial itself leaks, to set against D's reused Ray worker.
 """
 
@@ -15,6 +16,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=80)
     ap.add_argument("--numpy", action="store_true", help="NumPy inputs instead of the pipeline's tf.data")
+    ap.add_argument("--thread-per-trial", action="store_true",
+                    help="each trial in a new thread (what Tune's function trainables do)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -50,7 +54,7 @@ def main(argv=None) -> int:
                         seed=0).for_trials()
     rss = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.trials):
+        def one_trial(i):
             keras.backend.clear_session()
             keras.utils.set_random_seed(0)
             model = keras.Sequential([keras.Input(data.input_shape), keras.layers.Flatten(),
@@ -66,10 +70,19 @@ def main(argv=None) -> int:
                     model.fit(**_fit_inputs(data, 32, 0), epochs=1, verbose=0)
             model.save(os.path.join(tmp, "model.keras"))
             del model
+
+        for i in range(args.trials):
+            if args.thread_per_trial:
+                t = threading.Thread(target=one_trial, args=(i,))
+                t.start()
+                t.join()
+            else:
+                one_trial(i)
             rss.append(rss_mb())
     half = rss[len(rss) // 2:]
     slope = float(np.polyfit(np.arange(len(half)), half, 1)[0]) if len(half) >= 3 else float("nan")
-    print(f"{'numpy' if args.numpy else 'tf.data'} inputs, {len(rss)} trials in one process: RSS first "
+    where = "a new thread each" if args.thread_per_trial else "one thread"
+    print(f"{'numpy' if args.numpy else 'tf.data'} inputs, {len(rss)} trials in one process ({where}): RSS first "
           f"{rss[0]:.0f} MB, 10th {rss[min(9, len(rss) - 1)]:.0f}, last {rss[-1]:.0f}, growth "
           f"{rss[-1] - rss[0]:+.0f} MB, {slope:+.3f} MB/trial (2nd half)")
     return 0

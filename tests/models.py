@@ -36,3 +36,18 @@ class AlwaysFail(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 1:
             raise RuntimeError("injected permanent failure")
+
+
+class RecordThread(keras.callbacks.Callback):
+    """Appends ``pid thread-id thread-name`` to ``path`` when a trial's training begins."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_train_begin(self, logs=None):
+        import threading
+
+        t = threading.current_thread()
+        with self.path.open("a") as f:
+            f.write(f"{os.getpid()} {t.ident} {t.name}\n")

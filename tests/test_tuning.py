@@ -146,6 +146,36 @@ def test_failed_trial_retries_from_its_checkpoint(tmp_path):
     assert res.dataframe()["status"].tolist() == ["TERMINATED"]
 
 
+def test_a_reused_worker_trains_every_trial_on_one_thread(tmp_path):
+    # Tune starts a thread per trial; TensorFlow's per-thread native state then piles up
+    # in a reused worker (~0.28 MB a trial), so trials run on the worker's one trial thread.
+    log = tmp_path / "threads.txt"
+    res = _run(tmp_path, search={"trials": 6, "max_concurrent": 1}, scheduler={"name": "asha"},
+               training={"epochs": 3, "callbacks": [{"factory": "tests.models:RecordThread",
+                                                     "kwargs": {"path": str(log)}}]})
+    df = res.dataframe()
+    assert set(df["status"]) == {"TERMINATED"} and len(df) == 6
+    assert (df["epochs"] < 3).any(), "ASHA stopped nothing: the stop path was not exercised"
+    lines = log.read_text().split()
+    pids, idents, names = set(lines[0::3]), set(lines[1::3]), set(lines[2::3])
+    assert len(lines) == 18 and len(pids) == 1, lines  # six trials, one reused worker
+    assert len(idents) == 1 and names == {"trials"}, lines
+
+
+def test_the_trial_thread_hands_back_results_and_every_exception():
+    import threading
+
+    from pipeline.trainable import on_trial_thread
+
+    first = on_trial_thread(lambda: threading.get_ident())
+    assert first != threading.get_ident()
+    with pytest.raises(SystemExit):  # how Tune stops a trial from inside tune.report
+        on_trial_thread(lambda: (_ for _ in ()).throw(SystemExit(0)))
+    with pytest.raises(ValueError, match="boom"):
+        on_trial_thread(lambda: (_ for _ in ()).throw(ValueError("boom")))
+    assert on_trial_thread(lambda x, y=0: (threading.get_ident(), x + y), 1, y=2) == (first, 3)
+
+
 def test_trial_failing_every_retry_does_not_block(tmp_path):
     res = _run(tmp_path, search={"trials": 2},
                training={"epochs": 2, "callbacks": ["tests.models:AlwaysFail"]},

@@ -344,7 +344,13 @@ def _fence(spec: Spec) -> None:
 
 
 def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
-    """Ray Tune function trainable for one KerasTuner trial."""
+    """Ray Tune function trainable for one KerasTuner trial (on the worker's trial thread)."""
+    from pipeline.trainable import on_trial_thread
+
+    on_trial_thread(_run_trial, config, data, spec, job)
+
+
+def _run_trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     from ray import tune
 

@@ -308,7 +308,18 @@ class Trial:
 
 def _objective_trainable(config: dict[str, Any], objective: Callable, actor,
                          setup: dict[str, Any]) -> None:
-    """Ray Tune function trainable: one Optuna trial of the user's objective."""
+    """Ray Tune function trainable: one Optuna trial of the user's objective.
+
+    Runs on the worker's one trial thread (:func:`pipeline.trainable.on_trial_thread`),
+    so a Keras objective does not leave TensorFlow's per-thread state behind per trial.
+    """
+    from pipeline.trainable import on_trial_thread
+
+    on_trial_thread(_run_objective, config, objective, actor, setup)
+
+
+def _run_objective(config: dict[str, Any], objective: Callable, actor,
+                   setup: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
