@@ -194,8 +194,8 @@ def release_freed_memory() -> None:
     """Hand the C heap's free pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
 
     A reused worker frees the last trial's tensors and graphs with ``clear_session``, but
-    glibc keeps the freed pages in its arenas, so the worker's RSS still grows trial after
-    trial. Called once per trial, after ``clear_session``.
+    glibc may keep the freed pages in its arenas, counted in the worker's RSS. Called once
+    per trial, after ``clear_session`` (measured alone: ~2 MB less growth over 100 trials).
     """
     import ctypes
 
