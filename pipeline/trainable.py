@@ -218,7 +218,7 @@ REUSE_WAIT_S = "300"
 
 
 def prepare_worker() -> None:
-    """Process-level settings for a trial worker (called at the start of every trial)."""
+    """Process-level settings for a trial worker (every trial, by :func:`on_trial_thread`)."""
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", REUSE_WAIT_S)
 
 
@@ -239,6 +239,8 @@ class _TrialThread:
         self._lock = threading.Lock()
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on the trial thread, after :func:`prepare_worker`."""
+        prepare_worker()
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._serve, name="trials", daemon=True)
@@ -274,7 +276,6 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
 def _train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
                  build_fn: Callable[..., Any] | None) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    prepare_worker()
     from pipeline.devices import configure
 
     configure(spec.resources.cpu, spec.resources.gpu, spec.resources.gpu_memory_growth)

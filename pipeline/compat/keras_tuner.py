@@ -354,9 +354,8 @@ def _run_trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> 
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     from ray import tune
 
-    from pipeline.trainable import _restore, hyperparameters, prepare_worker
+    from pipeline.trainable import _restore, hyperparameters
 
-    prepare_worker()
     _fence(spec)
     import keras
 

@@ -325,9 +325,6 @@ def _run_objective(config: dict[str, Any], objective: Callable, actor,
 
     import sys
 
-    from pipeline.trainable import prepare_worker
-
-    prepare_worker()
     if "keras" in sys.modules or "tensorflow" in sys.modules:  # a Keras objective: fence it
         try:
             from pipeline.devices import configure
