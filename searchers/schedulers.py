@@ -49,7 +49,7 @@ def _median(spec, space):
     from ray.tune.schedulers import MedianStoppingRule
 
     opts = {"grace_period": 1, "min_samples_required": 3, **spec.scheduler.options}
-    return MedianStoppingRule(time_attr=_TIME, **opts)
+    return _stops_paused_trials_for_good(MedianStoppingRule)(time_attr=_TIME, **opts)
 
 
 def pbt_mutations(spec) -> list[str]:
@@ -73,6 +73,9 @@ SCHEDULERS.add("fifo", lambda spec, space: None, "No early stopping: every trial
 SCHEDULERS.add("asha", _asha, "Asynchronous successive halving (early stopping)")
 SCHEDULERS.add("hyperband", _hyperband, "HyperBand (pauses and resumes trials from checkpoints)",
                needs_checkpoints=True)
-SCHEDULERS.add("median", _median, "Median stopping rule")
+# Ray's median rule also pauses a trial ("yields time") while others wait and too few
+# results are in; without a checkpoint the paused trial would start again from epoch 1.
+SCHEDULERS.add("median", _median, "Median stopping rule (pauses trials; resumes them from checkpoints)",
+               needs_checkpoints=True)
 SCHEDULERS.add("pbt", _pbt, "Genetic: population-based training over checkpoints",
                needs_checkpoints=True)
