@@ -1,15 +1,32 @@
 VENV ?= .venv
+PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EXTRAS := test,gp,mlflow,bench
+# The locks are resolved for CPython 3.11 on Linux (this machine, CI and the image's Python).
+LOCK := locks/dev.txt
+IMAGE_LOCK := locks/image.txt
+LATEST := .venv-latest
+UV_VENV := .venv-lock
+UV := $(UV_VENV)/bin/uv
+UV_VERSION := 0.13.9
+# PyTorch's CPU build (for searcher: gp) is not on PyPI: here it lies in /opt/wheels;
+# elsewhere set TORCH_LINKS='--extra-index-url https://download.pytorch.org/whl/cpu'.
+TORCH_LINKS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	--quiet --custom-compile-command "make lock" $(TORCH_LINKS)
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench lock lock-upgrade test-latest
 
 $(PY):
-	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else \
+	  f"error: $(LOCK) is locked for CPython 3.11, but $(PYTHON) is {v[0]}.{v[1]}; run make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,gp,mlflow]"
+# Everything comes from the lock, hash-checked; the project itself goes in editable, no deps.
+$(STAMP): $(LOCK) pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,8 +38,36 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test,bench]"
 	$(PY) benchmarks/compare.py
+
+# Re-resolve the locks after a change to pyproject.toml; pins already in the lock stay.
+# dev.txt: make demo/test/bench and CI; image.txt, image-cuda.txt: k8s/Dockerfile (same versions).
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml locks/build.in $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) \
+	  $(LOCK_FLAGS) $(UPGRADE) -o $(LOCK)
+	$(UV) pip compile pyproject.toml locks/build.in -c $(LOCK) $(LOCK_FLAGS) $(UPGRADE) -o $(IMAGE_LOCK)
+	$(UV) pip compile pyproject.toml locks/build.in --extra cuda -c $(LOCK) $(LOCK_FLAGS) $(UPGRADE) \
+	  -o locks/image-cuda.txt
+
+# Move every pin to the newest version the pyproject ranges allow (run make test-latest first).
+lock-upgrade:
+	$(MAKE) lock UPGRADE=--upgrade
+
+$(UV):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+# The suite on the newest versions the pyproject ranges allow, in a fresh .venv-latest:
+# finds upgrade drift (a new release that breaks us) before users do. Not the lock.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	$(LATEST)/bin/python locks/drift.py $(LOCK)
+	PIPELINE_UNLOCKED=1 $(LATEST)/bin/python -m pytest -q tests
 
 clean:
 	rm -rf results .pytest_cache
+
+comma := ,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.portable import portable_locks
 from searchers._space import OptunaDefineByRun
 from searchers.registry import SEARCHERS
 
@@ -23,7 +24,8 @@ def _optuna(sampler_name: str):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         options = dict(spec.searcher.options)
         storage_url = options.pop("storage", None)  # e.g. sqlite:///optuna.db for optuna-dashboard
-        sampler = getattr(optuna.samplers, sampler_name)(seed=spec.seed, **options)
+        # Tune pickles the searcher (and --resume unpickles it); Optuna 5.1's NSGA-II keeps a lock.
+        sampler = portable_locks(getattr(optuna.samplers, sampler_name)(seed=spec.seed, **options))
         objective = spec.objective
         return OptunaSearch(
             space=OptunaDefineByRun(space),

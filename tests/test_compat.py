@@ -343,3 +343,80 @@ def _digits(n: int):
 
     d = load_digits()
     return d.data[:n] / 16.0, d.target[:n]
+
+
+# -- what the front doors ship to Ray -------------------------------------------------------
+
+
+def test_optuna_front_door_runs_nsga2_as_plain_optuna_does(tmp_path, ray_session):
+    """Optuna 5.1's NSGAIISampler holds a lock; the study actor still gets (and returns) it."""
+    import optuna as plain_optuna
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        n = trial.suggest_int("n", 1, 9)
+        return x * n, n
+
+    ours = optuna.create_study(directions=["maximize", "minimize"],
+                               sampler=optuna.samplers.NSGAIISampler(seed=2, population_size=4),
+                               results_path=str(tmp_path), study_name="nsga2")
+    ours.optimize(objective, n_trials=8)
+    reference = plain_optuna.create_study(
+        directions=["maximize", "minimize"],
+        sampler=plain_optuna.samplers.NSGAIISampler(seed=2, population_size=4))
+    reference.optimize(objective, n_trials=8)
+    assert ours.results.spec.searcher.name == "nsga2"
+    assert [t.state.name for t in ours.trials] == ["COMPLETE"] * 8
+    assert [t.params for t in ours.trials] == [t.params for t in reference.trials]
+    assert {t.number for t in ours.best_trials} == {t.number for t in reference.best_trials}
+
+
+def test_optuna_front_door_names_what_cannot_travel_before_ray_starts(tmp_path):
+    import threading
+
+    connection = threading.Lock()  # stands for a client, a file handle, a session...
+
+    def objective(trial):
+        with connection:
+            return trial.suggest_float("x", 0.0, 1.0)
+
+    study = optuna.create_study(results_path=str(tmp_path / "results"), study_name="s")
+    with pytest.raises(TypeError) as info:
+        study.optimize(objective, n_trials=2)
+    message = str(info.value)
+    assert message.startswith("objective (function) cannot be sent to Ray workers")
+    assert "at objective.<closure connection>" in message
+    assert not (tmp_path / "results").exists()  # nothing started, nothing written
+
+    class Logger:
+        def __init__(self):
+            self.lock = [threading.Lock()]
+
+        def __call__(self, study, trial):
+            pass
+
+    with pytest.raises(TypeError, match=r"callbacks \(list\).*at callbacks\[0\]\.lock\[0\]"):
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2, callbacks=[Logger()])
+
+
+def test_keras_tuner_front_door_names_what_cannot_travel(tmp_path):
+    import threading
+
+    from tensorflow import keras
+
+    registry = threading.Lock()
+
+    def build_model(hp):
+        with registry:
+            model = keras.Sequential([keras.layers.Dense(hp.Int("units", 8, 16, step=8)),
+                                      keras.layers.Dense(10, activation="softmax")])
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    x, y = _digits(60)
+    tuner = kt.RandomSearch(build_model, objective="val_accuracy", max_trials=2,
+                            directory=str(tmp_path), project_name="locked")
+    with pytest.raises(TypeError, match=r"^build function build_model \(function\) cannot be sent"
+                                        r".*at build function build_model\.<closure registry>"):
+        tuner.search(x, y, epochs=1, validation_split=0.2)
+    assert not (tmp_path / "locked").exists()

@@ -679,6 +679,7 @@ class Tuner:
         from ray import tune
 
         from cluster.connect import ray_session
+        from pipeline.portable import check_portable
         from pipeline.runner import _effective, run
 
         bound = inspect.signature(keras.Model.fit).bind(None, *fit_args, **fit_kwargs)
@@ -720,6 +721,8 @@ class Tuner:
             pass_epochs=epochs is not None or isinstance(self, Hyperband),
         )
         resume = self._results is not None
+        check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,
+                        "fit arguments": fit_kwargs_out, "compile arguments": self.compile_kwargs})
         with ray_session(self.address):
             trainable = tune.with_parameters(_trial, data=data.for_trials(),
                                              spec=_effective(spec), job=job)
@@ -731,6 +734,13 @@ class Tuner:
 
     def _custom_fit(self) -> bool:
         return _has_custom_fit(self.hypermodel)
+
+    def _shipped_hypermodel(self) -> dict[str, Any]:
+        """The hypermodel as the user knows it, for errors naming what cannot travel to Ray."""
+        if isinstance(self.hypermodel, _FunctionHyperModel):
+            fn = self.hypermodel.build_fn
+            return {f"build function {getattr(fn, '__name__', fn)!s}": fn}
+        return {"hypermodel": self.hypermodel}
 
     def _dry_fit(self, data: Dataset, args: dict[str, Any]):
         """Call the HyperModel's fit with a model whose training does nothing, to record

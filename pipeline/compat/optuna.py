@@ -464,6 +464,8 @@ class Study:
         if n_trials is None and timeout is None:
             raise ValueError("give n_trials or timeout (a Tune search needs an end)")
         catch = tuple(catch) if isinstance(catch, Iterable) else (catch,)
+        callbacks = list(callbacks or [])
+        self._check_shippable(func, callbacks)
         verbosity = _optuna.logging.get_verbosity()
         in_memory = self._storage is None or isinstance(self._storage, _optuna.storages.InMemoryStorage)
         with ray_session(self.address):
@@ -485,7 +487,7 @@ class Study:
             except Exception:  # noqa: BLE001 - placement is only a preference
                 pass
             actor = ray.remote(_StudyHolder).options(**options).remote(
-                create, prior, attrs, list(callbacks or []), verbosity)
+                create, prior, attrs, callbacks, verbosity)
             try:
                 trainable = tune.with_parameters(
                     _objective_trainable, objective=func, actor=actor,
@@ -510,6 +512,23 @@ class Study:
         for _, error in errors:
             if not isinstance(error, catch):
                 raise error
+
+    def _check_shippable(self, func: Callable, callbacks: list) -> None:
+        """Fail before Ray starts, naming the object, if what the trials need cannot travel.
+
+        The sampler, pruner, storage and callbacks go to the study actor, the objective to
+        every trial, all pickled by Ray. Locks the sampler keeps (Optuna 5.1's NSGA-II) are
+        made portable first; anything else that cannot be pickled is a ``TypeError``.
+        """
+        from pipeline.portable import check_portable, portable_locks
+
+        portable_locks(self._study.sampler)
+        portable_locks(self._study.pruner)
+        shipped = {"sampler": self._study.sampler, "pruner": self._study.pruner,
+                   "objective": func, "callbacks": callbacks}
+        if self._storage is not None:
+            shipped["storage"] = self._storage
+        check_portable(shipped)
 
     def _absorb(self, trials: list, sampler: Any, in_memory: bool) -> None:
         """Make the driver's study what the actor's became (same trials, sampler state)."""
