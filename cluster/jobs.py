@@ -72,20 +72,56 @@ def submit(spec_path: str, address: str, *, project_dir: str | Path = ".", insec
     )
 
 
-def follow(job_id: str, address: str, insecure: bool = False, stream=None) -> int:
-    """Stream a job's logs until it ends; return 0 if it succeeded, else 1."""
+def follow(job_id: str, address: str, insecure: bool = False, stream=None,
+           settle_s: float = 30.0) -> int:
+    """Stream a job's logs until it ends; return 0 if it succeeded, else 1.
+
+    The log stream can close before the job's last output arrives (seen when a job
+    fails at once): once the job has ended, whatever of its stored logs the stream
+    did not show is printed, so a failed job always shows why.
+    """
+    import time
+
     c = client(address, insecure)
     stream = stream or sys.stdout
+    seen: list[str] = []
 
     async def _tail() -> None:
         async for chunk in c.tail_job_logs(job_id):
+            seen.append(chunk)
             stream.write(chunk)
             stream.flush()
 
     asyncio.run(_tail())
+    deadline = time.monotonic() + settle_s
     status = str(c.get_job_status(job_id)).split(".")[-1]
+    while status not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = str(c.get_job_status(job_id)).split(".")[-1]
+    if status != "SUCCEEDED":
+        stream.write(unseen_logs("".join(seen), c.get_job_logs(job_id) or ""))
     print(f"job {job_id}: {status}", file=stream)
     return TERMINAL.get(status, 1)
+
+
+def unseen_logs(streamed: str, stored: str, tail_lines: int = 40) -> str:
+    r"""What of ``stored`` (the job's whole log) the stream did not show, for printing.
+
+    Example:
+        >>> unseen_logs("a\nb\n", "a\nb\nerror: boom\n")
+        'error: boom\n'
+        >>> unseen_logs("a\n", "a\n")
+        ''
+        >>> print(unseen_logs("x\n", "1\n2\n3\n", tail_lines=2), end="")
+        --- last 2 lines of the job's logs ---
+        2
+        3
+    """
+    if stored.startswith(streamed):
+        rest = stored[len(streamed):]
+        return rest if not rest or rest.endswith("\n") else rest + "\n"
+    lines = stored.splitlines()[-tail_lines:]
+    return f"--- last {len(lines)} lines of the job's logs ---\n" + "".join(f"{ln}\n" for ln in lines)
 
 
 def env_from_token_file(path: str | os.PathLike) -> dict[str, str]:

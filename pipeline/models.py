@@ -142,12 +142,52 @@ def build_model(builder: str | Callable[..., Any], hp: dict[str, Any],
     return fn(hp, **kwargs)
 
 
-def check_hyperparameters(values: dict[str, Iterable[Any]], builders: Iterable[str] = ()) -> list[str]:
-    """``name: message`` lines for enumerated built-in hyperparameters with unknown values.
+# Types of the built-in hyperparameters, checked at validation (a wrong one would only
+# fail inside a trial). The trainer's (optimizer, schedule, batch) apply to every builder.
+_TRAINER_TYPES = {"learning_rate": float, "momentum": float, "weight_decay": float,
+                  "lr_decay_rate": float, "lr_min_ratio": float, "nesterov": bool,
+                  "batch_size": int, "lr_decay_steps": int, "lr_step_epochs": int}
+_BUILDER_TYPES = {"layers": int, "units": int, "conv_layers": int, "filters": int,
+                  "kernel_size": int, "dense_units": int, "select_k": int, "dropout": float,
+                  "l2": float, "noise_std": float, "shift": float, "batchnorm": bool}
+_NULLABLE = {"dropout", "l2", "select_k", "noise_std", "shift", "weight_decay", "lr_decay_steps",
+             "lr_step_epochs"}
+
+
+def _type_of(name: str, builtin: bool) -> type | None:
+    if name in _TRAINER_TYPES:
+        return _TRAINER_TYPES[name]
+    if not builtin:
+        return None
+    if name.startswith(("units_", "filters_")) and name.split("_", 1)[1].isdigit():
+        return int
+    return _BUILDER_TYPES.get(name)
+
+
+def _type_error(name: str, value: Any, builtin: bool) -> str | None:
+    """Why ``value`` cannot be the built-in hyperparameter ``name`` (None if it can)."""
+    kind = _type_of(name, builtin)
+    if kind is None or (value is None and name in _NULLABLE):
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is bool and not isinstance(value, bool):
+        return f"{name}: {value!r} is not a boolean (true or false)"
+    if kind is int and not (number and float(value).is_integer()):
+        return f"{name}: {value!r} is not an integer"
+    if kind is float and not number:
+        return f"{name}: {value!r} is not a number"
+    return None
+
+
+def check_hyperparameters(values: dict[str, Iterable[Any]], builders: Iterable[str] = (),
+                          builtin: bool = True) -> list[str]:
+    """``name: message`` lines for built-in hyperparameters with unknown values or wrong types.
 
     ``values`` maps a hyperparameter to the values it may take (a fixed option:
     one value; a searched choice: its values); ``builders`` are the builders in
-    play. Needs no Keras: a spec validator may call it before anything starts.
+    play; ``builtin`` says they are all built-in (a user builder's own names,
+    ``units`` say, may mean anything, so only the trainer's are type-checked).
+    Needs no Keras: a spec validator may call it before anything starts.
     """
     from pipeline.optimizers import SCHEDULES
 
@@ -156,7 +196,10 @@ def check_hyperparameters(values: dict[str, Iterable[Any]], builders: Iterable[s
     errors: list[str] = []
     for name, options in values.items():
         for value in options:
-            if name in allowed and str(value).lower() not in allowed[name]:
+            wrong_type = _type_error(name, value, builtin)
+            if wrong_type:
+                errors.append(wrong_type)
+            elif name in allowed and str(value).lower() not in allowed[name]:
                 errors.append(f"{name}: unknown value '{value}' (known: {', '.join(allowed[name])})")
             elif name == "flip" and value not in NO_FLIP and (
                     str(value).lower() if isinstance(value, str) else value) not in FLIP_MODES:

@@ -40,6 +40,25 @@ class _Param(BaseModel):
     def grid_values(self) -> list[Any]:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def rejects(self, value: Any) -> str | None:
+        """Why ``value`` is not one this parameter can take (None if it is)."""
+        allowed = self.grid_values()
+        same = any(v == value and isinstance(v, bool) == isinstance(value, bool) for v in allowed)
+        return None if same else f"{value!r} is not one of {allowed}"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _outside(value: Any, low: float, high: float, integer: bool) -> str | None:
+    kind = "an integer" if integer else "a number"
+    if not _number(value) or (integer and not float(value).is_integer()):
+        return f"{value!r} is not {kind} in [{low}, {high}]"
+    if not low <= value <= high:
+        return f"{value!r} is outside [{low}, {high}]"
+    return None
+
 
 class IntParam(_Param):
     type: Literal["int"]
@@ -63,6 +82,9 @@ class IntParam(_Param):
         if self.values_for_grid is not None:
             return list(self.values_for_grid)
         return list(range(self.low, self.high + 1, self.step))
+
+    def rejects(self, value: Any) -> str | None:
+        return _outside(value, self.low, self.high, integer=True)
 
 
 class FloatParam(_Param):
@@ -92,6 +114,9 @@ class FloatParam(_Param):
         raise ValueError(
             "a float needs `step` or `grid` values for grid search"
         )
+
+    def rejects(self, value: Any) -> str | None:
+        return _outside(value, self.low, self.high, integer=False)
 
 
 class ChoiceParam(_Param):

@@ -309,10 +309,7 @@ class Spec(_Section):
         import searchers
 
         space = self.search_space()  # raises ValueError with param path
-        errors = []
-        for name in (p for point in self.searcher.points_to_evaluate for p in point):
-            if name not in space.params:
-                errors.append(f"searcher.points_to_evaluate: unknown parameter '{name}'")
+        errors = self._check_points(space)
         if "builder" in space.params:
             from pipeline.models import BUILDERS
 
@@ -335,13 +332,32 @@ class Spec(_Section):
 
         # A searched builder is combined per trial (points or conditions may pair select_k
         # with mlp only); a fixed one is checked here.
+        from pipeline.models import BUILDERS
+
         builders = [] if "builder" in space.params else [self.model.builder]
+        in_play = space.params["builder"].grid_values() if "builder" in space.params else builders
+        builtin = all(isinstance(b, str) and b in BUILDERS for b in in_play)
         values: dict[str, list[Any]] = {k: [v] for k, v in self.model.options.items()}
         for name, p in space:
             if isinstance(p, (ChoiceParam, FixedParam)):
                 values[name] = p.grid_values()
         where = {name: "space" if name in space.params else "model.options" for name in values}
-        return [f"{where[line.split(':')[0]]}.{line}" for line in check_hyperparameters(values, builders)]
+        return [f"{where[line.split(':')[0]]}.{line}"
+                for line in check_hyperparameters(values, builders, builtin)]
+
+    def _check_points(self, space: SearchSpace) -> list[str]:
+        """Every point to evaluate names known parameters, with values the space allows."""
+        errors = []
+        for i, point in enumerate(self.searcher.points_to_evaluate):
+            for name, value in point.items():
+                where = f"searcher.points_to_evaluate[{i}].{name}"
+                if name not in space.params:
+                    errors.append(f"searcher.points_to_evaluate: unknown parameter '{name}'")
+                    continue
+                problem = space.params[name].rejects(value)
+                if problem:
+                    errors.append(f"{where}: {problem}")
+        return errors
 
     def search_space(self) -> SearchSpace:
         try:

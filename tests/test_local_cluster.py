@@ -337,3 +337,18 @@ def test_kill_worker_then_stop_leaves_nothing_alive(cluster):
         assert local._session_members(pid, start_time) == []
     assert local.load(cluster.state_dir) is None
     assert local.stop(cluster.state_dir) == 0
+
+
+def test_follow_prints_what_the_log_stream_missed():
+    """`submit --follow` of a failed job shows its stored logs the stream closed before."""
+    import doctest
+
+    from cluster import jobs
+
+    assert jobs.unseen_logs("start\n", "start\nerror: storage.path: ...\n") == (
+        "error: storage.path: ...\n")
+    assert jobs.unseen_logs("", "Traceback\nboom") == "Traceback\nboom\n"
+    tail = jobs.unseen_logs("other\n", "".join(f"{i}\n" for i in range(100)), tail_lines=3)
+    assert tail == "--- last 3 lines of the job's logs ---\n97\n98\n99\n"
+    result = doctest.testmod(jobs)
+    assert result.attempted >= 3 and result.failed == 0
