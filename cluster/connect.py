@@ -40,6 +40,37 @@ def alive_nodes() -> int:
     return sum(1 for n in ray.nodes() if n.get("Alive"))
 
 
+def nodes_not_seeing(folder: str, timeout_s: float = 60.0) -> list[str]:
+    """The alive nodes (as ``ip (node id)``) on which the local ``folder`` is not visible.
+
+    Writes a marker file into ``folder`` (or, if it does not exist yet, its nearest
+    existing parent), asks one zero-CPU task pinned to each alive node whether it
+    sees that file, and removes the marker again. On a cluster whose nodes all run
+    on this machine (``cluster up``) or mount the same share, every node sees it.
+    """
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    parent = os.path.abspath(folder)
+    while not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    marker = os.path.join(parent, f".pipeline-visible-{uuid.uuid4().hex}")
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    sees = ray.remote(num_cpus=0, max_retries=0)(os.path.exists)
+    with open(marker, "w"):
+        pass
+    try:
+        refs = [sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(marker) for n in nodes]
+        answers = ray.get(refs, timeout=timeout_s)
+    finally:
+        os.remove(marker)
+    return [f"{n.get('NodeManagerAddress')} ({n['NodeID'][:8]})"
+            for n, seen in zip(nodes, answers) if not seen]
+
+
 @contextmanager
 def ray_session(address: str | None = None, *, dashboard: bool = False) -> Iterator[None]:
     """Start Ray locally (lean: no dashboard unless asked) or join ``address``.

@@ -65,6 +65,12 @@ def submit(spec_path: str, address: str, *, project_dir: str | Path = ".", insec
     rel = spec.relative_to(project).as_posix()
     entrypoint = f"python -m pipeline run {rel}" + (" --resume" if resume else "")
     env = {"PYTHONPATH": "."}
+    from cluster.local import running_at
+
+    if running_at(check_address(address, insecure)) is not None:
+        # A cluster `up` started on this machine: a relative storage folder is the
+        # submitter's (every node sees it), not one inside the job's unpacked copy.
+        env["PIPELINE_STORAGE_BASE"] = str(project)
     env.update(extra_env or {})
     return client(address, insecure).submit_job(
         entrypoint=entrypoint,

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LocalCluster", "start", "stop", "kill_worker", "nodes", "load"]
+__all__ = ["LocalCluster", "start", "stop", "kill_worker", "nodes", "load", "running_at"]
 
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "token"
@@ -61,7 +61,8 @@ _MAX_TEMP_ROOT_LEN = 34
 
 # Environment variables that would make a node or client pick up another
 # cluster's address or token; they are removed before ours are set.
-_SCRUBBED_ENV = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+_SCRUBBED_ENV = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
+                 "RAY_DASHBOARD_ADDRESS")
 
 
 @dataclass
@@ -121,6 +122,8 @@ class LocalCluster:
             "RAY_ADDRESS": self.address,
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(Path(self.token_path).resolve()),
+            # the Jobs API (`submit`, `jobs`); Ray itself does not read it
+            "RAY_DASHBOARD_ADDRESS": self.dashboard_url,
         }
 
     def to_json(self) -> str:
@@ -339,6 +342,27 @@ def load(state_dir: Path = DEFAULT_STATE_DIR) -> LocalCluster | None:
     if not path.exists():
         return None
     return LocalCluster.from_json(path.read_text())
+
+
+def running_at(dashboard_url: str) -> LocalCluster | None:
+    """The running cluster `up` started whose dashboard is ``dashboard_url``, if any.
+
+    Looks in the state folder of the token in ``RAY_AUTH_TOKEN_PATH`` (what `up`
+    prints to export) and in the default state folder.
+    """
+    folders = [DEFAULT_STATE_DIR]
+    token = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if token:
+        folders.insert(0, Path(token).parent)
+    want = dashboard_url.rstrip("/")
+    for folder in folders:
+        try:
+            cluster = load(folder)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if cluster and cluster.dashboard_url.rstrip("/") == want and _is_running(cluster):
+            return cluster
+    return None
 
 
 def _is_running(cluster: LocalCluster) -> bool:

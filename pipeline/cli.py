@@ -93,10 +93,26 @@ def _cluster_up(args) -> int:
     print(f"  address:    {c.address}")
     print(f"  dashboard:  {c.dashboard_url}  (loopback only; Jobs API for `submit`)")
     print(f"  token file: {c.token_path}  (token authentication is on)")
-    print("  use it:")
+    print("  storage:    a local folder works (every node runs on this machine), as does s3://")
+    print(f"  use it:     eval \"$(python -m pipeline cluster env --state-dir {args.state_dir})\", or")
     for k, v in c.env().items():
         print(f"    export {k}={v}")
     print(f"  stop it:    python -m pipeline cluster down --state-dir {args.state_dir}")
+    return 0
+
+
+def _cluster_env(args) -> int:
+    import shlex
+    from pathlib import Path
+
+    from cluster import local
+
+    c = local.load(Path(args.state_dir))
+    if c is None:
+        raise RuntimeError(f"no local cluster recorded in {args.state_dir}; "
+                           "start one with: python -m pipeline cluster up")
+    for k, v in c.env().items():
+        print(f"export {k}={shlex.quote(v)}")
     return 0
 
 
@@ -120,7 +136,9 @@ def _k8s_render(args) -> int:
         name=args.name or spec.name.lower().replace("_", "-").replace(".", "-"),
         spec_text=Path(args.spec).read_text(),
         cpu_per_trial=spec.resources.cpu, gpu_per_trial=spec.resources.gpu,
-        max_concurrent=spec.search.max_concurrent, image=args.image, namespace=args.namespace,
+        # unset, the rendered cluster holds 2 trials at a time (its size is fixed in the manifest)
+        max_concurrent=spec.search.max_concurrent or min(2, spec.num_trials), image=args.image,
+        namespace=args.namespace,
     )
     text = dump_yaml(objs)
     if args.output:
@@ -196,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-worker", type=int, default=1)
     p.add_argument("--state-dir", default=".ray-local-cluster")
     p.set_defaults(func=_cluster_up)
+    p = clsub.add_parser("env", help="print the export lines for the cluster `up` started")
+    p.add_argument("--state-dir", default=".ray-local-cluster")
+    p.set_defaults(func=_cluster_env)
     p = clsub.add_parser("down", help="stop exactly the cluster `up` started")
     p.add_argument("--state-dir", default=".ray-local-cluster")
     p.set_defaults(func=_cluster_down)

@@ -75,7 +75,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     from ray import tune
 
     import searchers
-    from cluster.connect import alive_nodes, ray_session
+    from cluster.connect import alive_nodes, nodes_not_seeing, ray_session
     from pipeline.data import load_dataset
     from pipeline.progress import Progress
     from pipeline.results import Results
@@ -93,17 +93,23 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
                          "pass --resume to continue it or choose another name"])
     space = spec.search_space()
     spec = _warm_started(spec)
-    search_alg, param_space, scheduler = searchers.build(spec, space)
     metric, mode = spec.objective.primary
     # Progress comes from our one-line-per-trial callback; Tune's own tables stay off.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
     with ray_session(address):
+        spec, why = _with_concurrency(spec)
+        search_alg, param_space, scheduler = searchers.build(spec, space)
+        if progress:
+            print(f"{spec.name}: {spec.num_trials} trials, {spec.search.max_concurrent} at a time "
+                  f"({why}), on {alive_nodes()} Ray node(s)", flush=True)
         if where.fs is None and not spec.storage.shared and alive_nodes() > 1:
-            raise SpecError([
-                f"storage.path: '{spec.storage.path}' is on this machine only, but the cluster has "
-                f"{alive_nodes()} nodes; use shared storage (s3://, gs://) or set storage.shared: "
-                "true for a folder every node mounts"])
+            blind = nodes_not_seeing(where.root)
+            if blind:
+                raise SpecError([
+                    f"storage.path: '{spec.storage.path}' ({where.root}) is not visible on "
+                    f"{len(blind)} of the cluster's {alive_nodes()} nodes ({', '.join(blind)}); "
+                    "use shared storage (s3://, gs://) or a folder every node mounts"])
         if trainable is None:
             data = (data or load_dataset(spec.data, spec.seed)).for_trials()
             trainable = tune.with_parameters(train_keras, data=data, spec=spec, build_fn=build_fn)
@@ -163,6 +169,30 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
                 raise
     _check_saved(where, spec.storage.outage_tolerance_s)
     return Results(where)
+
+
+def _with_concurrency(spec: Spec) -> tuple[Spec, str]:
+    """``spec`` with ``search.max_concurrent`` set: the user's cap, or what the cluster holds.
+
+    Unset, it is Ray's own default: as many trials as the cluster's CPUs (and GPUs)
+    fit at the spec's per-trial resources, but never more than the trials.
+    """
+    import math
+
+    import ray
+
+    if spec.search.max_concurrent:
+        return spec, "search.max_concurrent"
+    total = ray.cluster_resources()
+    fits = [math.floor(total.get(kind, 0) / need + 1e-9)
+            for kind, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)) if need]
+    n = max(1, min([spec.num_trials, *fits]))
+    cpus = total.get("CPU", 0)
+    why = f"the cluster's {cpus:g} CPUs" + (f", {total.get('GPU', 0):g} GPUs" if spec.resources.gpu else "")
+    if n == spec.num_trials and (not fits or n < min(fits)):
+        why = "one per trial"
+    search = spec.search.model_copy(update={"max_concurrent": n})
+    return spec.model_copy(update={"search": search}), why
 
 
 def _loggers(spec: Spec) -> list:

@@ -233,7 +233,9 @@ class ResourcesSpec(_Section):
 
 class SearchSpec(_Section):
     trials: int | None = Field(default=None, gt=0, description="default 10; grid: the whole grid")
-    max_concurrent: int = Field(default=2, gt=0)
+    max_concurrent: int | None = Field(
+        default=None, gt=0,
+        description="trials at a time; default: as many as the cluster's CPUs/GPUs hold, at most trials")
     time_budget_s: float | None = Field(default=None, gt=0)
     reuse_actors: bool = True
 

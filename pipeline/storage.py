@@ -94,10 +94,11 @@ class Location:
 
 def filesystem(uri: str, endpoint_override: str | None = None) -> tuple[pafs.FileSystem | None, str]:
     """(filesystem or None for local disk, path inside it) for a folder or URI."""
-    if "://" not in uri:
-        return None, os.path.abspath(uri)
-    if uri.startswith("file://"):
-        return None, os.path.abspath(uri.removeprefix("file://"))
+    if "://" not in uri or uri.startswith("file://"):
+        # PIPELINE_STORAGE_BASE: where relative folders live (`submit` to a cluster on this
+        # machine sets it to the submitter's folder, not the job's unpacked copy)
+        base = os.environ.get("PIPELINE_STORAGE_BASE") or os.getcwd()
+        return None, os.path.abspath(os.path.join(base, uri.removeprefix("file://")))
     if uri.startswith("s3://") and (endpoint_override or os.environ.get("AWS_ENDPOINT_URL")):
         endpoint = endpoint_override or os.environ["AWS_ENDPOINT_URL"]
         scheme, _, host = endpoint.rpartition("://")

@@ -14,7 +14,7 @@ def _random(spec, space):
     return BasicVariantGenerator(
         points_to_evaluate=spec.searcher.points_to_evaluate or None,
         random_state=spec.seed,
-        max_concurrent=spec.search.max_concurrent,
+        max_concurrent=spec.search.max_concurrent or 0,  # 0: Tune's resources decide
         **spec.searcher.options,
     ), tune_domains(space)
 
@@ -24,7 +24,8 @@ def _points(spec, space, points: list[dict[str, Any]]):
     from ray.tune.search import BasicVariantGenerator
 
     return BasicVariantGenerator(
-        points_to_evaluate=points, random_state=spec.seed, max_concurrent=spec.search.max_concurrent,
+        points_to_evaluate=points, random_state=spec.seed,
+        max_concurrent=spec.search.max_concurrent or 0,
     ), tune_domains(space)
 
 
