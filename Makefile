@@ -4,8 +4,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS := test,gp,mlflow,bench
 # The locks are resolved for CPython 3.11 on Linux (this machine, CI and the image's Python).
-LOCK := locks/dev.txt
-IMAGE_LOCK := locks/image.txt
+LOCK := requirements/dev.txt
+IMAGE_LOCK := requirements/image.txt
 LATEST := .venv-latest
 UV_VENV := .venv-lock
 UV := $(UV_VENV)/bin/uv
@@ -43,11 +43,11 @@ bench: $(STAMP)
 # Re-resolve the locks after a change to pyproject.toml; pins already in the lock stay.
 # dev.txt: make demo/test/bench and CI; image.txt, image-cuda.txt: k8s/Dockerfile (same versions).
 lock: | $(UV)
-	$(UV) pip compile pyproject.toml locks/build.in $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) \
+	$(UV) pip compile pyproject.toml requirements/build.in $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) \
 	  $(LOCK_FLAGS) $(UPGRADE) -o $(LOCK)
-	$(UV) pip compile pyproject.toml locks/build.in -c $(LOCK) $(LOCK_FLAGS) $(UPGRADE) -o $(IMAGE_LOCK)
-	$(UV) pip compile pyproject.toml locks/build.in --extra cuda -c $(LOCK) $(LOCK_FLAGS) $(UPGRADE) \
-	  -o locks/image-cuda.txt
+	$(UV) pip compile pyproject.toml requirements/build.in -c $(LOCK) $(LOCK_FLAGS) $(UPGRADE) -o $(IMAGE_LOCK)
+	$(UV) pip compile pyproject.toml requirements/build.in --extra cuda -c $(LOCK) $(LOCK_FLAGS) $(UPGRADE) \
+	  -o requirements/image-cuda.txt
 
 # Move every pin to the newest version the pyproject ranges allow (run make test-latest first).
 lock-upgrade:
@@ -64,7 +64,7 @@ test-latest:
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
-	$(LATEST)/bin/python locks/drift.py $(LOCK)
+	$(LATEST)/bin/python requirements/drift.py $(LOCK)
 	PIPELINE_UNLOCKED=1 $(LATEST)/bin/python -m pytest -q tests
 
 clean:

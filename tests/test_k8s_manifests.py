@@ -824,13 +824,13 @@ def test_dockerfile_builds_a_non_root_image_of_the_project():
     assert users and users[-1].split(":")[0] in ("1000", "ray")
     assert "WORKDIR /app" in lines
     # dependencies from the lock, hash-checked; the project itself resolves nothing
-    assert "ARG LOCK=locks/image.txt" in lines
+    assert "ARG LOCK=requirements/image.txt" in lines
     assert re.search(r"pip install --no-cache-dir --require-hashes -r \$\{LOCK\}", text)
     assert re.search(r"pip install --no-cache-dir --no-deps --no-build-isolation /app\b", text)
-    assert "!locks/" in (K8S / "Dockerfile.dockerignore").read_text().split()
+    assert "!requirements/" in (K8S / "Dockerfile.dockerignore").read_text().split()
     copied = [src for ln in lines if ln.startswith("COPY ")
               for src in ln.split()[1:-1] if not src.startswith("--")]
-    assert {"pyproject.toml", "locks/", "pipeline/", "searchers/", "cluster/", "examples/"} <= set(copied)
+    assert {"pyproject.toml", "requirements/", "pipeline/", "searchers/", "cluster/", "examples/"} <= set(copied)
     missing = [src for src in copied if not (ROOT / src).exists()]
     assert missing == [], f"Dockerfile copies paths that do not exist: {missing}"
 

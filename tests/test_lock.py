@@ -1,7 +1,7 @@
-"""The locks in locks/ match pyproject.toml, are complete, and are what `make test` runs.
+"""The locks in requirements/ match pyproject.toml, are complete, and are what `make test` runs.
 
-A fresh clone installs ``locks/dev.txt`` (``make demo``, ``make test``, CI) and the
-image installs ``locks/image*.txt``; a pyproject range edited without ``make lock``,
+A fresh clone installs ``requirements/dev.txt`` (``make demo``, ``make test``, CI) and the
+image installs ``requirements/image*.txt``; a pyproject range edited without ``make lock``,
 a lock missing a dependency, or a venv that drifted from the lock fails here.
 ``make test-latest`` sets PIPELINE_UNLOCKED=1: it tests the newest allowed versions
 on purpose, so the environment check is skipped there.
@@ -23,10 +23,10 @@ from packaging.version import Version
 
 from tests.conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "locks"))
-import drift  # noqa: E402  (locks/drift.py)
+sys.path.insert(0, str(ROOT / "requirements"))
+import drift  # noqa: E402  (requirements/drift.py)
 
-LOCKS = ROOT / "locks"
+LOCKS = ROOT / "requirements"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 PROJECT = canonicalize_name(PYPROJECT["name"])
 # lock file -> the pyproject extras it was compiled with
@@ -53,7 +53,7 @@ def _roots(lock: str) -> list[Requirement]:
 def test_make_install_and_the_image_use_the_locks_hash_checked():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"pip install .*--require-hashes -r \$\(LOCK\)", makefile)
-    assert "LOCK := locks/dev.txt" in makefile
+    assert "LOCK := requirements/dev.txt" in makefile
     assert re.search(r"pip install .*--no-deps .*-e \.", makefile)  # the project: no resolving
     for target in ("lock:", "lock-upgrade:", "test-latest:"):
         assert re.search(rf"^{target}", makefile, re.M), target
@@ -79,9 +79,9 @@ def test_lock_pins_every_pyproject_requirement_within_its_range(lock):
             continue
         name = canonicalize_name(req.name)
         if name not in pins:
-            problems.append(f"{req} is not in locks/{lock}")
+            problems.append(f"{req} is not in requirements/{lock}")
         elif not req.specifier.contains(Version(pins[name]), prereleases=True):
-            problems.append(f"{req}: locks/{lock} pins {pins[name]}")
+            problems.append(f"{req}: requirements/{lock} pins {pins[name]}")
     assert problems == [], "pyproject.toml changed without `make lock`: " + "; ".join(problems)
 
 
@@ -124,7 +124,7 @@ def test_image_lock_is_closed_under_dependencies():
                     reason="make test-latest: the newest allowed versions, not the lock")
 def test_this_environment_is_the_lock():
     differ = drift.drift(LOCKS / "dev.txt")
-    assert differ == [], ("this environment is not locks/dev.txt (rebuild it: rm -rf .venv && "
+    assert differ == [], ("this environment is not requirements/dev.txt (rebuild it: rm -rf .venv && "
                           f"make install): {differ}")
     assert metadata.version(PROJECT) == PYPROJECT["version"]
 
@@ -150,10 +150,10 @@ def test_make_lock_reproduces_the_committed_locks(tmp_path):
 
     for name in ("Makefile", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(LOCKS, tmp_path / "locks")
+    shutil.copytree(LOCKS, tmp_path / "requirements")
     uv_venv = ROOT / ".venv-lock"  # reused between runs, as `make lock` does in the checkout
     proc = subprocess.run(["make", "lock", f"UV_VENV={uv_venv}", f"PYTHON={sys.executable}"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for lock in COMPILED:
-        assert (tmp_path / "locks" / lock).read_text() == (LOCKS / lock).read_text(), lock
+        assert (tmp_path / "requirements" / lock).read_text() == (LOCKS / lock).read_text(), lock

@@ -5,8 +5,8 @@ meet (``name: locked -> installed``), and by the tests to check that ``make test
 runs exactly what the lock pins.
 
 Example:
-    python locks/drift.py locks/dev.txt          # lists differences, exit 0
-    python locks/drift.py locks/dev.txt --strict  # exit 1 if any pin differs
+    python requirements/drift.py requirements/dev.txt          # lists differences, exit 0
+    python requirements/drift.py requirements/dev.txt --strict  # exit 1 if any pin differs
 """
 
 from __future__ import annotations
