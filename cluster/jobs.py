@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import os
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -86,8 +87,6 @@ def follow(job_id: str, address: str, insecure: bool = False, stream=None,
     fails at once): once the job has ended, whatever of its stored logs the stream
     did not show is printed, so a failed job always shows why.
     """
-    import time
-
     c = client(address, insecure)
     stream = stream or sys.stdout
     seen: list[str] = []

@@ -100,16 +100,17 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     with ray_session(address):
         spec, why = _with_concurrency(spec)
         search_alg, param_space, scheduler = searchers.build(spec, space)
-        if where.fs is None and not spec.storage.shared and alive_nodes() > 1:
+        n_nodes = alive_nodes()
+        if where.fs is None and not spec.storage.shared and n_nodes > 1:
             blind = nodes_not_seeing(where.root)
             if blind:
                 raise SpecError([
                     f"storage.path: '{spec.storage.path}' ({where.root}) is not visible on "
-                    f"{len(blind)} of the cluster's {alive_nodes()} nodes ({', '.join(blind)}); "
+                    f"{len(blind)} of the cluster's {n_nodes} nodes ({', '.join(blind)}); "
                     "use shared storage (s3://, gs://) or a folder every node mounts"])
         if progress:
             print(f"{spec.name}: {spec.num_trials} trials, {spec.search.max_concurrent} at a time "
-                  f"({why}), on {alive_nodes()} Ray node(s)", flush=True)
+                  f"({why}), on {n_nodes} Ray node(s)", flush=True)
         if trainable is None:
             data = (data or load_dataset(spec.data, spec.seed)).for_trials()
             trainable = tune.with_parameters(train_keras, data=data, spec=spec, build_fn=build_fn)

@@ -50,7 +50,10 @@ def test_readme_cluster_section_runs_verbatim(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert "Traceback" not in out, out[-6000:]
-    assert re.search(r"results/digits-tpe-asha: 16 trials", proc.stdout), proc.stdout[-4000:]
+    # `run`, then the job (resuming it, --resume): both in the project's own results folder,
+    # not in the job's unpacked copy of the project
+    stored = f"{project}/results/digits-tpe-asha: 16 trials (16 terminated)"
+    assert proc.stdout.count(stored) == 2, proc.stdout[-4000:]
     assert re.search(r"job raysubmit_\w+: SUCCEEDED", proc.stdout), proc.stdout[-4000:]
     assert "stopped 3 node(s)" in proc.stdout
     res = Results.open(str(project / "results" / "digits-tpe-asha"))
