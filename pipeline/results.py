@@ -92,20 +92,24 @@ class Results:
         """Per trial, one row per reported epoch (Tune's ``progress.csv``), oldest first.
 
         Tune stores a trial's history and the experiment state as separate files; a storage
-        outage in the middle of saving them can keep a trial's checkpoint but lose the
-        first rows of its history. Rows missing before a trial's first stored epoch are then
-        taken from the history its latest checkpoint holds (``from_checkpoint`` is True).
+        outage or a kill in the middle of saving them can keep a trial's checkpoint but lose
+        rows of its history (the first ones, or ones between a checkpoint and the next sync).
+        Epochs missing from the stored history are then taken from the history the trial's
+        latest checkpoint holds (``from_checkpoint`` is True), and the rows sorted by epoch.
         """
         frames = dict(self._analysis.trial_dataframes)
         for trial in self._analysis.trials:
             df = frames.get(trial.trial_id)
-            first = df["epoch"].min() if df is not None and "epoch" in df and len(df) else math.inf
-            if first > 1:
-                kept = [r for r in self._checkpoint_history(trial) if r.get("epoch", math.inf) < first]
-                if kept:
-                    lost = pd.DataFrame(kept).assign(from_checkpoint=True)
-                    frames[trial.trial_id] = (lost if df is None or df.empty else pd.concat(
-                        [lost, df.assign(from_checkpoint=False)], ignore_index=True))
+            have = set(df["epoch"].dropna().astype(int)) if df is not None and "epoch" in df else set()
+            if have and have == set(range(1, max(have) + 1)):
+                continue  # nothing missing: don't read the checkpoint
+            kept = [r for r in self._checkpoint_history(trial)
+                    if isinstance(r.get("epoch"), int) and r["epoch"] not in have]
+            if kept:
+                lost = pd.DataFrame(kept).assign(from_checkpoint=True)
+                merged = lost if df is None or df.empty else pd.concat(
+                    [lost, df.assign(from_checkpoint=False)], ignore_index=True)
+                frames[trial.trial_id] = merged.sort_values("epoch", kind="stable", ignore_index=True)
         return frames
 
     def _checkpoint_history(self, trial) -> list[dict[str, Any]]:

@@ -178,8 +178,10 @@ def test_kill_during_checkpoint_upload_never_corrupts_the_experiment(tmp_path, s
         proxy.close()
 
 
-def test_history_lost_by_storage_is_recovered_from_the_checkpoint(ray_session, tmp_path):
-    """Cut the first rows of a trial's stored history (as a torn save would); results repair them."""
+@pytest.mark.parametrize("kept_epochs", [(3, 4), (1, 3, 4)], ids=["first-rows", "middle-row"])
+def test_history_lost_by_storage_is_recovered_from_the_checkpoint(ray_session, tmp_path, kept_epochs):
+    """Cut rows of a trial's stored history (as a torn save or a kill before a sync would);
+    results repair them from the checkpoint, whether the first rows or one in the middle went."""
     import pipeline
 
     epochs = 4
@@ -191,12 +193,13 @@ def test_history_lost_by_storage_is_recovered_from_the_checkpoint(ray_session, t
     progress = Path(trial.path) / "progress.csv"
     result = Path(trial.path) / "result.json"
     lines = progress.read_text().splitlines(keepends=True)
-    progress.write_text(lines[0] + "".join(lines[-2:]))  # header + epochs 3, 4
-    result.write_text("".join(result.read_text().splitlines(keepends=True)[-2:]))
+    progress.write_text(lines[0] + "".join(lines[e] for e in kept_epochs))  # header + kept epochs
+    rows = result.read_text().splitlines(keepends=True)
+    result.write_text("".join(rows[e - 1] for e in kept_epochs))
 
     again = Results.open(str(res.where.path))
     h = again.histories[trial.trial_id]
     assert list(h["epoch"]) == [1, 2, 3, 4]
-    assert list(h["from_checkpoint"]) == [True, True, False, False]
+    assert list(h["from_checkpoint"]) == [e not in kept_epochs for e in range(1, 5)]
     np.testing.assert_allclose(h["val_accuracy"], full["val_accuracy"])
     assert again.dataframe().set_index("trial_id").loc[trial.trial_id, "epochs"] == epochs
