@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     from pipeline.data import load_dataset
     from pipeline.spec import DataSpec
-    from pipeline.trainable import _fit_inputs, _released_graphs
+    from pipeline.trainable import _released_graphs, fit_inputs
 
     data = load_dataset(DataSpec(source="digits", validation_fraction=0.2, test_fraction=0.0),
                         seed=0).for_trials()
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
                     model.fit(data.x_train, data.y_train, batch_size=32, epochs=1, verbose=0,
                               validation_data=(data.x_val, data.y_val))
                 else:
-                    model.fit(**_fit_inputs(data, 32, 0), epochs=1, verbose=0)
+                    model.fit(**fit_inputs(data, 32, 0), epochs=1, verbose=0)
             model.save(os.path.join(tmp, "model.keras"))
             del model
 

@@ -313,34 +313,33 @@ def _build(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
     return model
 
 
+# fit() arguments that the tf.data inputs of the pipeline's trainable carry as well
+_PLAIN_FIT = {"batch_size", "shuffle"}
+
+
 def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callbacks: list,
          initial_epoch: int):
+    from pipeline.trainable import fit_inputs
+
     kwargs = dict(job.fit_kwargs)
-    if len(data.x_val):
-        kwargs["validation_data"] = (data.x_val, data.y_val)
     kwargs["callbacks"] = callbacks
     if initial_epoch:
         kwargs["initial_epoch"] = initial_epoch
     if job.custom_fit:
+        if len(data.x_val):
+            kwargs["validation_data"] = (data.x_val, data.y_val)
         if job.pass_epochs:
             kwargs["epochs"] = spec.training.epochs
         return job.hypermodel.fit(hp, model, data.x_train, data.y_train, **kwargs)
-    kwargs.update(epochs=spec.training.epochs, verbose=spec.training.verbose,
-                  batch_size=kwargs.get("batch_size") or spec.training.batch_size)
-    return model.fit(data.x_train, data.y_train, **kwargs)
-
-
-def _fence(spec: Spec) -> None:
-    """Size threads and cap GPU memory to the trial's share, as the pipeline's trainable does."""
-    try:
-        from pipeline.devices import configure
-    except ImportError:  # an older pipeline: threads only
-        from pipeline.trainable import _size_threads
-
-        _size_threads(spec.resources.cpu)
-        return
-    configure(spec.resources.cpu, spec.resources.gpu,
-              getattr(spec.resources, "gpu_memory_growth", False))
+    batch_size = kwargs.pop("batch_size", None) or spec.training.batch_size
+    kwargs.update(epochs=spec.training.epochs, verbose=spec.training.verbose)
+    if set(job.fit_kwargs) <= _PLAIN_FIT and job.fit_kwargs.get("shuffle", True) in (True, False):
+        # the same epochs as fit over the arrays, without rebuilding iterators every epoch
+        inputs = fit_inputs(data, batch_size, spec.seed, shuffle=kwargs.pop("shuffle", True))
+        return model.fit(**inputs, **kwargs)
+    if len(data.x_val):
+        kwargs["validation_data"] = (data.x_val, data.y_val)
+    return model.fit(data.x_train, data.y_train, batch_size=batch_size, **kwargs)
 
 
 def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
@@ -351,16 +350,19 @@ def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None
 
 
 def _run_trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    from pipeline.trainable import trial_session
+
+    res = spec.resources
+    with trial_session(res.cpu, res.gpu, memory_growth=res.gpu_memory_growth, seed=spec.seed):
+        _run_job(config, data, spec, job)
+
+
+def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
+    import keras
     from ray import tune
 
     from pipeline.trainable import _restore, hyperparameters
 
-    _fence(spec)
-    import keras
-
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(spec.seed)
     Reporter, Collector = _callback_classes()
     values = hyperparameters(spec, config)
     values.pop("__default__", None)  # the placeholder of a build without hyperparameters

@@ -320,18 +320,18 @@ def _objective_trainable(config: dict[str, Any], objective: Callable, actor,
 
 def _run_objective(config: dict[str, Any], objective: Callable, actor,
                    setup: dict[str, Any]) -> None:
+    from pipeline.trainable import trial_session
+
+    # fenced, clean session and graphs released as every trial; Keras only if the objective uses it
+    with trial_session(setup["cpu"], setup["gpu"], keras_only_if_loaded=True):
+        _objective_trial(config, objective, actor, setup)
+
+
+def _objective_trial(config: dict[str, Any], objective: Callable, actor,
+                     setup: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    import sys
-
-    if "keras" in sys.modules or "tensorflow" in sys.modules:  # a Keras objective: fence it
-        try:
-            from pipeline.devices import configure
-
-            configure(setup["cpu"], setup["gpu"])
-        except Exception:  # noqa: BLE001 - fencing is best effort for arbitrary objectives
-            pass
     number = ray.get(actor.ask.remote(tune.get_context().get_trial_id()))
     t = Trial(actor, number, setup["metrics"][0], len(setup["metrics"]) > 1, setup["ask_pruner"])
     try:
