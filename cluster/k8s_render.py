@@ -348,7 +348,7 @@ class Rendered:
         """The file: a comment naming the prerequisites, then the objects."""
         head = [f"# keras-ray-tune experiment {self.name}: rendered by `python -m pipeline k8s render`."]
         if self.prerequisites:
-            head.append("# Create first (this file cannot hold them):")
+            head.append("# Before applying, these must exist (this file cannot create them):")
             head += [f"#   {p.kind} {p.name} ({p.why}): {p.command}" for p in self.prerequisites]
         return "\n".join(head) + "\n" + dump_yaml(self.objects)
 
@@ -424,6 +424,26 @@ def _network_policies(name: str, namespace: str | None) -> list[dict]:
                 if sel.get(APP_LABEL) == APP and "namespaceSelector" not in peer:
                     sel[INSTANCE_LABEL] = name  # Ray pods of this experiment only
         out.append(np)
+    return out
+
+
+def _operator_prerequisites(policies: list[dict]) -> list[Prerequisite]:
+    """The pods outside the file a policy lets in: the KubeRay operator (it follows the job)."""
+    out = []
+    for np in policies:
+        for rule in np["spec"].get("ingress") or []:
+            for peer in rule.get("from") or []:
+                ns = ((peer.get("namespaceSelector") or {}).get("matchLabels") or {}).get(
+                    "kubernetes.io/metadata.name")
+                if ns is None:
+                    continue
+                labels = (peer.get("podSelector") or {}).get("matchLabels") or {}
+                selector = ",".join(f"{k}={v}" for k, v in labels.items())
+                out.append(Prerequisite(
+                    "KubeRay operator", ns,
+                    f"KubeRay >= 1.5, in namespace {ns}; NetworkPolicy {np['metadata']['name']} lets "
+                    "its pods reach the head's dashboard port",
+                    f"kubectl get pods -n {ns} -l {selector}"))
     return out
 
 
@@ -581,5 +601,7 @@ def render_experiment(
 
     sa = _base_doc("serviceaccount.yaml", "ServiceAccount", APP)
     sa["metadata"] = _meta(name, namespace, _labels(name))
-    objects = [sa, *_network_policies(name, namespace), configmap, job]
+    policies = _network_policies(name, namespace)
+    prerequisites += _operator_prerequisites(policies)
+    objects = [sa, *policies, configmap, job]
     return Rendered(name=name, namespace=namespace, objects=objects, prerequisites=prerequisites)

@@ -143,7 +143,7 @@ def _k8s_render(args) -> int:
     text = rendered.text()
     notes = []
     if rendered.prerequisites:
-        notes.append("create first (k8s render cannot; the pods wait for it):")
+        notes.append("before applying, these must exist (k8s render cannot create them):")
         notes += [f"  {p.kind} {p.name} ({p.why}):\n    {p.command}" for p in rendered.prerequisites]
     if out is None:
         print(text, end="")
