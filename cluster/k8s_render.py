@@ -1,4 +1,10 @@
-"""Render a KubeRay ``RayJob`` (plus its spec ``ConfigMap``) for one experiment.
+"""Render the Kubernetes objects of one experiment: a KubeRay ``RayJob`` and what it needs.
+
+``render_experiment`` (behind ``python -m pipeline k8s render``) returns the complete
+file: ServiceAccount, NetworkPolicies, spec ConfigMap and RayJob, named from the spec
+name, plus the prerequisites it cannot hold (the storage Secret, a claim, the KubeRay
+operator). It refuses storage that dies with the pods. ``render_rayjob`` below builds
+only the ConfigMap and RayJob (pods use the template's ServiceAccount).
 
 Pure Python (PyYAML + stdlib, no Ray import). The RayJob is built from the
 template ``k8s/base/rayjob.yaml`` of this repository, so it keeps that file's
@@ -483,7 +489,8 @@ def render_experiment(
     if storage is not None:
         raw = _override_storage(yaml.safe_load(spec_text), storage)
         spec = parse_spec(raw, source=f"{spec_path} with --storage {storage}")
-        spec_text = (f"# {spec_path} with storage.path replaced by `k8s render --storage`\n"
+        # the file's name only, so that the ConfigMap does not depend on where render ran
+        spec_text = (f"# {spec_path.name} with storage.path replaced by `k8s render --storage`\n"
                      + yaml.safe_dump(raw, sort_keys=False, default_flow_style=False))
 
     if name is None:
