@@ -231,6 +231,10 @@ def test_gpu_trials_get_the_cuda_image_and_fitting_workers(tmp_path):
     assert group["groupName"] == "gpu" and group["replicas"] == 1  # 2 trials share one GPU
     assert {c["image"] for _, t in pod_templates(job) for c in t["spec"]["containers"]} == {
         "ghcr.io/example/keras-ray-tune:0.1.0-gpu"}
+    spec.write_text(yaml.safe_dump(tiny_spec(tmp_path, resources={"cpu": 1, "gpu": 2}, storage="s3://b/e")))
+    (job,) = [d for d in render_experiment(spec, gpus_per_worker=2).objects if d["kind"] == "RayJob"]
+    (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert group["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
 
 
 # --------------------------------------------------------------------------- the command
@@ -264,6 +268,8 @@ def test_local_storage_is_refused_with_the_ways_that_work(tmp_path):
     ({"storage": {"path": "s3://b/e", "endpoint_override": "http://127.0.0.1:9000"}}, [],
      "storage.endpoint_override: 'http://127.0.0.1:9000'"),
     ({}, ["--storage", "ftp://x/y"], "storage.path: unsupported URI scheme"),
+    ({}, ["--gpus-per-worker", "0"], "--gpus-per-worker: must be a whole number >= 1"),
+    ({"resources": {"cpu": 1, "gpu": 2}}, ["--gpus-per-worker", "1"], "resources.gpu: 2 GPUs per trial"),
 ])
 def test_bad_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, sections, args, prefix):
     raw = tiny_spec(tmp_path, **{"storage": "s3://b/e", **sections})
