@@ -1,4 +1,10 @@
-"""Render a KubeRay ``RayJob`` (plus its spec ``ConfigMap``) for one experiment.
+"""Render the Kubernetes objects of one experiment: a KubeRay ``RayJob`` and what it needs.
+
+``render_experiment`` (behind ``python -m pipeline k8s render``) returns the complete
+file: ServiceAccount, NetworkPolicies, spec ConfigMap and RayJob, named from the spec
+name, plus the prerequisites it cannot hold (the storage Secret, a claim, the KubeRay
+operator). It refuses storage that dies with the pods. ``render_rayjob`` below builds
+only the ConfigMap and RayJob (pods use the template's ServiceAccount).
 
 Pure Python (PyYAML + stdlib, no Ray import). The RayJob is built from the
 template ``k8s/base/rayjob.yaml`` of this repository, so it keeps that file's
@@ -51,12 +57,14 @@ from __future__ import annotations
 import copy
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-__all__ = ["render_rayjob", "dump_yaml", "DEFAULT_IMAGE", "TEMPLATE_PATH"]
+__all__ = ["render_rayjob", "render_experiment", "Rendered", "Prerequisite", "RenderError", "dump_yaml",
+           "k8s_name", "DEFAULT_IMAGE", "TEMPLATE_PATH"]
 
 DEFAULT_IMAGE = "ghcr.io/example/keras-ray-tune:0.1.0"
 # The template lives in the source tree (k8s/ is not part of the installed
@@ -304,3 +312,306 @@ def dump_yaml(objs: Iterable[dict]) -> str:
         list(objs), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
         explicit_start=False, width=1000,
     )
+
+
+# --------------------------------------------------------------------------- a complete, appliable file
+
+BASE_DIR = TEMPLATE_PATH.parent
+APP_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+APP = "keras-ray-tune"
+# Where a PersistentVolumeClaim holding a relative storage folder is mounted; the
+# pipeline resolves relative folders against PIPELINE_STORAGE_BASE.
+PVC_MOUNT = "/mnt/storage"
+PVC_VOLUME = "storage"
+GCS_KEY_DIR = "/var/run/secrets/storage"
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LOOPBACK = ("localhost", "127.", "[::1]", "0.0.0.0")
+
+
+class RenderError(ValueError):
+    """Bad input for ``k8s render``; the message starts with the field it is about."""
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """An object the rendered file refers to but cannot hold (it carries credentials or data)."""
+
+    kind: str
+    name: str
+    why: str
+    command: str
+
+
+@dataclass
+class Rendered:
+    name: str
+    namespace: str | None
+    objects: list[dict]
+    prerequisites: list[Prerequisite] = field(default_factory=list)
+
+    def text(self) -> str:
+        """The file: a comment naming the prerequisites, then the objects."""
+        head = [f"# keras-ray-tune experiment {self.name}: rendered by `python -m pipeline k8s render`."]
+        if self.prerequisites:
+            head.append("# Before applying, these must exist (this file cannot create them):")
+            head += [f"#   {p.kind} {p.name} ({p.why}): {p.command}" for p in self.prerequisites]
+        return "\n".join(head) + "\n" + dump_yaml(self.objects)
+
+
+def k8s_name(spec_name: str) -> str:
+    """The object name derived from a spec name: lowercase, '_' and '.' become '-'."""
+    return spec_name.lower().replace("_", "-").replace(".", "-")
+
+
+def _kubectl(namespace: str | None) -> str:
+    return f"kubectl -n {namespace}" if namespace else "kubectl"
+
+
+def _storage_kind(path: str) -> str:
+    if "://" not in path or path.startswith("file://"):
+        return "local"
+    return {"gcs": "gs"}.get(path.split("://", 1)[0], path.split("://", 1)[0])
+
+
+def _storage_hint(namespace: str | None) -> str:
+    return ("use storage the pods do not own: --storage s3://BUCKET/PREFIX (credentials from a "
+            "Secret this command names), --storage gs://BUCKET/PREFIX, or keep the folder on a "
+            "PersistentVolumeClaim every Ray pod mounts: --pvc CLAIM (ReadWriteMany, "
+            f"created beforehand in the namespace{' ' + namespace if namespace else ''})")
+
+
+def _override_storage(raw: dict, storage: str) -> dict:
+    raw = dict(raw)
+    current = raw.get("storage")
+    raw["storage"] = {**current, "path": storage} if isinstance(current, dict) else {"path": storage}
+    return raw
+
+
+def _pod_templates(job: dict) -> list[dict]:
+    spec = job["spec"]
+    rc = spec["rayClusterSpec"]
+    out = [rc["headGroupSpec"]["template"]] + [g["template"] for g in rc["workerGroupSpecs"]]
+    return out + ([spec["submitterPodTemplate"]] if spec.get("submitterPodTemplate") else [])
+
+
+def _labels(name: str) -> dict:
+    return {APP_LABEL: APP, INSTANCE_LABEL: name}
+
+
+def _meta(name: str, namespace: str | None, labels: dict) -> dict:
+    meta: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    meta["labels"] = labels
+    return meta
+
+
+def _base_doc(filename: str, kind: str, name: str) -> dict:
+    path = BASE_DIR / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; render from a source checkout")
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc and doc.get("kind") == kind and doc["metadata"]["name"] == name:
+            return copy.deepcopy(doc)
+    raise ValueError(f"{path}: no {kind} {name}")
+
+
+def _network_policies(name: str, namespace: str | None) -> list[dict]:
+    """The base's two policies, narrowed to this experiment's pods (label instance=name)."""
+    out = []
+    for suffix in ("ray-internal", "head-ingress"):
+        np = _base_doc("networkpolicy.yaml", "NetworkPolicy", f"{APP}-{suffix}")
+        np["metadata"] = _meta(f"{name}-{suffix}", namespace, _labels(name))
+        np["spec"]["podSelector"]["matchLabels"][INSTANCE_LABEL] = name
+        for rule in np["spec"].get("ingress") or []:
+            for peer in rule.get("from") or []:
+                sel = (peer.get("podSelector") or {}).get("matchLabels") or {}
+                if sel.get(APP_LABEL) == APP and "namespaceSelector" not in peer:
+                    sel[INSTANCE_LABEL] = name  # Ray pods of this experiment only
+        out.append(np)
+    return out
+
+
+def _operator_prerequisites(policies: list[dict]) -> list[Prerequisite]:
+    """The pods outside the file a policy lets in: the KubeRay operator (it follows the job)."""
+    out = []
+    for np in policies:
+        for rule in np["spec"].get("ingress") or []:
+            for peer in rule.get("from") or []:
+                ns = ((peer.get("namespaceSelector") or {}).get("matchLabels") or {}).get(
+                    "kubernetes.io/metadata.name")
+                if ns is None:
+                    continue
+                labels = (peer.get("podSelector") or {}).get("matchLabels") or {}
+                selector = ",".join(f"{k}={v}" for k, v in labels.items())
+                out.append(Prerequisite(
+                    "KubeRay operator", ns,
+                    f"KubeRay >= 1.5, in namespace {ns}; NetworkPolicy {np['metadata']['name']} lets "
+                    "its pods reach the head's dashboard port",
+                    f"kubectl get pods -n {ns} -l {selector}"))
+    return out
+
+
+def render_experiment(
+    spec_path: str | Path,
+    *,
+    name: str | None = None,
+    namespace: str | None = None,
+    image: str | None = None,
+    storage: str | None = None,
+    pvc: str | None = None,
+    secret: str | None = None,
+    cpus_per_worker: int = 4,
+    gpus_per_worker: int = 1,
+) -> Rendered:
+    """Everything one experiment needs in a namespace, as one appliable file.
+
+    ``ServiceAccount``, two ``NetworkPolicy`` objects (the base's, narrowed to this
+    experiment's pods), the spec ``ConfigMap`` and the ``RayJob``, all named from the
+    spec name (``<name>``, ``<name>-ray-internal``, ``<name>-head-ingress``,
+    ``<name>-spec``) and in ``namespace`` when given. What it cannot hold (a Secret
+    with storage credentials, a PersistentVolumeClaim with data) is returned as
+    ``prerequisites`` with the command that creates or checks it.
+
+    ``storage`` replaces the spec's ``storage.path``. Storage must outlive the pods:
+    ``s3://`` / ``gs://`` (credentials from Secret ``secret``, default
+    ``<name>-storage``) or a local folder on PersistentVolumeClaim ``pvc``; anything
+    else raises :class:`RenderError` (``storage: ...``), as do names that are not
+    Kubernetes object names and trials a worker cannot hold. Raises
+    ``pipeline.spec.SpecError`` for an invalid spec.
+    """
+    from pipeline.spec import load_spec, parse_spec
+
+    spec_path = Path(spec_path)
+    spec = load_spec(spec_path)
+    spec_text = spec_path.read_text()
+    if storage is not None:
+        raw = _override_storage(yaml.safe_load(spec_text), storage)
+        spec = parse_spec(raw, source=f"{spec_path} with --storage {storage}")
+        # the file's name only, so that the ConfigMap does not depend on where render ran
+        spec_text = (f"# {spec_path.name} with storage.path replaced by `k8s render --storage`\n"
+                     + yaml.safe_dump(raw, sort_keys=False, default_flow_style=False))
+
+    if name is None:
+        name = k8s_name(spec.name)
+        if not (_DNS1035.match(name) and len(name) <= MAX_RAYJOB_NAME):
+            raise RenderError(
+                f"name: the spec name {spec.name!r} gives {name!r}, which is not a valid Kubernetes "
+                f"RayJob name (a letter first, then lowercase letters, digits and '-', at most "
+                f"{MAX_RAYJOB_NAME} characters); pass --name")
+    try:
+        _check_label("name", name, max_len=MAX_RAYJOB_NAME, dns1035=True)
+        if namespace is not None:
+            _check_label("namespace", namespace, max_len=63, dns1035=False)
+    except ValueError as exc:
+        raise RenderError(str(exc)) from None
+    for field_name, value in (("--pvc", pvc), ("--secret", secret)):
+        if value is not None and (len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value)):
+            raise RenderError(f"{field_name}: {value!r} is not a valid Kubernetes object name "
+                              "(lowercase letters, digits, '-' and '.', at most 253 characters)")
+
+    for flag, value in (("--cpus-per-worker", cpus_per_worker), ("--gpus-per-worker", gpus_per_worker)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RenderError(f"{flag}: must be a whole number >= 1, got {value!r}")
+    cpu, gpu = spec.resources.cpu, spec.resources.gpu
+    if gpu > gpus_per_worker + _EPS:
+        raise RenderError(
+            f"resources.gpu: {gpu:g} GPUs per trial do not fit a rendered GPU worker of "
+            f"{gpus_per_worker} GPU(s); lower resources.gpu or pass --gpus-per-worker {math.ceil(gpu)}")
+    if gpu == 0 and cpu > cpus_per_worker + _EPS:
+        raise RenderError(
+            f"resources.cpu: {cpu:g} CPUs per trial do not fit a rendered worker of {cpus_per_worker} "
+            f"CPUs; lower resources.cpu or pass --cpus-per-worker {math.ceil(cpu)}")
+    if image is None:
+        image = DEFAULT_IMAGE + ("-gpu" if gpu > 0 else "")
+
+    path, kubectl = spec.storage.path, _kubectl(namespace)
+    kind = _storage_kind(path)
+    prerequisites: list[Prerequisite] = []
+    env: list[dict] = []
+    env_from: list[dict] = []
+    volumes: list[dict] = []
+    mounts: list[dict] = []
+    if kind == "local":
+        if pvc is None:
+            raise RenderError(
+                f"storage: {path!r} is a folder in the pods' own filesystem: KubeRay deletes the "
+                "pods, with every result and checkpoint, ttlSecondsAfterFinished (600 s) after the "
+                f"job ends, and a retried attempt cannot resume from it; {_storage_hint(namespace)}")
+        local = path.removeprefix("file://")
+        mount = local if local.startswith("/") else PVC_MOUNT
+        if not local.startswith("/"):
+            env.append({"name": "PIPELINE_STORAGE_BASE", "value": PVC_MOUNT})
+        volumes.append({"name": PVC_VOLUME, "persistentVolumeClaim": {"claimName": pvc}})
+        mounts.append({"name": PVC_VOLUME, "mountPath": mount})
+        prerequisites.append(Prerequisite(
+            "PersistentVolumeClaim", pvc,
+            "holds the results; ReadWriteMany, so that the head and every worker mount it",
+            f"{kubectl} get pvc {pvc}"))
+    else:
+        if pvc is not None:
+            raise RenderError(f"--pvc: storage is {path!r}, not a local folder; drop --pvc "
+                              "(or pass --storage with a relative folder to keep on the claim)")
+        if kind not in ("s3", "gs"):
+            raise RenderError(f"storage: {path!r}: k8s render supports s3:// and gs:// storage, or a "
+                              f"local folder on a claim; {_storage_hint(namespace)}")
+        endpoint = spec.storage.endpoint_override or ""
+        host = endpoint.split("://", 1)[-1]
+        if endpoint and host.startswith(_LOOPBACK):
+            raise RenderError(
+                f"storage.endpoint_override: {endpoint!r} is the pod itself inside the cluster; use an "
+                "address the pods reach (for MinIO in the cluster: http://minio.<namespace>:9000)")
+        secret = secret or f"{name}-storage"
+        if kind == "s3":
+            env_from.append({"secretRef": {"name": secret}})
+            prerequisites.append(Prerequisite(
+                "Secret", secret, "S3 credentials, as environment variables of the Ray pods",
+                f'{kubectl} create secret generic {secret} --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" '
+                f'--from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"'))
+        else:
+            volumes.append({"name": "storage-credentials", "secret": {"secretName": secret}})
+            mounts.append({"name": "storage-credentials", "mountPath": GCS_KEY_DIR, "readOnly": True})
+            env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIR}/key.json"})
+            prerequisites.append(Prerequisite(
+                "Secret", secret, "Google Cloud service account key, mounted into the Ray pods",
+                f'{kubectl} create secret generic {secret} '
+                f'--from-file=key.json="$GOOGLE_APPLICATION_CREDENTIALS"'))
+
+    try:
+        configmap, job = render_rayjob(
+            name=name, spec_text=spec_text, cpu_per_trial=cpu, gpu_per_trial=gpu,
+            # unset, the rendered cluster holds 2 trials at a time (its size is fixed)
+            max_concurrent=spec.search.max_concurrent or min(2, spec.num_trials),
+            image=image, namespace=namespace, cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker)
+    except ValueError as exc:
+        raise RenderError(str(exc)) from None
+
+    configmap["metadata"]["labels"] = _labels(name)
+    job["metadata"]["labels"] = {**job["metadata"]["labels"], INSTANCE_LABEL: name}
+    rc = job["spec"]["rayClusterSpec"]
+    ray_pods = [rc["headGroupSpec"]["template"]] + [g["template"] for g in rc["workerGroupSpecs"]]
+    for template in _pod_templates(job):
+        template.setdefault("metadata", {}).setdefault("labels", {})[INSTANCE_LABEL] = name
+        pod = template["spec"]
+        pod["serviceAccountName"] = name
+        for container in _containers(pod):
+            # the template's shared, optional credentials Secret is replaced by this experiment's
+            container.pop("envFrom", None)
+    for template in ray_pods:
+        pod = template["spec"]
+        pod["volumes"] = list(pod.get("volumes") or []) + copy.deepcopy(volumes)
+        container = pod["containers"][0]
+        if env_from:
+            container["envFrom"] = copy.deepcopy(env_from)
+        if env:
+            container["env"] = list(container.get("env") or []) + copy.deepcopy(env)
+        container["volumeMounts"] = list(container.get("volumeMounts") or []) + copy.deepcopy(mounts)
+
+    sa = _base_doc("serviceaccount.yaml", "ServiceAccount", APP)
+    sa["metadata"] = _meta(name, namespace, _labels(name))
+    policies = _network_policies(name, namespace)
+    prerequisites += _operator_prerequisites(policies)
+    objects = [sa, *policies, configmap, job]
+    return Rendered(name=name, namespace=namespace, objects=objects, prerequisites=prerequisites)

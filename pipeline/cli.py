@@ -129,23 +129,36 @@ def _cluster_down(args) -> int:
 def _k8s_render(args) -> int:
     from pathlib import Path
 
-    from cluster.k8s_render import dump_yaml, render_rayjob
+    from cluster.k8s_render import render_experiment
 
-    spec = load_spec(args.spec)
-    objs = render_rayjob(
-        name=args.name or spec.name.lower().replace("_", "-").replace(".", "-"),
-        spec_text=Path(args.spec).read_text(),
-        cpu_per_trial=spec.resources.cpu, gpu_per_trial=spec.resources.gpu,
-        # unset, the rendered cluster holds 2 trials at a time (its size is fixed in the manifest)
-        max_concurrent=spec.search.max_concurrent or min(2, spec.num_trials), image=args.image,
-        namespace=args.namespace,
-    )
-    text = dump_yaml(objs)
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}: ConfigMap + RayJob; apply with: kubectl apply -f {args.output}")
-    else:
+    out = Path(args.output) if args.output else None
+    if out is not None and out.exists() and not args.force:  # checked first: nothing is written
+        raise ValueError(f"--output: {out} exists; pass --force to replace it")
+    if out is not None and not out.parent.is_dir():
+        raise ValueError(f"--output: folder {out.parent} does not exist")
+    rendered = render_experiment(
+        args.spec, name=args.name, namespace=args.namespace, image=args.image, storage=args.storage,
+        pvc=args.pvc, secret=args.secret, cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker)
+    text = rendered.text()
+    notes = []
+    if rendered.prerequisites:
+        notes.append("before applying, these must exist (k8s render cannot create them):")
+        notes += [f"  {p.kind} {p.name} ({p.why}):\n    {p.command}" for p in rendered.prerequisites]
+    if out is None:
         print(text, end="")
+        for line in notes:
+            print(line, file=sys.stderr)
+        return 0
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    kinds = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in rendered.objects)
+    where = f" in namespace {rendered.namespace}" if rendered.namespace else ""
+    print(f"wrote {out}: {kinds}{where}")
+    for line in notes:
+        print(line)
+    print(f"apply with: kubectl apply -f {out}")
     return 0
 
 
@@ -241,12 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     k8 = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests")
     k8sub = k8.add_subparsers(dest="k8s_command", required=True, parser_class=_Parser)
-    p = k8sub.add_parser("render", help="write the RayJob + ConfigMap for a spec")
+    p = k8sub.add_parser("render", help="write everything a spec's RayJob needs in one namespace")
     p.add_argument("spec")
-    p.add_argument("--name", help="RayJob name (default: from the spec)")
-    p.add_argument("--image", default="ghcr.io/example/keras-ray-tune:0.1.0")
-    p.add_argument("--namespace")
+    p.add_argument("--name", help="name of the RayJob and its objects (default: from the spec's name)")
+    p.add_argument("--image", help="default: ghcr.io/example/keras-ray-tune:0.1.0 (-gpu for GPU trials)")
+    p.add_argument("--namespace", help="set on every object (default: kubectl's current namespace)")
+    p.add_argument("--storage", metavar="URI", help="replace the spec's storage.path (s3://, gs://)")
+    p.add_argument("--pvc", metavar="CLAIM", help="keep a local storage folder on this PersistentVolumeClaim")
+    p.add_argument("--secret", help="Secret with the storage credentials (default: NAME-storage)")
+    p.add_argument("--cpus-per-worker", type=int, default=4)
+    p.add_argument("--gpus-per-worker", type=int, default=1)
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.add_argument("--force", action="store_true", help="replace an existing --output file")
     p.set_defaults(func=_k8s_render)
     return parser
 

@@ -217,13 +217,13 @@ def security_context_errors(sc: dict | None, where: str) -> list[str]:
     return errs
 
 
-def pod_errors(template: dict, where: str) -> list[str]:
+def pod_errors(template: dict, where: str, service_account: str = SERVICE_ACCOUNT) -> list[str]:
     pod = template.get("spec") or {}
     errs = []
     if not pod.get("containers"):
         errs.append(f"{where}: needs at least one container")
-    if pod.get("serviceAccountName") != SERVICE_ACCOUNT:
-        errs.append(f"{where}: serviceAccountName must be {SERVICE_ACCOUNT}")
+    if pod.get("serviceAccountName") != service_account:
+        errs.append(f"{where}: serviceAccountName must be {service_account}")
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(key):
             errs.append(f"{where}: {key} violates the restricted Pod Security Standard")
@@ -274,7 +274,7 @@ def cluster_spec_errors(cluster: dict, where: str) -> list[str]:
     return errs
 
 
-def controller_rule_errors(doc: dict) -> list[str]:
+def controller_rule_errors(doc: dict, service_account: str = SERVICE_ACCOUNT) -> list[str]:
     """Rules the CRD schema cannot express (KubeRay controller + project policy)."""
     kind, spec = doc["kind"], doc.get("spec") or {}
     name = (doc.get("metadata") or {}).get("name", "")
@@ -298,7 +298,7 @@ def controller_rule_errors(doc: dict) -> list[str]:
     else:
         errs += cluster_spec_errors(spec, "spec")
     for where, template in pod_templates(doc):
-        errs += pod_errors(template, where)
+        errs += pod_errors(template, where, service_account)
     return errs
 
 
