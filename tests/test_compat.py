@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import ray
 import pytest
 
 from pipeline.compat import keras_tuner as kt
@@ -184,8 +185,15 @@ def test_tuner_specs_map_keras_tuner_arguments(tmp_path):
     hb = kt.Hyperband(build, objective="val_loss", max_epochs=9, factor=3, directory=str(tmp_path),
                       project_name="hb", resources_per_trial={"cpu": 1, "gpu": 0.5})
     spec = hb.build_spec()
-    assert (spec.searcher.name, spec.scheduler.name, spec.training.epochs) == ("tpe", "hyperband", 9)
-    assert spec.scheduler.options["reduction_factor"] == 3 and spec.resources.gpu == 0.5
+    # KerasTuner's brackets for max_epochs=9, factor=3: 3 brackets, first cut after 9/3**2 epochs
+    assert (spec.searcher.name, spec.scheduler.name, spec.training.epochs) == ("tpe", "asha", 9)
+    assert spec.scheduler.options == {"reduction_factor": 3, "grace_period": 1, "brackets": 3}
+    assert spec.resources.gpu == 0.5
+    exact = kt.Hyperband(build, objective="val_loss", max_epochs=15, factor=3, synchronous=True,
+                         directory=str(tmp_path), project_name="hb-sync").build_spec()
+    assert (exact.scheduler.name, exact.scheduler.options) == ("hyperband", {"reduction_factor": 3})
+    assert kt.Hyperband(build, max_epochs=15, factor=3, directory=str(tmp_path), project_name="hb15",
+                        objective="val_loss").build_spec().scheduler.options["grace_period"] == 2
     assert spec.search.trials == kt._hyperband_trials(9, 3, 1) > 1
     assert spec.objective.mode == "min"
     assert spec.space["units"] == {"type": "choice", "values": [2, 4, 8, 16, 32, 64]}
@@ -245,7 +253,11 @@ def test_optuna_seed_example(tmp_path, monkeypatch, ray_session, capsys):
 
     print(study.best_params)
 
-    assert f"{study.best_params}" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert f"{study.best_params}" in captured.out
+    # n_jobs not given: as many at a time as the cluster holds, and said so
+    cpus = int(ray.cluster_resources()["CPU"])
+    assert f"optimize: {min(2, cpus)} trial(s) at a time (n_jobs not given" in captured.err
     trials = study.trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert set(study.best_params) == {"units", "learning_rate"}
@@ -318,7 +330,7 @@ def test_optuna_front_door_samples_what_plain_optuna_samples(tmp_path, ray_sessi
 
     ours = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3),
                                results_path=str(tmp_path), study_name="same-space")
-    ours.optimize(objective, n_trials=6)
+    ours.optimize(objective, n_trials=6, n_jobs=1)  # Optuna's order: one after another
     reference = plain_optuna.create_study(sampler=plain_optuna.samplers.RandomSampler(seed=3))
     reference.optimize(objective, n_trials=6)
 
@@ -333,7 +345,7 @@ def test_optuna_front_door_samples_what_plain_optuna_samples(tmp_path, ray_sessi
     assert ours.best_value == reference.best_value
     assert any("f" in t.params for t in ours.trials) and any("f" not in t.params for t in ours.trials)
     # a second optimize continues the same study (the sampler state came back from the actor)
-    ours.optimize(objective, n_trials=2)
+    ours.optimize(objective, n_trials=2, n_jobs=1)
     reference.optimize(objective, n_trials=2)
     assert [t.params for t in ours.trials] == [t.params for t in reference.trials]
 
@@ -360,7 +372,7 @@ def test_optuna_front_door_runs_nsga2_as_plain_optuna_does(tmp_path, ray_session
     ours = optuna.create_study(directions=["maximize", "minimize"],
                                sampler=optuna.samplers.NSGAIISampler(seed=2, population_size=4),
                                results_path=str(tmp_path), study_name="nsga2")
-    ours.optimize(objective, n_trials=8)
+    ours.optimize(objective, n_trials=8, n_jobs=1)
     reference = plain_optuna.create_study(
         directions=["maximize", "minimize"],
         sampler=plain_optuna.samplers.NSGAIISampler(seed=2, population_size=4))

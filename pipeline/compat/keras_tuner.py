@@ -27,8 +27,9 @@ GridSearch               grid (manual when   fifo
                          the grid short)
 BayesianOptimization     gp (tpe when torch  fifo
                          is not installed)
-Hyperband                tpe                 hyperband (``max_t=max_epochs``,
-                                             ``reduction_factor=factor``)
+Hyperband                tpe                 asha with KerasTuner's brackets
+                                             (``max_t=max_epochs``, ``reduction_factor=
+                                             factor``); ``synchronous=True``: hyperband
 =======================  ==================  =============================================
 
 ``search(x, y, ...)`` runs the trials through :func:`pipeline.runner.run` with a
@@ -468,12 +469,19 @@ _IGNORED = {"logger", "tuner_id", "distribution_strategy", "max_model_size", "or
 _TERMINAL = {"TERMINATED", "ERROR"}
 
 
-def _hyperband_trials(max_epochs: int, factor: int, iterations: int) -> int:
-    """Configurations KerasTuner's Hyperband tries: the first round of every bracket."""
+def _hyperband_brackets(max_epochs: int, factor: int) -> int:
+    """KerasTuner's number of Hyperband brackets: how often ``factor`` divides ``max_epochs``
+    before the budget falls below one epoch."""
     brackets, epochs = 0, float(max_epochs)
     while epochs >= 1:
         epochs /= factor
         brackets += 1
+    return brackets
+
+
+def _hyperband_trials(max_epochs: int, factor: int, iterations: int) -> int:
+    """Configurations KerasTuner's Hyperband tries: the first round of every bracket."""
+    brackets = _hyperband_brackets(max_epochs, factor)
     end0 = math.ceil(1 + math.log(max_epochs, factor))
     per_iteration = sum(math.ceil(end0 / (b + 1) * factor ** b) for b in range(brackets))
     return max(1, per_iteration * max(1, iterations))
@@ -932,17 +940,28 @@ class BayesianOptimization(Tuner):
 
 
 class Hyperband(Tuner):
-    """HyperBand: Ray's HyperBandScheduler over TPE suggestions, up to ``max_epochs`` epochs."""
+    """Hyperband's brackets over TPE suggestions, up to ``max_epochs`` epochs per trial.
+
+    By default the brackets run as asynchronous successive halving (Ray's ASHA): the same
+    number of configurations, the same brackets (``max_epochs / factor**s`` epochs before
+    the first cut, at most ``max_epochs``) and the same ``factor``, but a trial is cut or
+    promoted as soon as its rung has enough results instead of waiting for its whole
+    bracket, so no CPU idles and no trial is paused, saved and restored.
+    ``synchronous=True`` runs KerasTuner's exact synchronous brackets (Ray's HyperBand).
+    """
 
     _searcher = "tpe"
-    _scheduler = "hyperband"
+    _scheduler = "asha"
 
     def __init__(self, hypermodel=None, objective=None, max_epochs: int = 100, factor: int = 3,
                  hyperband_iterations: int = 1, seed=None, hyperparameters=None,
                  tune_new_entries=True, allow_new_entries=True, max_retries_per_trial=0,
-                 max_consecutive_failed_trials=3, max_trials: int | None = None, **kwargs):
+                 max_consecutive_failed_trials=3, max_trials: int | None = None,
+                 synchronous: bool = False, **kwargs):
         self.max_epochs, self.factor = int(max_epochs), int(factor)
         self.hyperband_iterations = int(hyperband_iterations)
+        if synchronous and not kwargs.get("scheduler"):
+            kwargs["scheduler"] = "hyperband"
         super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
                          allow_new_entries=allow_new_entries,
@@ -950,6 +969,11 @@ class Hyperband(Tuner):
                          max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
         if self.scheduler in ("hyperband", "asha"):
             self.scheduler_options.setdefault("reduction_factor", self.factor)
+        if self.scheduler == "asha":
+            brackets = _hyperband_brackets(self.max_epochs, self.factor)
+            first_cut = math.ceil(self.max_epochs / self.factor ** (brackets - 1))
+            self.scheduler_options.setdefault("grace_period", max(1, first_cut))
+            self.scheduler_options.setdefault("brackets", brackets)
 
     def _trials(self) -> int | None:
         n = _hyperband_trials(self.max_epochs, self.factor, self.hyperband_iterations)

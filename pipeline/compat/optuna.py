@@ -28,18 +28,20 @@ After ``optimize`` the study is an ordinary Optuna study on the driver:
 Optuna's (e.g. ``sqlite:///study.db``); with it ``load_if_exists`` works as in
 Optuna.
 
-Differences from Optuna: ``n_jobs`` runs Tune trials in parallel (``-1``: as
-many as the cluster's CPUs allow); Tune's schedulers count reports, not
-``step`` values; an objective failing with an exception not in ``catch``
-re-raises it after all trials ran (Optuna stops at once); ``callbacks`` run in
-the study actor after each trial; ``study.stop()`` is not supported inside
-objectives.
+Differences from Optuna: ``n_jobs`` runs Tune trials in parallel, and when it is
+not given as many at a time as the cluster's CPUs hold (said on stderr when
+``optimize`` starts; ``n_jobs=1`` runs them one after another, in Optuna's
+order); Tune's schedulers count reports, not ``step`` values; an objective
+failing with an exception not in ``catch`` re-raises it after all trials ran
+(Optuna stops at once); ``callbacks`` run in the study actor after each trial;
+``study.stop()`` is not supported inside objectives.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
+import sys
 import uuid
 import warnings
 from typing import Any, Callable, Iterable, Sequence
@@ -428,16 +430,22 @@ class Study:
         }
         return parse_spec(raw, source="optuna study"), metrics, ask_pruner
 
-    def _concurrency(self, n_jobs: int) -> int:
+    def _concurrency(self, n_jobs: int | None) -> tuple[int, str]:
+        """Trials at a time, and why: ``n_jobs`` as given (-1: what the cluster holds);
+        not given: what the cluster holds (Optuna itself would run one at a time)."""
         import ray
 
-        if n_jobs is None or n_jobs == 0:
-            return 1
-        if n_jobs < 0:
-            cpus = ray.cluster_resources().get("CPU", 1)
-            per = float(self.resources_per_trial.get("cpu", 1)) or 1
-            return max(1, int(cpus // per))
-        return int(n_jobs)
+        if n_jobs is not None and n_jobs > 0:
+            return int(n_jobs), f"n_jobs={n_jobs}"
+        if n_jobs == 0:
+            raise ValueError("n_jobs must be a positive number, -1 or None, not 0")
+        cpus = ray.cluster_resources().get("CPU", 1)
+        per = float(self.resources_per_trial.get("cpu", 1)) or 1
+        n = max(1, int(cpus // per))
+        why = ("n_jobs=-1: as many as the cluster's CPUs hold" if n_jobs == -1 else
+               "n_jobs not given: as many as the cluster's CPUs hold; n_jobs=1 runs them one "
+               "after another as Optuna does")
+        return n, why
 
     def _free_name(self) -> str:
         from pipeline.storage import locate
@@ -450,7 +458,7 @@ class Study:
         return name
 
     def optimize(self, func: Callable, n_trials: int | None = None, timeout: float | None = None,
-                 n_jobs: int = 1, catch: Iterable[type[Exception]] | type[Exception] = (),
+                 n_jobs: int | None = None, catch: Iterable[type[Exception]] | type[Exception] = (),
                  callbacks: Iterable[Callable] | None = None, gc_after_trial: bool = False,
                  show_progress_bar: bool = False) -> None:
         """Run ``n_trials`` trials of ``func`` (or until ``timeout`` seconds) as Ray Tune trials."""
@@ -469,7 +477,10 @@ class Study:
         verbosity = _optuna.logging.get_verbosity()
         in_memory = self._storage is None or isinstance(self._storage, _optuna.storages.InMemoryStorage)
         with ray_session(self.address):
-            concurrency = self._concurrency(n_jobs)
+            concurrency, why = self._concurrency(n_jobs)
+            if n_trials:
+                concurrency = min(concurrency, int(n_trials))
+            print(f"optimize: {concurrency} trial(s) at a time ({why})", file=sys.stderr, flush=True)
             name = self._free_name()
             spec, metrics, ask_pruner = self._spec(n_trials, timeout, concurrency, name)
             create = {"directions": list(self._study.directions), "sampler": self._study.sampler,
