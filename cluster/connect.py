@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -71,18 +73,9 @@ def nodes_not_seeing(folder: str, timeout_s: float = 60.0) -> list[str]:
             for n, seen in zip(nodes, answers) if not seen]
 
 
-@contextmanager
-def ray_session(address: str | None = None, *, dashboard: bool = False) -> Iterator[None]:
-    """Start Ray locally (lean: no dashboard unless asked) or join ``address``.
-
-    Reuses an already initialized Ray (tests, notebooks) and leaves it running;
-    otherwise shuts down what it started.
-    """
+def _init(address: str | None, dashboard: bool) -> None:
     import ray
 
-    if ray.is_initialized():
-        yield
-        return
     # Snapshots forced by checkpoint retention are the price of durability, not a problem.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     address = address or os.environ.get("RAY_ADDRESS")
@@ -98,6 +91,103 @@ def ray_session(address: str | None = None, *, dashboard: bool = False) -> Itera
             raise ClusterConnectError(f"could not join the Ray cluster at {address}: {exc}{hint}") from None
     else:
         ray.init(include_dashboard=dashboard, **kwargs)
+
+
+class _NotMainThread(logging.Filter):
+    """Drops Ray's note that a Ray started off the main thread sets no SIGTERM handler
+    (the early start's processes end with the process anyway)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+def _no_start() -> None:
+    return None
+
+
+class EarlyStart:
+    """Ray started (or joined) in the background, ahead of the :func:`ray_session` that uses it.
+
+    The front doors begin this when the tuner or study is created, so that Ray's processes
+    start while the user's script still prepares its data, instead of after ``search()`` or
+    ``optimize()`` is called. Nothing happens when Ray is already initialized. The starting
+    thread stays alive until :meth:`stop` (Ray's child processes are tied to the thread that
+    started them). Errors are raised where the session is used, not in the background.
+    """
+
+    def __init__(self, address: str | None = None):
+        import ray
+
+        self.address = address
+        self.error: BaseException | None = None
+        self._ready, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+        if ray.is_initialized():
+            self._ready.set()
+            return
+        self._thread = threading.Thread(target=self._run, name="ray-early-start", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        quiet = _NotMainThread()
+        logger = logging.getLogger("ray._private.worker")
+        logger.addFilter(quiet)
+        try:
+            _init(self.address, dashboard=False)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the user's thread
+            self.error = exc
+        finally:
+            logger.removeFilter(quiet)
+            self._ready.set()
+        self._stop.wait()
+
+    def __reduce__(self):  # a tuner or study captured by a trial travels without its start
+        return (_no_start, ())
+
+    @property
+    def owned(self) -> bool:
+        """Whether this start began Ray (and so its session ends it)."""
+        return self._thread is not None
+
+    def wait(self) -> None:
+        self._ready.wait()
+        if self.error is not None:
+            error, self.error = self.error, None
+            self._thread = None
+            raise error
+
+    def stop(self) -> None:
+        import ray
+
+        if self._thread is not None:
+            ray.shutdown()
+            self._stop.set()
+            self._thread.join(timeout=30)
+            self._thread = None
+
+
+@contextmanager
+def ray_session(address: str | None = None, *, dashboard: bool = False,
+                early: EarlyStart | None = None) -> Iterator[None]:
+    """Start Ray locally (lean: no dashboard unless asked) or join ``address``.
+
+    Reuses an already initialized Ray (tests, notebooks) and leaves it running;
+    otherwise shuts down what it started. ``early``: an :class:`EarlyStart` begun
+    before, waited for here and ended with this session when it started Ray.
+    """
+    import ray
+
+    if early is not None and early.owned:
+        early.wait()
+        try:
+            yield
+        finally:
+            early.stop()
+        return
+    if ray.is_initialized():
+        yield
+        return
+    _init(address, dashboard)
     try:
         yield
     finally:

@@ -100,8 +100,9 @@ class Results:
         frames = dict(self._analysis.trial_dataframes)
         for trial in self._analysis.trials:
             df = frames.get(trial.trial_id)
-            have = set(df["epoch"].dropna().astype(int)) if df is not None and "epoch" in df else set()
-            if have and have == set(range(1, max(have) + 1)):
+            stored = df is not None and not df.empty
+            have = set(df["epoch"].dropna().astype(int)) if stored and "epoch" in df else set()
+            if stored and set(range(1, max(have, default=0) + 1)) <= have:
                 continue  # nothing missing: don't read the checkpoint
             kept = [r for r in self._checkpoint_history(trial)
                     if isinstance(r.get("epoch"), int) and r["epoch"] not in have]

@@ -6,6 +6,7 @@ The two seed examples are used verbatim except the import line, the data
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -432,3 +433,36 @@ def test_keras_tuner_front_door_names_what_cannot_travel(tmp_path):
                                         r".*at build function build_model\.<closure registry>"):
         tuner.search(x, y, epochs=1, validation_split=0.2)
     assert not (tmp_path / "locked").exists()
+
+
+def test_front_door_starts_ray_before_optimize_and_ends_it_after(tmp_path):
+    """A script's own Ray (no cluster, no fixture): started in the background when the study
+    is created, used by optimize(), shut down when optimize() returns; a second optimize works."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import time\n"
+        "import ray\n"
+        "from pipeline.compat import optuna\n"
+        "study = optuna.create_study(direction='maximize', results_path='res',\n"
+        "                            sampler=optuna.samplers.RandomSampler(seed=0))\n"
+        "deadline = time.time() + 120\n"
+        "while not ray.is_initialized() and time.time() < deadline:\n"
+        "    time.sleep(0.05)  # the script goes on; Ray comes up meanwhile\n"
+        "print('started before optimize:', ray.is_initialized())\n"
+        "study.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=3)\n"
+        "print('running after optimize:', ray.is_initialized())\n"
+        "study.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=1)\n"
+        "print('trials:', len(study.trials))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "started before optimize: True" in proc.stdout
+    assert "running after optimize: False" in proc.stdout
+    assert "trials: 4" in proc.stdout
+    assert "SIGTERM handler" not in proc.stderr

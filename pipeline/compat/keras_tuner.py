@@ -545,6 +545,11 @@ class Tuner:
         self._results = None
         self._defs = self._discover()
         self._reload()
+        self._early = None
+        if not self._finished():  # Ray starts while the script prepares its data
+            from cluster.connect import EarlyStart
+
+            self._early = EarlyStart(self.address)
 
     # -- space ----------------------------------------------------------------------------
 
@@ -733,7 +738,8 @@ class Tuner:
         resume = self._results is not None
         check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,
                         "fit arguments": fit_kwargs_out, "compile arguments": self.compile_kwargs})
-        with ray_session(self.address):
+        early, self._early = self._early, None
+        with ray_session(self.address, early=early):
             trainable = tune.with_parameters(_trial, data=data.for_trials(),
                                              spec=_effective(spec), job=job)
             with picklable_stdout():

@@ -386,6 +386,9 @@ class Study:
         self.address = address
         self.resources_per_trial = dict(resources_per_trial or {})
         self.results_list: list = []
+        from cluster.connect import EarlyStart
+
+        self._early: EarlyStart | None = EarlyStart(address)  # Ray starts while the script goes on
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_study":
@@ -476,7 +479,8 @@ class Study:
         self._check_shippable(func, callbacks)
         verbosity = _optuna.logging.get_verbosity()
         in_memory = self._storage is None or isinstance(self._storage, _optuna.storages.InMemoryStorage)
-        with ray_session(self.address):
+        early, self._early = self._early, None
+        with ray_session(self.address, early=early):
             concurrency, why = self._concurrency(n_jobs)
             if n_trials:
                 concurrency = min(concurrency, int(n_trials))
