@@ -1,0 +1,117 @@
+"""How the parts depend on each other: reading results needs only the stored spec's schema,
+``validate`` has no side effects, no import circles, one S3 filesystem builder, no dead code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TINY, tiny_spec
+
+PACKAGES = ("pipeline", "searchers", "cluster")
+
+
+def _cli(args: list[str], cwd: Path, pythonpath: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_STORAGE_BASE"}
+    env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+# ------------------------------------------------------ A: results open anywhere
+
+
+def test_results_and_report_open_where_the_user_builder_is_not_importable(ray_session, tmp_path):
+    import pipeline
+
+    space = {"width": {"type": "int", "low": 8, "high": 16, "step": 8},
+             "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+    raw = tiny_spec(tmp_path, model={"builder": "examples.user_model:build_model"}, space=space,
+                    training={"epochs": 1}, search={"trials": 1, "max_concurrent": 1})
+    pipeline.run(raw, progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "results" / "tiny", elsewhere / "copied")
+    # The packages without the project around them (as `pip install .` leaves them):
+    # `examples` is not importable there.
+    site = tmp_path / "site"
+    site.mkdir()
+    for package in PACKAGES:
+        (site / package).symlink_to(ROOT / package)
+    assert _cli(["-c", "import examples.user_model"], elsewhere, site).returncode != 0
+
+    listed = _cli(["-m", "pipeline", "results", "copied"], elsewhere, site)
+    assert listed.returncode == 0, listed.stderr
+    assert "1 trials (1 terminated)" in listed.stdout
+    assert "width" in listed.stdout and "val_accuracy" in listed.stdout
+
+    report = _cli(["-m", "pipeline", "report", "copied", "-o", "rep"], elsewhere, site)
+    assert report.returncode == 0, report.stderr
+    assert (elsewhere / "rep" / "index.html").is_file()
+
+
+def test_stored_spec_is_read_by_its_schema_only(tmp_path):
+    """What the environment lacks (user module, data file, restorable state) is no schema error."""
+    from pipeline.spec import SpecError, check_environment, parse_spec
+
+    raw = {**TINY, "model": {"builder": "no_such_pkg.models:build"},
+           "data": {"source": "npz", "path": str(tmp_path / "gone.npz")},
+           "training": {"epochs": 2, "callbacks": ["no_such_pkg.callbacks:make"]},
+           "searcher": {"name": "tpe", "restore_from": str(tmp_path)}}
+    spec = parse_spec(raw, environment=False)
+    assert spec.model.builder == "no_such_pkg.models:build"
+    with pytest.raises(SpecError) as info:
+        check_environment(spec)
+    text = "\n".join(info.value.lines)
+    assert "model.builder: cannot import module 'no_such_pkg.models'" in text
+    assert "data.path: file not found" in text
+    assert "training.callbacks.0.factory: cannot import module 'no_such_pkg.callbacks'" in text
+    assert "searcher.restore_from: no searcher state" in text
+    # the schema itself is still checked
+    with pytest.raises(SpecError) as info:
+        parse_spec({**raw, "search": {"trials": 0}}, environment=False)
+    assert "search.trials: must be > 0" in info.value.lines
+
+
+# ------------------------------------------------------ B: validate writes nothing
+
+
+def _optuna_spec(tmp_path: Path, storage: str) -> Path:
+    raw = {**TINY, "storage": "results",
+           "searcher": {"name": "tpe", "options": {"storage": storage}}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_validate_writes_nothing(tmp_path):
+    _optuna_spec(tmp_path, "sqlite:///o.db")
+    before = sorted(os.listdir(tmp_path))
+    proc = _cli(["-m", "pipeline", "validate", "spec.yaml"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "spec.yaml: OK" in proc.stdout
+    assert sorted(os.listdir(tmp_path)) == before  # no o.db, no results folder
+
+
+def test_searcher_options_still_checked_by_validate_and_at_the_start_of_run(tmp_path):
+    _optuna_spec(tmp_path, "o.db")  # not a database URL: known without building anything
+    proc = _cli(["-m", "pipeline", "validate", "spec.yaml"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: searcher.options: storage must be a database URL")
+    assert "Traceback" not in proc.stderr
+
+    # a well-formed URL that only fails when the searcher is built: run names the field,
+    # exits 2 and writes nothing (no results folder, no write probe, no Ray)
+    _optuna_spec(tmp_path, f"sqlite:///{tmp_path}/no/such/dir/o.db")
+    before = sorted(os.listdir(tmp_path))
+    assert _cli(["-m", "pipeline", "validate", "spec.yaml"], tmp_path).returncode == 0
+    proc = _cli(["-m", "pipeline", "run", "spec.yaml"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: searcher.options: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == before
