@@ -39,7 +39,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from pipeline.models import FLIP_MODES, NO_FLIP, SCALINGS
+from pipeline.hyperparameters import FLIP_MODES, NO_FLIP, SCALINGS
 
 KEYS = ("scaling", "select_k", "noise_std", "shift", "flip")
 

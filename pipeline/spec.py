@@ -336,7 +336,7 @@ class Spec(_Section):
 
     def _check_builder_values(self, space: SearchSpace) -> list[str]:
         """Enumerated built-in hyperparameters (lr_schedule, scaling, flip...) take known values."""
-        from pipeline.models import check_hyperparameters
+        from pipeline.hyperparameters import check_hyperparameters
         from pipeline.space import ChoiceParam, FixedParam
 
         # A searched builder is combined per trial (points or conditions may pair select_k

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -115,3 +116,94 @@ def test_searcher_options_still_checked_by_validate_and_at_the_start_of_run(tmp_
     assert proc.stderr.startswith("error: searcher.options: "), proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(os.listdir(tmp_path)) == before
+
+
+# ------------------------------------------------------ C: no import circles
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for file in (ROOT / package).rglob("*.py"):
+            parts = list(file.relative_to(ROOT).with_suffix("").parts)
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = file
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, read from the source with ``ast``.
+
+    Every import counts: at module level, inside functions and under ``if TYPE_CHECKING:``
+    (a type hint is a dependency too). ``from pkg import name`` points at ``pkg.name`` when
+    that is a module, else at ``pkg``; importing a submodule is not counted as importing
+    its parent package's ``__init__`` (Python runs it, but it is no dependency of the code).
+    """
+    modules = _modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, file in modules.items():
+        package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+        targets: set[str | None] = set()
+        for node in ast.walk(ast.parse(file.read_text(), str(file))):
+            if isinstance(node, ast.Import):
+                targets.update(owner(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    head = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(head + ([node.module] if node.module else []))
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    targets.add(full if full in modules else owner(base))
+        graph[module] = {t for t in targets if t and t != module}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_finder_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert {"pipeline.spec", "searchers", "pipeline.models", "cluster.connect"} <= set(graph)
+    assert "pipeline.preprocessing" in graph["pipeline.models"]  # function-level imports count
+    found = cycles(graph)
+    assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)
