@@ -100,14 +100,20 @@ def _mnist1d(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _open(path: str, endpoint_override: str | None):
+def open_filesystem(path: str, endpoint_override: str | None = None):
+    """(pyarrow filesystem, path inside it) for a data file given as a path or URI."""
     import pyarrow.fs as pafs
 
-    if endpoint_override and path.startswith("s3://"):
-        scheme = "https" if endpoint_override.startswith("https") else "http"
-        fs = pafs.S3FileSystem(endpoint_override=endpoint_override.split("://", 1)[-1], scheme=scheme)
-        return fs.open_input_file(path.removeprefix("s3://"))
-    fs, rel = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    from pipeline.s3 import endpoint_for, s3_filesystem
+
+    endpoint = endpoint_for(path, endpoint_override)
+    if endpoint:
+        return s3_filesystem(endpoint), path.removeprefix("s3://")
+    return pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+
+
+def _open(path: str, endpoint_override: str | None):
+    fs, rel = open_filesystem(path, endpoint_override)
     return fs.open_input_file(rel)
 
 

@@ -207,3 +207,29 @@ def test_import_graph_has_no_cycle():
     assert "pipeline.preprocessing" in graph["pipeline.models"]  # function-level imports count
     found = cycles(graph)
     assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+# ------------------------------------------------------ D: one S3 filesystem builder
+
+
+def test_data_and_storage_build_s3_filesystems_in_one_place():
+    constructed = []
+    for module, file in _modules().items():
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("S3FileSystem"):
+                constructed.append(module)
+    assert constructed == ["pipeline.s3"]
+
+
+def test_data_reads_s3_with_the_storage_timeouts():
+    from pipeline import data, storage
+
+    endpoint = "http://127.0.0.1:9"
+    data_fs, key = data.open_filesystem("s3://bucket/d.npz", endpoint)
+    storage_fs, _ = storage.filesystem("s3://bucket/x", endpoint)
+    assert key == "bucket/d.npz"
+    options = data_fs.__reduce__()[1][0]
+    assert options["connect_timeout"] == 5 and options["request_timeout"] == 20
+    assert options["scheme"] == "http" and options["endpoint_override"] == "127.0.0.1:9"
+    same = ("connect_timeout", "request_timeout", "scheme", "endpoint_override")
+    assert {k: options[k] for k in same} == {k: storage_fs.__reduce__()[1][0][k] for k in same}
