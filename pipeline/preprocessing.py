@@ -41,8 +41,6 @@ from keras import ops
 
 from pipeline.hyperparameters import FLIP_MODES, NO_FLIP, SCALINGS
 
-KEYS = ("scaling", "select_k", "noise_std", "shift", "flip")
-
 
 @keras.saving.register_keras_serializable(package="pipeline")
 class SelectFeatures(keras.layers.Layer):

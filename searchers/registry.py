@@ -65,9 +65,6 @@ class MethodRegistry(Registry[Method]):
     def add(self, name: str, build: Callable, summary: str, **traits: Any) -> None:
         self.register(name)(Method(name, build, summary, **traits))
 
-    def table(self) -> list[tuple[str, str]]:
-        return [(name, self[name].summary) for name in self]
-
 
 SEARCHERS = MethodRegistry("searcher")
 SCHEDULERS = MethodRegistry("scheduler")

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import ast
+import collections
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -233,3 +235,69 @@ def test_data_reads_s3_with_the_storage_timeouts():
     assert options["scheme"] == "http" and options["endpoint_override"] == "127.0.0.1:9"
     same = ("connect_timeout", "request_timeout", "scheme", "endpoint_override")
     assert {k: options[k] for k in same} == {k: storage_fs.__reduce__()[1][0][k] for k in same}
+
+
+# ------------------------------------------------------ E: no dead code
+
+# Imported for their effect or to hand on, not used in the importing module.
+KEPT_IMPORTS = {
+    ("searchers/__init__.py", name) for name in ("basic", "hyperopt_search", "optuna_search")
+} | {  # optuna's submodules, re-exported so that `optuna.samplers.TPESampler` works on the front door
+    ("pipeline/compat/optuna.py", name) for name in ("exceptions", "logging", "storages")
+} | {  # `import pipeline.preprocessing` registers the custom Keras layers saved models use
+    ("pipeline/results.py", "pipeline"), ("pipeline/trainable.py", "pipeline"),
+}
+
+
+def _references() -> dict[str, int]:
+    """How often each identifier is read anywhere in the repository's Python files."""
+    seen: collections.Counter[str] = collections.Counter()
+    for file in ROOT.rglob("*.py"):
+        if {".venv", ".git"} & set(file.relative_to(ROOT).parts):
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                seen[node.id] += 1
+            elif isinstance(node, ast.Attribute):
+                seen[node.attr] += 1
+            elif isinstance(node, ast.ImportFrom):
+                seen.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):  # __all__, "a:b"
+                seen.update(re.findall(r"[A-Za-z_]\w*", node.value))
+    return seen
+
+
+def test_no_module_level_name_is_unused():
+    """Functions, classes and constants that nothing reads (decorated ones register themselves)."""
+    seen = _references()
+    dead = []
+    for file in _modules().values():
+        for node in ast.parse(file.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = [] if node.decorator_list else [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            else:
+                continue
+            dead += [f"{file.relative_to(ROOT)}: {n}" for n in names
+                     if not n.startswith("__") and seen[n] == 0]
+    assert dead == []
+
+
+def test_no_unused_import():
+    unused = []
+    for file in _modules().values():
+        tree = ast.parse(file.read_text())
+        read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        read |= {word for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                 for word in re.findall(r"[A-Za-z_]\w*", n.value)}  # __all__, string annotations
+        rel = str(file.relative_to(ROOT))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "module", "") != "__future__":
+                for alias in node.names:
+                    name = (alias.asname or alias.name).split(".")[0]
+                    if name not in read and (rel, name) not in KEPT_IMPORTS:
+                        unused.append(f"{rel}: {name}")
+    assert unused == []

@@ -71,7 +71,6 @@ _SUGGEST = {"suggest_float", "suggest_int", "suggest_categorical", "suggest_unif
             "suggest_loguniform", "suggest_discrete_uniform"}
 _TRIAL_CALLS = _SUGGEST | {"report", "should_prune", "set_user_attr", "params", "distributions",
                            "user_attrs", "datetime_start", "number"}
-_RDB = ("sqlite", "mysql", "postgresql", "postgres", "oracle", "mssql")
 
 
 def __getattr__(name: str) -> Any:  # anything else of Optuna's top level
