@@ -1,5 +1,9 @@
 """Spec sections -> Ray Tune search algorithms and schedulers, by name.
 
+Every public module of this package is imported here, and registers its methods
+as it loads (``SEARCHERS.add(...)`` / ``SCHEDULERS.add(...)``): a new searcher is
+a new module (or one more ``add`` call), with nothing to list anywhere else.
+
 Three checks, one per validation layer of :mod:`pipeline.spec`: :func:`check`
 (combinations, schema only), :func:`check_environment` (packages and option
 names, nothing built) and :func:`check_build` (builds them, when a run starts).
@@ -12,10 +16,16 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
-from searchers import basic, hyperopt_search, optuna_search, schedulers  # noqa: F401  (registration)
 from searchers.registry import SCHEDULERS, SEARCHERS, Method
+from searchers.schedulers import pbt_mutations
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")  # registers its methods
 
 if TYPE_CHECKING:
     from pipeline.space import SearchSpace
@@ -39,7 +49,7 @@ def check(spec: Any, space: "SearchSpace") -> list[str]:
         if not searcher.variant_generator:
             errors.append("scheduler.name: pbt cannot be combined with search algorithms; "
                           "use searcher random, grid or manual")
-        for name in schedulers.pbt_mutations(spec):
+        for name in pbt_mutations(spec):
             if name not in space.params:
                 errors.append(f"scheduler.options.mutate: '{name}' is not in space")
             elif space.params[name].when:

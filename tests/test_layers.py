@@ -240,9 +240,7 @@ def test_data_reads_s3_with_the_storage_timeouts():
 # ------------------------------------------------------ E: no dead code
 
 # Imported for their effect or to hand on, not used in the importing module.
-KEPT_IMPORTS = {
-    ("searchers/__init__.py", name) for name in ("basic", "hyperopt_search", "optuna_search")
-} | {  # optuna's submodules, re-exported so that `optuna.samplers.TPESampler` works on the front door
+KEPT_IMPORTS = {  # optuna's submodules, re-exported so that `optuna.samplers.TPESampler` works on the front door
     ("pipeline/compat/optuna.py", name) for name in ("exceptions", "logging", "storages")
 } | {  # `import pipeline.preprocessing` registers the custom Keras layers saved models use
     ("pipeline/results.py", "pipeline"), ("pipeline/trainable.py", "pipeline"),
@@ -301,3 +299,34 @@ def test_no_unused_import():
                     if name not in read and (rel, name) not in KEPT_IMPORTS:
                         unused.append(f"{rel}: {name}")
     assert unused == []
+
+
+# ------------------------------------------------------ F: extending touches one place
+
+
+def test_a_new_searcher_module_registers_itself(tmp_path):
+    """A searcher is one new module in searchers/: the package and the spec find it."""
+    shutil.copytree(ROOT / "searchers", tmp_path / "searchers",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "searchers" / "everything_twice.py").write_text(
+        "from searchers.basic import _random\n"
+        "from searchers.registry import SEARCHERS\n"
+        "SEARCHERS.add('twice', _random, 'Random search, for the test', variant_generator=True)\n")
+    code = ("from pipeline.spec import parse_spec; from tests.conftest import TINY; "
+            "print(parse_spec({**TINY, 'searcher': {'name': 'twice'}}).searcher.name)")
+    proc = _cli(["-c", code], tmp_path, Path(f"{tmp_path}{os.pathsep}{ROOT}"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "twice"
+
+
+def test_a_new_file_data_source_is_one_registration(tmp_path):
+    from pipeline.data import SOURCES, _Sources
+    from pipeline.spec import DataSpec
+
+    sources = _Sources("data source")
+    sources.register("tsv", needs_path=True)(lambda spec, seed: None)
+    sources.register("noise")(lambda spec, seed: None)
+    assert sources.needs_path("tsv") and not sources.needs_path("noise")
+    assert [s for s in SOURCES if SOURCES.needs_path(s)] == ["npz", "csv", "parquet"]
+    with pytest.raises(ValueError, match="path: required for source 'csv'"):
+        DataSpec(source="csv")
