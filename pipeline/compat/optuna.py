@@ -456,7 +456,6 @@ class Study:
         import ray
 
         from cluster.connect import ray_session
-        from pipeline.compat._results import picklable_stdout
         from pipeline.runner import run
         from ray import tune
 
@@ -493,14 +492,13 @@ class Study:
                     setup={"metrics": metrics, "ask_pruner": ask_pruner,
                            "cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
                 try:
-                    with picklable_stdout():
-                        results = run(spec, address=self.address, progress=show_progress_bar,
-                                      trainable=trainable)
+                    results = run(spec, address=self.address, progress=show_progress_bar,
+                                  trainable=trainable)
                 finally:
                     _optuna.logging.set_verbosity(verbosity)  # the searcher quietens Optuna
-                from pipeline.compat._results import CompatResults
+                from pipeline.results import Results
 
-                results = CompatResults(results.where)
+                results = Results(results.where)
                 self.results_list.append(results)
                 status = {row.trial_id: row.status for row in results.dataframe().itertuples()}
                 ray.get(actor.reconcile.remote(status))
