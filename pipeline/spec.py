@@ -329,7 +329,7 @@ class Spec(_Section):
         """The ``package.module:function`` builders a searched ``builder`` may pick."""
         from pipeline.models import BUILDERS
 
-        space = space or self.search_space()
+        space = self.search_space() if space is None else space
         if "builder" not in space.params:
             return []
         return [str(v) for v in space.params["builder"].grid_values() if v not in BUILDERS]
