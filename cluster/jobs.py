@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import sys
 import time
 from pathlib import Path
@@ -127,7 +126,3 @@ def unseen_logs(streamed: str, stored: str, tail_lines: int = 40) -> str:
         return rest if not rest or rest.endswith("\n") else rest + "\n"
     lines = stored.splitlines()[-tail_lines:]
     return f"--- last {len(lines)} lines of the job's logs ---\n" + "".join(f"{ln}\n" for ln in lines)
-
-
-def env_from_token_file(path: str | os.PathLike) -> dict[str, str]:
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}

@@ -97,11 +97,6 @@ class LocalCluster:
     cpus_per_worker: int = 0
 
     @property
-    def head_pid(self) -> int:
-        """Pid of the head node's ``ray start`` process."""
-        return self.pids[0]
-
-    @property
     def worker_pids(self) -> list[int]:
         """Pids of the worker nodes' ``ray start`` processes, by index."""
         return self.pids[1:]

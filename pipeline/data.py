@@ -44,10 +44,21 @@ class Dataset:
 
 
 class _Sources(Registry[Callable[..., tuple[np.ndarray, np.ndarray]]]):
-    FILE_SOURCES = ("npz", "csv", "parquet")
+    """Data sources by name: ``@SOURCES.register("name", needs_path=True)`` on a loader
+    ``(data spec, seed) -> (x, y)`` is all a new source takes (the spec checks names here)."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self._with_path: set[str] = set()
+
+    def register(self, *names: str, needs_path: bool = False):
+        if needs_path:
+            self._with_path.update(names)
+        return super().register(*names)
 
     def needs_path(self, name: str) -> bool:
-        return name in self.FILE_SOURCES
+        """The source reads ``data.path`` (a file or URI), which the spec must then give."""
+        return name in self._with_path
 
 
 SOURCES = _Sources("data source")
@@ -100,18 +111,24 @@ def _mnist1d(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _open(path: str, endpoint_override: str | None):
+def open_filesystem(path: str, endpoint_override: str | None = None):
+    """(pyarrow filesystem, path inside it) for a data file given as a path or URI."""
     import pyarrow.fs as pafs
 
-    if endpoint_override and path.startswith("s3://"):
-        scheme = "https" if endpoint_override.startswith("https") else "http"
-        fs = pafs.S3FileSystem(endpoint_override=endpoint_override.split("://", 1)[-1], scheme=scheme)
-        return fs.open_input_file(path.removeprefix("s3://"))
-    fs, rel = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    from pipeline.s3 import endpoint_for, s3_filesystem
+
+    endpoint = endpoint_for(path, endpoint_override)
+    if endpoint:
+        return s3_filesystem(endpoint), path.removeprefix("s3://")
+    return pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+
+
+def _open(path: str, endpoint_override: str | None):
+    fs, rel = open_filesystem(path, endpoint_override)
     return fs.open_input_file(rel)
 
 
-@SOURCES.register("npz")
+@SOURCES.register("npz", needs_path=True)
 def _npz(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
     import io
 
@@ -135,7 +152,7 @@ def _table(spec: Any, table) -> tuple[np.ndarray, np.ndarray]:
     return x.astype("float32"), table.column(spec.label).to_numpy(zero_copy_only=False)
 
 
-@SOURCES.register("csv")
+@SOURCES.register("csv", needs_path=True)
 def _csv(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow.csv as pacsv
 
@@ -143,7 +160,7 @@ def _csv(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
         return _table(spec, pacsv.read_csv(f))
 
 
-@SOURCES.register("parquet")
+@SOURCES.register("parquet", needs_path=True)
 def _parquet(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow.parquet as pq
 

@@ -35,8 +35,6 @@ import math
 from typing import Any
 
 SCHEDULES = ("constant", "cosine", "step", "exponential")
-KEYS = ("optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "lr_schedule",
-        "lr_decay_steps", "lr_step_epochs", "lr_decay_rate", "lr_min_ratio", "batch_size")
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:

@@ -39,9 +39,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from pipeline.models import FLIP_MODES, NO_FLIP, SCALINGS
-
-KEYS = ("scaling", "select_k", "noise_std", "shift", "flip")
+from pipeline.hyperparameters import FLIP_MODES, NO_FLIP, SCALINGS
 
 
 @keras.saving.register_keras_serializable(package="pipeline")

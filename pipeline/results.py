@@ -53,9 +53,11 @@ class Results:
 
     @cached_property
     def spec(self) -> Spec:
+        """The stored spec, checked by its schema only: reading results needs none of the
+        user's code, data or optional packages (loading a model may need its builder's module)."""
         import yaml
 
-        return parse_spec(yaml.safe_load(self.where.read_text(SPEC_FILE)))
+        return parse_spec(yaml.safe_load(self.where.read_text(SPEC_FILE)), environment=False)
 
     @cached_property
     def _analysis(self):

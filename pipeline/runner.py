@@ -6,7 +6,7 @@ import os
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from pipeline.spec import Spec, SpecError
+from pipeline.spec import Spec, SpecError, check_environment
 from pipeline.storage import SPEC_FILE, StorageUnavailable, locate, patiently
 
 if TYPE_CHECKING:
@@ -84,6 +84,13 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     from searchers import SCHEDULERS
 
     spec = _effective(spec)
+    # A Spec built in Python has passed the schema only; the searcher and scheduler are
+    # built once here, before anything else is written, so bad options name their field.
+    check_environment(spec)
+    space = spec.search_space()
+    errors = searchers.check_build(spec, space)
+    if errors:
+        raise SpecError(errors)
     # Schedulers that exploit other trials' checkpoints (PBT) must find them still there.
     keep = None if SCHEDULERS[spec.scheduler.name].needs_checkpoints else 2
     where = locate(spec.storage.path, spec.name, spec.storage.endpoint_override)
@@ -91,7 +98,6 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     if where.exists() and not resume:
         raise SpecError([f"name: experiment '{spec.name}' already exists at {where.path}; "
                          "pass --resume to continue it or choose another name"])
-    space = spec.search_space()
     spec = _warm_started(spec)
     metric, mode = spec.objective.primary
     # Progress comes from our one-line-per-trial callback; Tune's own tables stay off.

@@ -5,6 +5,23 @@ on a dict, or the models below). Every later stage works on a :class:`Spec`.
 Errors are collected into a :class:`SpecError` whose lines name the field path,
 for example ``search.trials: must be > 0``.
 
+Checks come in three layers, so that each command asks only what it needs:
+
+1. **Schema** (``Spec.model_validate``, ``parse_spec(raw, environment=False)``):
+   pure pydantic over the spec text and the project's own catalogs (searchers,
+   schedulers, data sources, built-in builders). It imports no user code, reads
+   no files and needs no optional package. Stored results are read with it alone,
+   so ``results`` and ``report`` work on any machine.
+2. **Environment** (:func:`check_environment`; ``load_spec`` and ``parse_spec``
+   run it by default, and so does ``run``): what running the spec here needs --
+   user modules (``model.builder``, callbacks) import, data files and searcher
+   state exist, optional packages (mlflow, PyTorch for ``gp``) are installed,
+   searcher and scheduler options are ones they take. It builds and writes nothing:
+   ``validate`` stops here.
+3. **Start** (``searchers.check_build``, called by ``run`` before anything is
+   written): builds the searcher and scheduler, which may touch the outside world
+   (an Optuna ``storage`` database is created).
+
 Example:
     >>> from pipeline.spec import Spec
     >>> spec = Spec.model_validate({
@@ -69,13 +86,8 @@ class DataSpec(_Section):
 
         if self.source not in SOURCES:
             raise ValueError(f"source: unknown source '{self.source}' (known: {', '.join(SOURCES)})")
-        if SOURCES.needs_path(self.source):
-            if not self.path:
-                raise ValueError(f"path: required for source '{self.source}'")
-            if "://" not in self.path or self.path.startswith("file://"):
-                local = Path(self.path.removeprefix("file://"))
-                if not local.exists():
-                    raise ValueError(f"path: file not found: {self.path}")
+        if SOURCES.needs_path(self.source) and not self.path:
+            raise ValueError(f"path: required for source '{self.source}'")
         if self.validation_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 "validation_fraction: validation + test fractions must leave >= 10% for training"
@@ -83,18 +95,24 @@ class DataSpec(_Section):
         return self
 
 
-def _check_import(ref: str) -> str:
-    """``package.module:function`` must import and name a callable."""
-    if ":" not in ref:
+def _check_reference(ref: str) -> str:
+    """Schema: ``ref`` has the form ``package.module:function`` (nothing is imported)."""
+    module, sep, attr = ref.partition(":")
+    if not (sep and module and attr):
         raise ValueError(f"'{ref}' is not of the form 'package.module:function'")
+    return ref
+
+
+def _import_problem(ref: str) -> str | None:
+    """Environment: why ``package.module:function`` does not import as a callable (None: it does)."""
     module, _, attr = ref.partition(":")
     try:
         mod = importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - the user's module may raise anything
-        raise ValueError(f"cannot import module '{module}': {type(exc).__name__}: {exc}") from None
+        return f"cannot import module '{module}': {type(exc).__name__}: {exc}"
     if not callable(getattr(mod, attr, None)):
-        raise ValueError(f"module '{module}' has no callable '{attr}'")
-    return ref
+        return f"module '{module}' has no callable '{attr}'"
+    return None
 
 
 class ModelSpec(_Section):
@@ -113,7 +131,7 @@ class ModelSpec(_Section):
                 f"unknown builder '{v}' (built-ins: {', '.join(BUILDERS)}; "
                 "or 'package.module:function')"
             )
-        return _check_import(v)
+        return _check_reference(v)
 
 
 class CallbackSpec(_Section):
@@ -122,8 +140,8 @@ class CallbackSpec(_Section):
 
     @field_validator("factory")
     @classmethod
-    def _importable(cls, v: str) -> str:
-        return _check_import(v)
+    def _reference(cls, v: str) -> str:
+        return _check_reference(v)
 
 
 class TrainingSpec(_Section):
@@ -188,13 +206,6 @@ class SearcherSpec(_Section):
     )
     warm_start: WarmStartSpec | None = Field(default=None, description="seed with an earlier experiment's best")
     restore_from: str | None = Field(default=None, description="an earlier experiment whose searcher state to load")
-
-    @field_validator("restore_from")
-    @classmethod
-    def _restorable(cls, v: str | None) -> str | None:
-        if v is not None and "://" not in v and not list(Path(v).glob("searcher-state-*.pkl")):
-            raise ValueError(f"no searcher state (searcher-state-*.pkl) in {v}")
-        return v
 
     @field_validator("name")
     @classmethod
@@ -264,15 +275,6 @@ class TrackingSpec(_Section):
         "also write TensorBoard event files per trial (tensorboard --logdir on the experiment); "
         "off by default: its tensorboardX import (with PyTorch, ~2.5 s) delays the first trial"))
 
-    @field_validator("mlflow_uri")
-    @classmethod
-    def _mlflow(cls, v: str | None) -> str | None:
-        import importlib.util
-
-        if v is not None and importlib.util.find_spec("mlflow") is None:
-            raise ValueError("MLflow tracking needs the mlflow package: pip install -e '.[mlflow]'")
-        return v
-
 
 class FailureSpec(_Section):
     max_failures: int = Field(default=0, ge=-1, description="retries per trial from its last checkpoint; -1 = forever")
@@ -312,24 +314,29 @@ class Spec(_Section):
 
         space = self.search_space()  # raises ValueError with param path
         errors = self._check_points(space)
-        if "builder" in space.params:
-            from pipeline.models import BUILDERS
-
-            for value in space.params["builder"].grid_values():
-                if value not in BUILDERS:
-                    try:
-                        _check_import(str(value))
-                    except ValueError as exc:
-                        errors.append(f"space.builder: {exc}")
+        for value in self._user_builders(space):
+            try:
+                _check_reference(value)
+            except ValueError as exc:
+                errors.append(f"space.builder: {exc}")
         errors.extend(self._check_builder_values(space))
         errors = errors or searchers.check(self, space)
         if errors:
             raise _CrossErrors(errors)
         return self
 
+    def _user_builders(self, space: SearchSpace | None = None) -> list[str]:
+        """The ``package.module:function`` builders a searched ``builder`` may pick."""
+        from pipeline.models import BUILDERS
+
+        space = self.search_space() if space is None else space
+        if "builder" not in space.params:
+            return []
+        return [str(v) for v in space.params["builder"].grid_values() if v not in BUILDERS]
+
     def _check_builder_values(self, space: SearchSpace) -> list[str]:
         """Enumerated built-in hyperparameters (lr_schedule, scaling, flip...) take known values."""
-        from pipeline.models import check_hyperparameters
+        from pipeline.hyperparameters import check_hyperparameters
         from pipeline.space import ChoiceParam, FixedParam
 
         # A searched builder is combined per trial (points or conditions may pair select_k
@@ -433,19 +440,62 @@ def _format(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
     return lines
 
 
-def parse_spec(raw: Any, source: str = "spec") -> Spec:
-    """Validate a mapping into a :class:`Spec`, raising :class:`SpecError`."""
+def check_environment(spec: Spec) -> None:
+    """Raise :class:`SpecError` unless this machine can run ``spec`` (layer 2, see above).
+
+    Imports the user's modules and looks at files and installed packages; builds,
+    starts and writes nothing.
+    """
+    import importlib.util
+
+    import searchers
+    from pipeline.data import SOURCES
+    from pipeline.models import BUILDERS
+
+    errors: list[str] = []
+    refs = [("model.builder", spec.model.builder)] if spec.model.builder not in BUILDERS else []
+    refs += [(f"training.callbacks.{i}.factory", c.factory)
+             for i, c in enumerate(spec.training.callbacks)]
+    refs += [("space.builder", ref) for ref in spec._user_builders()]
+    for field, ref in refs:
+        problem = _import_problem(ref)
+        if problem:
+            errors.append(f"{field}: {problem}")
+    path = spec.data.path
+    if path and SOURCES.needs_path(spec.data.source) and ("://" not in path or path.startswith("file://")):
+        if not Path(path.removeprefix("file://")).exists():
+            errors.append(f"data.path: file not found: {path}")
+    restore = spec.searcher.restore_from
+    if restore and "://" not in restore and not list(Path(restore).glob("searcher-state-*.pkl")):
+        errors.append(f"searcher.restore_from: no searcher state (searcher-state-*.pkl) in {restore}")
+    if spec.tracking.mlflow_uri is not None and importlib.util.find_spec("mlflow") is None:
+        errors.append("tracking.mlflow_uri: MLflow tracking needs the mlflow package: "
+                      "pip install -e '.[mlflow]'")
+    errors.extend(searchers.check_environment(spec))
+    if errors:
+        raise SpecError(errors)
+
+
+def parse_spec(raw: Any, source: str = "spec", *, environment: bool = True) -> Spec:
+    """Validate a mapping into a :class:`Spec`, raising :class:`SpecError`.
+
+    ``environment=False`` checks the schema only (layer 1): what reading stored
+    results needs, on a machine that may lack the user's code and data.
+    """
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else type(raw).__name__
         raise SpecError([f"(top level): {source} must be a mapping of sections, got {kind}"])
     try:
-        return Spec.model_validate(raw)
+        spec = Spec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_format(exc)) from None
+    if environment:
+        check_environment(spec)
+    return spec
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read a YAML spec (``yaml.safe_load`` only) and validate it."""
+def load_spec(path: str | Path, *, environment: bool = True) -> Spec:
+    """Read a YAML spec (``yaml.safe_load`` only) and validate it (see :func:`parse_spec`)."""
     p = Path(path)
     if not p.is_file():
         raise SpecError([f"(file): spec file not found: {p}"])
@@ -458,4 +508,4 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError([f"(yaml): {p}{where}: {problem}"]) from None
     except UnicodeDecodeError:
         raise SpecError([f"(file): {p} is not UTF-8 text"]) from None
-    return parse_spec(raw, source=str(p))
+    return parse_spec(raw, source=str(p), environment=environment)

@@ -10,6 +10,8 @@ from typing import Callable, TypeVar
 
 import pyarrow.fs as pafs
 
+from pipeline.s3 import endpoint_for, s3_filesystem
+
 SPEC_FILE = "pipeline_spec.yaml"
 
 logger = logging.getLogger(__name__)
@@ -99,13 +101,9 @@ def filesystem(uri: str, endpoint_override: str | None = None) -> tuple[pafs.Fil
         # machine sets it to the submitter's folder, not the job's unpacked copy)
         base = os.environ.get("PIPELINE_STORAGE_BASE") or os.getcwd()
         return None, os.path.abspath(os.path.join(base, uri.removeprefix("file://")))
-    if uri.startswith("s3://") and (endpoint_override or os.environ.get("AWS_ENDPOINT_URL")):
-        endpoint = endpoint_override or os.environ["AWS_ENDPOINT_URL"]
-        scheme, _, host = endpoint.rpartition("://")
-        fs = pafs.S3FileSystem(endpoint_override=host, scheme=scheme or "https",
-                               allow_bucket_creation=True, connect_timeout=5, request_timeout=20,
-                               retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=4))
-        return fs, uri.removeprefix("s3://").rstrip("/")
+    endpoint = endpoint_for(uri, endpoint_override)
+    if endpoint:
+        return s3_filesystem(endpoint, allow_bucket_creation=True), uri.removeprefix("s3://").rstrip("/")
     fs, path = pafs.FileSystem.from_uri(uri)
     return fs, path.rstrip("/")
 

@@ -26,7 +26,6 @@ from typing import Any, Callable, Iterator
 
 from pipeline.data import Dataset
 from pipeline.models import build_model, resolve_callable
-from pipeline.optimizers import KEYS as TRAINING_KEYS  # noqa: F401  (training hyperparameters)
 from pipeline.optimizers import build_optimizer, steps_per_epoch
 from pipeline.spec import Spec
 from pipeline.storage import patiently

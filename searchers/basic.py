@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from searchers._space import tune_domains
-from searchers.registry import SEARCHERS
+from searchers.registry import SEARCHERS, keyword_problems
 
 
 def _random(spec, space):
@@ -29,10 +29,17 @@ def _points(spec, space, points: list[dict[str, Any]]):
     ), tune_domains(space)
 
 
+def _random_options(options):
+    from ray.tune.search import BasicVariantGenerator
+
+    return keyword_problems(BasicVariantGenerator, options,
+                            set_here=("points_to_evaluate", "random_state", "max_concurrent"))
+
+
 SEARCHERS.add(
     "random", _random,
     "Random search (Ray's variant generator, seeded); works with PBT",
-    variant_generator=True,
+    variant_generator=True, check_options=_random_options,
 )
 SEARCHERS.add(
     "grid", lambda spec, space: _points(spec, space, space.grid()),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from searchers._space import HyperoptSpace
-from searchers.registry import SEARCHERS
+from searchers.registry import SEARCHERS, keyword_problems
 
 
 def _hyperopt(spec, space):
@@ -29,4 +29,12 @@ def _hyperopt(spec, space):
     ), {}
 
 
-SEARCHERS.add("hyperopt", _hyperopt, "Bayesian: HyperOpt TPE over nested choices")
+def _hyperopt_options(options):
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    return keyword_problems(HyperOptSearch, options, set_here=(
+        "space", "metric", "mode", "points_to_evaluate", "random_state_seed"))
+
+
+SEARCHERS.add("hyperopt", _hyperopt, "Bayesian: HyperOpt TPE over nested choices",
+              check_options=_hyperopt_options)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from searchers._space import tune_domains
-from searchers.registry import SCHEDULERS
+from searchers.registry import SCHEDULERS, keyword_problems
 
 _TIME = "training_iteration"
 
@@ -69,13 +69,27 @@ def _pbt(spec, space):
     )
 
 
+def _takes(class_name: str, *set_here: str, read_here: tuple[str, ...] = ()):
+    """Option check: names the Ray scheduler ``class_name`` takes (imported on use)."""
+    def check(options):
+        from ray.tune import schedulers
+
+        return keyword_problems(getattr(schedulers, class_name), options,
+                                set_here=("time_attr", *set_here), read_here=read_here)
+
+    return check
+
+
 SCHEDULERS.add("fifo", lambda spec, space: None, "No early stopping: every trial runs all epochs")
-SCHEDULERS.add("asha", _asha, "Asynchronous successive halving (early stopping)")
+SCHEDULERS.add("asha", _asha, "Asynchronous successive halving (early stopping)",
+               check_options=_takes("ASHAScheduler", "max_t"))
 SCHEDULERS.add("hyperband", _hyperband, "HyperBand (pauses and resumes trials from checkpoints)",
-               needs_checkpoints=True)
+               needs_checkpoints=True, check_options=_takes("HyperBandScheduler", "max_t"))
 # Ray's median rule also pauses a trial ("yields time") while others wait and too few
 # results are in; without a checkpoint the paused trial would start again from epoch 1.
 SCHEDULERS.add("median", _median, "Median stopping rule (pauses trials; resumes them from checkpoints)",
-               needs_checkpoints=True)
+               needs_checkpoints=True, check_options=_takes("MedianStoppingRule"))
 SCHEDULERS.add("pbt", _pbt, "Genetic: population-based training over checkpoints",
-               needs_checkpoints=True)
+               needs_checkpoints=True,
+               check_options=_takes("PopulationBasedTraining", "hyperparam_mutations",
+                                    read_here=("mutate",)))

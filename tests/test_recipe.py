@@ -14,7 +14,8 @@ from sklearn.feature_selection import f_classif
 import pipeline
 import pipeline.preprocessing as pre  # registers the custom layers before loading checkpoints
 from pipeline.data import load_dataset
-from pipeline.models import build_model, check_hyperparameters
+from pipeline.hyperparameters import check_hyperparameters
+from pipeline.models import build_model
 from tests.conftest import ROOT, tiny_spec
 
 EPOCHS = 2

@@ -66,9 +66,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.compat._results import CompatResults, picklable_stdout
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
 from pipeline.data import Dataset
+from pipeline.results import Results
 from pipeline.spec import Spec, parse_spec
 from pipeline.storage import SPEC_FILE, Location, locate
 
@@ -660,7 +660,7 @@ class Tuner:
         if not self._is_ours(where):
             raise FileExistsError(f"{where.path} exists but holds no pipeline experiment "
                                   "(a KerasTuner project?); pass overwrite=True or another project_name")
-        self._results = CompatResults(where)
+        self._results = Results(where)
 
     def _delete(self, where: Location) -> None:
         import pyarrow.fs as pafs
@@ -742,10 +742,9 @@ class Tuner:
         with ray_session(self.address, early=early):
             trainable = tune.with_parameters(_trial, data=data.for_trials(),
                                              spec=_effective(spec), job=job)
-            with picklable_stdout():
-                results = run(spec, address=self.address, resume=resume,
-                              progress=bool(verbose), trainable=trainable)
-        self._results = CompatResults(results.where)
+            results = run(spec, address=self.address, resume=resume,
+                          progress=bool(verbose), trainable=trainable)
+        self._results = Results(results.where)
         self._check_failures()
 
     def _custom_fit(self) -> bool:

@@ -73,7 +73,6 @@ _SUGGEST = {"suggest_float", "suggest_int", "suggest_categorical", "suggest_unif
             "suggest_loguniform", "suggest_discrete_uniform"}
 _TRIAL_CALLS = _SUGGEST | {"report", "should_prune", "set_user_attr", "params", "distributions",
                            "user_attrs", "datetime_start", "number"}
-_RDB = ("sqlite", "mysql", "postgresql", "postgres", "oracle", "mssql")
 
 
 def __getattr__(name: str) -> Any:  # anything else of Optuna's top level
@@ -468,7 +467,6 @@ class Study:
         import ray
 
         from cluster.connect import ray_session
-        from pipeline.compat._results import picklable_stdout
         from pipeline.runner import run
         from ray import tune
 
@@ -509,14 +507,13 @@ class Study:
                     setup={"metrics": metrics, "ask_pruner": ask_pruner,
                            "cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
                 try:
-                    with picklable_stdout():
-                        results = run(spec, address=self.address, progress=show_progress_bar,
-                                      trainable=trainable)
+                    results = run(spec, address=self.address, progress=show_progress_bar,
+                                  trainable=trainable)
                 finally:
                     _optuna.logging.set_verbosity(verbosity)  # the searcher quietens Optuna
-                from pipeline.compat._results import CompatResults
+                from pipeline.results import Results
 
-                results = CompatResults(results.where)
+                results = Results(results.where)
                 self.results_list.append(results)
                 status = {row.trial_id: row.status for row in results.dataframe().itertuples()}
                 ray.get(actor.reconcile.remote(status))
