@@ -250,9 +250,8 @@ KEPT_IMPORTS = {  # optuna's submodules, re-exported so that `optuna.samplers.TP
 def _references() -> dict[str, int]:
     """How often each identifier is read anywhere in the repository's Python files."""
     seen: collections.Counter[str] = collections.Counter()
-    for file in ROOT.rglob("*.py"):
-        if {".venv", ".git"} & set(file.relative_to(ROOT).parts):
-            continue
+    project = ("pipeline", "searchers", "cluster", "tests", "benchmarks", "examples", "k8s")
+    for file in (f for folder in project for f in (ROOT / folder).rglob("*.py")):
         for node in ast.walk(ast.parse(file.read_text())):
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
                 seen[node.id] += 1
