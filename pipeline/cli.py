@@ -39,6 +39,7 @@ def _run(args) -> int:
 
     check_transport(args.address, args.insecure)  # before anything connects
     spec = load_spec(args.spec)
+    _warn_for_loaded_results(spec, args.resume)
     start = time.monotonic()
     results = run(spec, address=args.address, resume=args.resume)
     print(f"\n{results.summary()} in {time.monotonic() - start:.1f}s")
@@ -56,18 +57,19 @@ def _refuse_existing(path: str | None, option: str, force: bool) -> None:
         raise FileExistsError(f"{option}: {path} exists; pass --force to overwrite it")
 
 
-def _warn_if_not_yours(path: str) -> None:
+def _warn_if_not_yours(path: str, field: str = "path") -> None:
     """Warn before loading stored results (pickles: code) from a folder another user controls.
 
     Refuses credentials in the URI first (they would be echoed in messages).
     """
     from pipeline.redact import uri_credentials
+    from pipeline.storage import filesystem
 
     if uri_credentials(path):
-        raise ValueError("path: put credentials in the environment or a Secret, not in the URI")
+        raise SpecError([f"{field}: put credentials in the environment or a Secret, not in the URI"])
     if "://" in path and not path.startswith("file://"):
         return  # a bucket: its access rules are the store's
-    local = os.path.abspath(path.removeprefix("file://"))
+    local = filesystem(path)[1]
     uid = os.getuid()
     here = local
     while True:
@@ -76,6 +78,7 @@ def _warn_if_not_yours(path: str) -> None:
         except OSError:
             st = None
         if st is not None:
+            # a world-writable parent with the sticky bit (/tmp) lets no one else rename ours
             others_write = st.st_mode & 0o022 and not (here != local and st.st_mode & 0o1000)
             if st.st_uid not in (uid, 0) or others_write:
                 who = f"uid {st.st_uid}" if st.st_uid not in (uid, 0) else "other users (writable)"
@@ -87,6 +90,23 @@ def _warn_if_not_yours(path: str) -> None:
         if parent == here:
             return
         here = parent
+
+
+def _warn_for_loaded_results(spec, resume: bool) -> None:
+    """`run` loads stored results too: the experiment (--resume), warm start, restore_from."""
+    from pipeline.storage import locate
+
+    paths = []
+    if resume:
+        where = locate(spec.storage.path, spec.name)
+        if where.fs is None:
+            paths.append(("storage.path", where.path))
+    warm = getattr(spec.searcher, "warm_start", None)
+    paths += [(f, p) for f, p in (("searcher.warm_start.path", getattr(warm, "path", None)),
+                                  ("searcher.restore_from", getattr(spec.searcher, "restore_from", None)))
+              if p]
+    for field, path in paths:
+        _warn_if_not_yours(path, field)
 
 
 def _results(args) -> int:

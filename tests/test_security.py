@@ -250,6 +250,13 @@ def test_results_from_a_folder_another_user_owns_warn_first(experiment, tmp_path
     assert "pickle" in proc.stderr
     mine = _cli(["results", str(experiment)], tmp_path)
     assert mine.returncode == 0 and "warning:" not in mine.stderr, mine.stderr
+    # `run --resume` loads the stored experiment state (pickles) too: same warning, first
+    spec = tiny_spec(tmp_path, search={"trials": 2}, training={"epochs": 1}, storage=str(theirs))
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    resumed = _cli(["run", "spec.yaml", "--resume"], tmp_path, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"warning: {theirs} is controlled by uid 65534" in resumed.stderr
 
 
 # --- point 5: the storage write probe -------------------------------------------------------
