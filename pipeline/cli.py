@@ -94,13 +94,12 @@ def _warn_if_not_yours(path: str, field: str = "path") -> None:
 
 def _warn_for_loaded_results(spec, resume: bool) -> None:
     """`run` loads stored results too: the experiment (--resume), warm start, restore_from."""
-    from pipeline.storage import locate
+    from pipeline.storage import filesystem
 
     paths = []
-    if resume:
-        where = locate(spec.storage.path, spec.name)
-        if where.fs is None:
-            paths.append(("storage.path", where.path))
+    storage = spec.storage.path
+    if resume and ("://" not in storage or storage.startswith("file://")):  # local disk only
+        paths.append(("storage.path", os.path.join(filesystem(storage)[1], spec.name)))
     warm = getattr(spec.searcher, "warm_start", None)
     paths += [(f, p) for f, p in (("searcher.warm_start.path", getattr(warm, "path", None)),
                                   ("searcher.restore_from", getattr(spec.searcher, "restore_from", None)))
