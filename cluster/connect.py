@@ -38,6 +38,57 @@ def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
             "is the head running and the address right?") from None
 
 
+def _host(address: str) -> str:
+    rest = address.split("://", 1)[-1].rsplit("@", 1)[-1]
+    host = rest.rpartition(":")[0] if ":" in rest else rest
+    return host.strip("[]")
+
+
+def _tls_on() -> bool:
+    return os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true", "yes")
+
+
+def _on_this_machine(host: str) -> bool:
+    """True if ``host`` is loopback or an address of this machine (traffic stays local)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    for family, _, _, _, sockaddr in infos:
+        ip = ipaddress.ip_address(sockaddr[0])
+        if ip.is_loopback:
+            continue
+        try:  # binding works only to an address one of this machine's interfaces holds
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((sockaddr[0], 0))
+        except OSError:
+            return False
+    return bool(infos)
+
+
+def check_transport(address: str | None, insecure: bool = False) -> None:
+    """Refuse, before connecting, to join a Ray cluster on another machine without TLS.
+
+    Joining sends the cluster token (``authorization: Bearer ...``) and then code and
+    data over the connection; without Ray's TLS (``RAY_USE_TLS=1``) they cross the
+    network in clear. ``insecure`` accepts that. ``address`` None means ``RAY_ADDRESS``.
+    """
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local") or insecure or _tls_on():
+        return
+    host = _host(address)
+    if not _on_this_machine(host):
+        raise ClusterConnectError(
+            f"--address: refusing to join the Ray cluster at {host} without TLS: the cluster "
+            "token and your code would cross the network in clear; turn on Ray's TLS "
+            "(RAY_USE_TLS=1 with RAY_TLS_SERVER_CERT, RAY_TLS_SERVER_KEY, RAY_TLS_CA_CERT), "
+            "tunnel to localhost (ssh -L, kubectl port-forward), or pass --insecure")
+
+
 def alive_nodes() -> int:
     import ray
 
@@ -63,8 +114,7 @@ def nodes_not_seeing(folder: str, timeout_s: float = 60.0) -> list[str]:
     marker = os.path.join(parent, f".pipeline-visible-{uuid.uuid4().hex}")
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     sees = ray.remote(num_cpus=0, max_retries=0)(os.path.exists)
-    with open(marker, "w"):
-        pass
+    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     try:
         refs = [sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             n["NodeID"], soft=False)).remote(marker) for n in nodes]

@@ -12,6 +12,7 @@ import sys
 import time
 
 from cluster.connect import ClusterConnectError
+from pipeline.redact import redact
 from pipeline.spec import SpecError, load_spec
 from pipeline.storage import StorageUnavailable
 
@@ -33,9 +34,12 @@ def _validate(args) -> int:
 
 
 def _run(args) -> int:
+    from cluster.connect import check_transport
     from pipeline.runner import run
 
+    check_transport(args.address, args.insecure)  # before anything connects
     spec = load_spec(args.spec)
+    _warn_for_loaded_results(spec, args.resume)
     start = time.monotonic()
     results = run(spec, address=args.address, resume=args.resume)
     print(f"\n{results.summary()} in {time.monotonic() - start:.1f}s")
@@ -43,20 +47,85 @@ def _run(args) -> int:
     return 0
 
 
+def _refuse_existing(path: str | None, option: str, force: bool) -> None:
+    """An output that exists (a file, a folder, a link) is only replaced with --force."""
+    if path is None:
+        return
+    if os.path.islink(path):
+        raise FileExistsError(f"{option}: {path} is a symbolic link; refusing to write through it")
+    if os.path.lexists(path) and not force:
+        raise FileExistsError(f"{option}: {path} exists; pass --force to overwrite it")
+
+
+def _warn_if_not_yours(path: str, field: str = "path") -> None:
+    """Warn before loading stored results (pickles: code) from a folder another user controls.
+
+    Refuses credentials in the URI first (they would be echoed in messages).
+    """
+    from pipeline.redact import uri_credentials
+    from pipeline.storage import filesystem
+
+    if uri_credentials(path):
+        raise SpecError([f"{field}: put credentials in the environment or a Secret, not in the URI"])
+    if "://" in path and not path.startswith("file://"):
+        return  # a bucket: its access rules are the store's
+    local = filesystem(path)[1]
+    uid = os.getuid()
+    here = local
+    while True:
+        try:
+            st = os.stat(here)
+        except OSError:
+            st = None
+        if st is not None:
+            # a world-writable parent with the sticky bit (/tmp) lets no one else rename ours
+            others_write = st.st_mode & 0o022 and not (here != local and st.st_mode & 0o1000)
+            if st.st_uid not in (uid, 0) or others_write:
+                who = f"uid {st.st_uid}" if st.st_uid not in (uid, 0) else "other users (writable)"
+                print(f"warning: {here} is controlled by {who}, not only you: stored results "
+                      "are loaded with pickle and can run code; open only results you trust",
+                      file=sys.stderr)
+                return
+        parent = os.path.dirname(here)
+        if parent == here:
+            return
+        here = parent
+
+
+def _warn_for_loaded_results(spec, resume: bool) -> None:
+    """`run` loads stored results too: the experiment (--resume), warm start, restore_from."""
+    from pipeline.storage import filesystem
+
+    paths = []
+    storage = spec.storage.path
+    if resume and ("://" not in storage or storage.startswith("file://")):  # local disk only
+        paths.append(("storage.path", os.path.join(filesystem(storage)[1], spec.name)))
+    warm = getattr(spec.searcher, "warm_start", None)
+    paths += [(f, p) for f, p in (("searcher.warm_start.path", getattr(warm, "path", None)),
+                                  ("searcher.restore_from", getattr(spec.searcher, "restore_from", None)))
+              if p]
+    for field, path in paths:
+        _warn_if_not_yours(path, field)
+
+
 def _results(args) -> int:
     from pipeline.results import Results
 
+    _refuse_existing(args.export, "--export", args.force)
+    _warn_if_not_yours(args.path)
     res = Results.open(args.path, args.endpoint_override)
     print(res.summary())
     print(res.format_leaderboard(args.top))
     if args.export:
-        print(f"exported {res.num_trials} trials to {res.export(args.export)}")
+        path = res.export(args.export, overwrite=args.force)
+        print(f"exported {res.num_trials} trials to {path}")
     return 0
 
 
 def _best(args) -> int:
     from pipeline.results import Results
 
+    _warn_if_not_yours(args.path)
     res = Results.open(args.path, args.endpoint_override)
     print(f"best trial: {res.best_trial.trial_id}")
     print(f"best {res.metric} (validation): {res.best_value:.4f}")
@@ -75,8 +144,11 @@ def _report(args) -> int:
     from pipeline.report import write_report
     from pipeline.results import Results
 
+    _refuse_existing(args.output, "-o", args.force)
+    _warn_if_not_yours(args.path)
     res = Results.open(args.path, args.endpoint_override)
     out = Path(args.output or f"{res.where.name}-report")
+    _refuse_existing(str(out), "-o", args.force)
     index = write_report(res, out)
     print(f"report: {index}")
     return 0
@@ -166,20 +238,24 @@ def _submit(args) -> int:
     from cluster import jobs
 
     load_spec(args.spec)  # validate here, before anything is shipped
-    job_id = jobs.submit(args.spec, args.address, insecure=args.insecure, resume=not args.no_resume)
+    address, origin = jobs.resolve_address(args.address, args.insecure)  # once, for everything
+    print(f"cluster: {address} (from {origin})", file=sys.stderr)
+    job_id = jobs.submit(args.spec, address, insecure=args.insecure, resume=not args.no_resume,
+                         include=args.include, max_upload_mb=args.max_upload_mb)
     print(job_id)
-    return jobs.follow(job_id, args.address, args.insecure) if args.follow else 0
+    return jobs.follow(job_id, address, args.insecure) if args.follow else 0
 
 
 def _jobs(args) -> int:
     from cluster import jobs
 
-    c = jobs.client(args.address, args.insecure)
+    address, _ = jobs.resolve_address(args.address, args.insecure)
+    c = jobs.client(address, args.insecure)
     if args.action == "status":
         print(str(c.get_job_status(args.job_id)).split(".")[-1])
     elif args.action == "logs":
         if args.follow:
-            return jobs.follow(args.job_id, args.address, args.insecure)
+            return jobs.follow(args.job_id, address, args.insecure)
         print(c.get_job_logs(args.job_id), end="")
     else:
         print("stopped" if c.stop_job(args.job_id) else "not running")
@@ -190,13 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("validate", help="check a spec; start nothing, write nothing")
+    p = sub.add_parser(
+        "validate", help="check a spec; start nothing, write nothing (imports the modules it names)",
+        description="Check a spec; start nothing, write nothing. A spec is code: validate "
+                    "imports the modules it names (model.builder 'module:function', "
+                    "training.callbacks), which runs their top-level code. Validate only specs "
+                    "you would run.")
     p.add_argument("spec")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("run", help="run an experiment spec")
     p.add_argument("spec")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow joining a non-loopback cluster without TLS (the token travels in clear)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted experiment (start afresh if there is none)")
     p.add_argument("--top", type=int, default=10, help="leaderboard rows")
@@ -210,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "results":
             p.add_argument("--top", type=int, default=10)
             p.add_argument("--export", metavar="FILE", help="write all trials to .parquet, .csv or .json")
+            p.add_argument("--force", action="store_true", help="overwrite an existing --export file")
         else:
             p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
         p.set_defaults(func=func)
@@ -217,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write a self-contained HTML report (and PNGs)")
     p.add_argument("path", help="experiment folder or URI")
     p.add_argument("-o", "--output", help="folder to write (default: NAME-report)")
+    p.add_argument("--force", action="store_true", help="write into an existing -o folder")
     p.add_argument("--endpoint-override", help="S3-compatible endpoint")
     p.set_defaults(func=_report)
 
@@ -235,8 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cluster_down)
 
     def _address(p):
-        p.add_argument("--address", default=os.environ.get("RAY_DASHBOARD_ADDRESS", "http://127.0.0.1:8265"),
-                       help="the cluster's dashboard / Jobs API URL")
+        p.add_argument("--address", help=(
+            "the cluster's dashboard / Jobs API URL (default: RAY_DASHBOARD_ADDRESS, "
+            "RAY_API_SERVER_ADDRESS or an http(s) RAY_ADDRESS, else the running cluster "
+            "`cluster up` recorded; never a fixed port)"))
         p.add_argument("--insecure", action="store_true", help="allow plain http to a non-loopback host")
 
     p = sub.add_parser("submit", help="run a spec on a Ray cluster as a job")
@@ -244,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     _address(p)
     p.add_argument("--follow", action="store_true", help="stream logs; exit with the job's status")
     p.add_argument("--no-resume", action="store_true", help="do not pass --resume to the job's run")
+    p.add_argument("--include", action="append", default=[], metavar="PATH",
+                   help="also ship this file or folder of the project (repeatable); by default "
+                        "only the packages, the spec and the files and modules it names go")
+    p.add_argument("--max-upload-mb", type=float, default=50.0,
+                   help="refuse to ship more than this (default: 50)")
     p.set_defaults(func=_submit)
     p = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
     p.add_argument("action", choices=["status", "logs", "stop"])
@@ -276,19 +368,20 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SpecError as exc:
         for line in exc.lines:
-            print(f"error: {line}", file=sys.stderr)
+            print(redact(f"error: {line}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except ClusterConnectError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except StorageUnavailable as exc:  # mid-run: not bad input, and the state stays resumable
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - user-facing commands end with one line, not a traceback
-        expected = (FileNotFoundError, LookupError, ValueError, RuntimeError, ConnectionError)
+        expected = (FileNotFoundError, FileExistsError, LookupError, ValueError, RuntimeError,
+                    ConnectionError)
         if args.command in ("validate", "run") or not (
                 isinstance(exc, expected) or type(exc).__name__ == "AuthenticationError"):
             raise
-        print(f"error: {type(exc).__name__}: {exc}" if type(exc).__name__ == "AuthenticationError"
-              else f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {type(exc).__name__}: {exc}" if type(exc).__name__ ==
+                     "AuthenticationError" else f"error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT

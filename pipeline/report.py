@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.results import pareto_mask
+from pipeline.safe_io import write_file
 from pipeline.space import BoolParam, ChoiceParam, FixedParam, IntParam, SearchSpace
 
 if TYPE_CHECKING:
@@ -728,7 +729,7 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
         sections.append(("pareto", "Pareto front", body))
 
     for image in images:
-        (out_dir / image.name).write_bytes(image.data)
+        write_file(out_dir / image.name, image.data, overwrite=True)
     when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     nav = "".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _ in sections)
     content = "".join(f'<section id="{sid}"><h2>{_e(title)}</h2>{body}</section>'
@@ -749,5 +750,5 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
 </body></html>
 """
     index = out_dir / INDEX
-    index.write_text(page, encoding="utf-8")
+    write_file(index, page, overwrite=True)
     return index

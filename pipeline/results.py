@@ -222,20 +222,30 @@ class Results:
         values = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
         return {f"test_{k}": float(v) for k, v in values.items()}
 
-    def export(self, file: str | os.PathLike) -> Path:
-        """Write every trial's config and metrics as .parquet, .csv or .json."""
+    def export(self, file: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write every trial's config and metrics as .parquet, .csv or .json.
+
+        An existing file (or link) at ``file`` raises ``FileExistsError`` unless
+        ``overwrite``; then it is replaced, never written through.
+        """
+        import io
+
+        from pipeline.safe_io import write_file
+
         path = Path(file)
         df = self.dataframe()
         suffix = path.suffix.lower()
         if suffix == ".parquet":
-            df.to_parquet(path, engine="pyarrow", index=False)
+            buf = io.BytesIO()
+            df.to_parquet(buf, engine="pyarrow", index=False)
+            data: bytes | str = buf.getvalue()
         elif suffix == ".csv":
-            df.to_csv(path, index=False)
+            data = df.to_csv(index=False)
         elif suffix == ".json":
-            path.write_text(json.dumps(df.to_dict(orient="records"), indent=2, default=str))
+            data = json.dumps(df.to_dict(orient="records"), indent=2, default=str)
         else:
             raise ValueError(f"--export: unsupported file type '{suffix}' (use .parquet, .csv or .json)")
-        return path
+        return write_file(path, data, overwrite=overwrite)
 
     def format_leaderboard(self, n: int = 10) -> str:
         board = self.leaderboard(n)

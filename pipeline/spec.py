@@ -259,6 +259,15 @@ class StorageSpec(_Section):
         default=300, ge=0,
         description="how long a trial waits for unreachable storage to come back before it fails")
 
+    @field_validator("path", "endpoint_override")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        from pipeline.redact import uri_credentials
+
+        if v is not None and uri_credentials(v):  # they would be echoed and stored with the spec
+            raise ValueError("put credentials in the environment or a Secret, not in the URI")
+        return v
+
     @field_validator("path")
     @classmethod
     def _scheme(cls, v: str) -> str:

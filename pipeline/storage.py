@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import pyarrow.fs as pafs
 
 from pipeline.s3 import endpoint_for, s3_filesystem
+from pipeline.safe_io import create_exclusive, write_file
 
 SPEC_FILE = "pipeline_spec.yaml"
 
@@ -78,13 +80,24 @@ class Location:
 
     def write_text(self, filename: str, text: str) -> None:
         self._fs.create_dir(self.path, recursive=True)
+        if self.fs is None:  # local: replace the name, never write through a link planted there
+            write_file(f"{self.path}/{filename}", text, overwrite=True)
+            return
         with self._fs.open_output_stream(f"{self.path}/{filename}") as f:
             f.write(text.encode())
 
     def check_writable(self) -> None:
-        """Write and delete a probe file, so bad storage fails now, not an hour in."""
-        probe = f"{self.root.rstrip('/')}/.write-probe-{self.name}"
+        """Write and delete a probe file, so bad storage fails now, not an hour in.
+
+        The probe has a fresh random name and, on local disk, is created exclusively
+        without following links: nothing planted in a shared storage root is written.
+        """
+        probe = f"{self.root.rstrip('/')}/.write-probe-{self.name}-{uuid.uuid4().hex}"
         self._fs.create_dir(self.root, recursive=True)
+        if self.fs is None:
+            create_exclusive(probe, b"ok")
+            os.unlink(probe)
+            return
         with self._fs.open_output_stream(probe) as f:
             f.write(b"ok")
         self._fs.delete_file(probe)

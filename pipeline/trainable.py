@@ -247,8 +247,51 @@ def trial_session(cpu: float, gpu: float = 0, *, memory_growth: bool = False,
         yield
 
 
+def _installed_roots() -> list[str]:
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    return [os.path.join(os.path.realpath(r), "") for r in roots if r]
+
+
+def callback_factory(ref: str) -> Any:
+    """The factory a ``training.callbacks`` entry names, if a spec may name it.
+
+    A spec is code, but a callback entry may only name a Keras callback class (a
+    ``keras.callbacks.Callback`` subclass) or a callable defined in the user's own module
+    (not the standard library, not an installed package, not the pipeline itself):
+    ``subprocess:getoutput`` or ``os:system`` would otherwise run with the trial's
+    environment, storage credentials included. Checked before anything is called.
+    """
+    import sys
+
+    import keras
+
+    module, _, attr = ref.partition(":")
+    obj = resolve_callable(ref)
+    if isinstance(obj, type) and issubclass(obj, keras.callbacks.Callback):
+        return obj
+    defined_in = sys.modules.get(getattr(obj, "__module__", None) or "")
+    file = getattr(defined_in, "__file__", None)
+    own = (
+        getattr(obj, "__module__", None) == module
+        and module.split(".")[0] not in ("pipeline", "searchers", "cluster")
+        and file is not None
+        and not any(os.path.realpath(file).startswith(r) for r in _installed_roots())
+    )
+    if not own:
+        raise ValueError(
+            f"training.callbacks: '{ref}' is neither a Keras callback class nor a callable "
+            "defined in your own module; name a keras.callbacks class or a factory in your "
+            "project's code")
+    return obj
+
+
 def _user_callbacks(spec: Spec) -> list:
-    return [resolve_callable(cb.factory)(**cb.kwargs) for cb in spec.training.callbacks]
+    return [callback_factory(cb.factory)(**cb.kwargs) for cb in spec.training.callbacks]
 
 
 # Before a reused actor takes its next trial, Tune waits for the stopped trial's thread to

@@ -113,6 +113,16 @@ def test_json_roundtrip_and_env(cluster):
     assert len(cluster.pids) == 3
 
 
+def test_long_state_path_temp_root_in_tmp_is_private_too(cluster):
+    """The state folder is too long for Ray's sockets here: the temp root is in /tmp, 0700."""
+    import stat
+
+    assert str(cluster.temp_dir).startswith("/tmp/rlc-")
+    for folder in (cluster.state_dir, cluster.temp_dir):
+        assert stat.S_IMODE(Path(folder).stat().st_mode) == 0o700
+    assert local.world_writable(cluster.state_dir, cluster.temp_dir) == []
+
+
 def test_nodes_alive_head_has_no_cpus(cluster):
     nodes = [n for n in local.nodes(cluster) if n["state"] == "ALIVE"]
     assert len(nodes) == 3
