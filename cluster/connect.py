@@ -10,8 +10,6 @@ from contextlib import contextmanager
 from typing import Iterator
 
 REACH_TIMEOUT_S = 10.0
-# what the workers of a Ray this module starts import before they take work
-PRELOAD = {"preload_python_modules": ["keras"]}
 
 
 class ClusterConnectError(ConnectionError):
@@ -142,10 +140,7 @@ def _init(address: str | None, dashboard: bool) -> None:
                     "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)")
             raise ClusterConnectError(f"could not join the Ray cluster at {address}: {exc}{hint}") from None
     else:
-        # Ray prestarts as many idle workers as there are CPUs; trial actors take them. With
-        # Keras imported as they start (seconds of TensorFlow import), the first trials
-        # begin training at once instead of importing it after the search has started.
-        ray.init(include_dashboard=dashboard, _system_config=PRELOAD, **kwargs)
+        ray.init(include_dashboard=dashboard, **kwargs)
 
 
 class _NotMainThread(logging.Filter):
