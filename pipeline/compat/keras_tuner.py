@@ -54,19 +54,17 @@ Differences from KerasTuner (by design):
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import inspect
 import logging
 import math
 import random
 import shutil
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
+from pipeline.compat._kt_data import make_dataset
+from pipeline.compat._kt_trial import MULTI_OBJECTIVE, _Job, _trial
 from pipeline.data import Dataset
 from pipeline.results import Results
 from pipeline.spec import Spec, parse_spec
@@ -99,8 +97,6 @@ class Objective:
 
     __repr__ = __str__
 
-
-MULTI_OBJECTIVE = "multi_objective"
 
 _MAX_METRICS = {
     "Accuracy", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
@@ -190,277 +186,6 @@ class _FunctionHyperModel(HyperModel):
 
 def _has_custom_fit(hypermodel: HyperModel) -> bool:
     return type(hypermodel).fit is not HyperModel.fit
-
-
-# -- what a trial needs -----------------------------------------------------------------------
-
-
-@dataclass
-class _Job:
-    """Everything of the tuner a trial needs (sent once through the object store)."""
-
-    hypermodel: HyperModel
-    defs: list[HyperParameter]
-    objectives: list[tuple[str, str]]
-    callbacks: list = field(default_factory=list)
-    fit_kwargs: dict[str, Any] = field(default_factory=dict)  # as the user gave them to search()
-    executions: int = 1
-    compile_kwargs: dict[str, Any] = field(default_factory=dict)
-    custom_fit: bool = False
-    pass_epochs: bool = True
-
-
-def _with_objective(job: _Job, logs: dict[str, Any] | None) -> dict[str, float]:
-    out = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
-    if len(job.objectives) > 1 and all(name in out for name, _ in job.objectives):
-        out[MULTI_OBJECTIVE] = sum(out[n] if d == "min" else -out[n] for n, d in job.objectives)
-    return out
-
-
-def _metric_name(job: _Job) -> str:
-    return MULTI_OBJECTIVE if len(job.objectives) > 1 else job.objectives[0][0]
-
-
-_CALLBACKS: dict[str, type] = {}
-
-
-def _callback_classes():
-    """Keras callback classes, defined on first use (keeps importing this module light)."""
-    if _CALLBACKS:
-        return _CALLBACKS["reporter"], _CALLBACKS["collector"]
-    import keras
-
-    from pipeline.trainable import _make_callback
-
-    class Reporter(keras.callbacks.Callback):
-        """Reports each epoch to Tune (pipeline's reporter); checkpoints the final epoch,
-        including one ended early by a user callback (``model.stop_training``)."""
-
-        def __init__(self, spec: Spec, job: _Job, last_epoch: int,
-                     history: list[dict[str, Any]] | None = None):
-            super().__init__()
-            self.spec, self.job, self.last = spec, job, last_epoch
-            self.history = list(history or [])  # kept in each checkpoint (pipeline.trainable)
-            self.reported, self.checkpointed, self.last_logs = 0, 0, {}
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = _with_objective(self.job, logs)
-            done = epoch + 1
-            final = done >= self.last or bool(getattr(self.model, "stop_training", False))
-            cb = _make_callback(self.spec, done if final else self.last, self.history)
-            cb.set_model(self.model)
-            self.reported, self.last_logs = done, logs
-            every = self.spec.training.checkpoint_every
-            if final or (every and done % every == 0):
-                self.checkpointed = done
-            cb.on_epoch_end(epoch, logs)
-
-        def finish(self) -> None:
-            """Checkpoint the last epoch when the user's own fit ended elsewhere than planned."""
-            if self.reported and self.checkpointed != self.reported:
-                # the last epoch is reported again, with a checkpoint: not a new history row
-                cb = _make_callback(self.spec, self.reported, self.history[:-1])
-                cb.set_model(self.model)
-                self.checkpointed = self.reported
-                cb.on_epoch_end(self.reported - 1, self.last_logs)
-
-    class Collector(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.epochs: list[dict[str, Any]] = []
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.epochs.append(dict(logs or {}))
-
-    _CALLBACKS.update(reporter=Reporter, collector=Collector)
-    return Reporter, Collector
-
-
-def _history_epochs(result: Any) -> list[dict[str, Any]] | None:
-    """Per-epoch logs of a ``History``, or None."""
-    history = getattr(result, "history", None)
-    if isinstance(history, dict) and history:
-        n = max(len(v) for v in history.values())
-        return [{k: v[i] for k, v in history.items() if i < len(v)} for i in range(n)]
-    return None
-
-
-def _returned_metrics(job: _Job, result: Any) -> dict[str, float] | None:
-    """A HyperModel.fit return value (dict or number) as metrics; None for History/None."""
-    if isinstance(result, dict):
-        return {k: float(v) for k, v in result.items()}
-    if isinstance(result, (int, float, np.floating, np.integer)) and not isinstance(result, bool):
-        return {_metric_name(job): float(result)}
-    return None
-
-
-def _build(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
-    from pipeline.trainable import compile_model
-
-    model = job.hypermodel.build(hp)
-    if model is None:
-        raise ValueError("the build function returned None instead of a Keras model")
-    if job.compile_kwargs:
-        kwargs = dict(job.compile_kwargs)
-        opt = kwargs.get("optimizer")
-        if opt is not None and not isinstance(opt, str):
-            kwargs["optimizer"] = opt.__class__.from_config(opt.get_config())
-        model.compile(**kwargs)
-    elif not model.compiled:
-        compile_model(model, spec, values)
-    if hp._unknown:
-        log.warning("hyperparameters %s were not seen when the search space was discovered; "
-                    "they take their default in this trial", sorted(set(hp._unknown)))
-    return model
-
-
-# fit() arguments that the tf.data inputs of the pipeline's trainable carry as well
-_PLAIN_FIT = {"batch_size", "shuffle"}
-
-
-def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callbacks: list,
-         initial_epoch: int):
-    from pipeline.trainable import fit_inputs
-
-    kwargs = dict(job.fit_kwargs)
-    kwargs["callbacks"] = callbacks
-    if initial_epoch:
-        kwargs["initial_epoch"] = initial_epoch
-    if job.custom_fit:
-        if len(data.x_val):
-            kwargs["validation_data"] = (data.x_val, data.y_val)
-        if job.pass_epochs:
-            kwargs["epochs"] = spec.training.epochs
-        return job.hypermodel.fit(hp, model, data.x_train, data.y_train, **kwargs)
-    batch_size = kwargs.pop("batch_size", None) or spec.training.batch_size
-    kwargs.update(epochs=spec.training.epochs, verbose=spec.training.verbose)
-    if set(job.fit_kwargs) <= _PLAIN_FIT and job.fit_kwargs.get("shuffle", True) in (True, False):
-        # the same epochs as fit over the arrays, without rebuilding iterators every epoch
-        inputs = fit_inputs(data, batch_size, spec.seed, shuffle=kwargs.pop("shuffle", True))
-        return model.fit(**inputs, **kwargs)
-    if len(data.x_val):
-        kwargs["validation_data"] = (data.x_val, data.y_val)
-    return model.fit(data.x_train, data.y_train, batch_size=batch_size, **kwargs)
-
-
-def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
-    """Ray Tune function trainable for one KerasTuner trial (on the worker's trial thread)."""
-    from pipeline.trainable import on_trial_thread
-
-    on_trial_thread(_run_trial, config, data, spec, job)
-
-
-def _run_trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
-    from pipeline.trainable import trial_session
-
-    res = spec.resources
-    with trial_session(res.cpu, res.gpu, memory_growth=res.gpu_memory_growth, seed=spec.seed):
-        _run_job(config, data, spec, job)
-
-
-def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
-    import keras
-    from ray import tune
-
-    from pipeline.trainable import _restore, hyperparameters
-
-    Reporter, Collector = _callback_classes()
-    values = hyperparameters(spec, config)
-    values.pop("__default__", None)  # the placeholder of a build without hyperparameters
-    epochs = spec.training.epochs
-
-    if job.executions == 1:
-        model, done, history = _restore(spec, values)
-        hp = HyperParameters.replay(job.defs, values)
-        if model is None:
-            model = _build(job, hp, values, spec)
-        if done >= epochs:
-            return
-        reporter = Reporter(spec, job, epochs, history)
-        result = _fit(job, hp, model, data, spec, [*copy.deepcopy(job.callbacks), reporter], done)
-        returned = _returned_metrics(job, result)
-        if not reporter.reported:  # the user's fit trained without our callback
-            per_epoch = _history_epochs(result) or ([returned] if returned else None)
-            if not per_epoch:
-                raise ValueError("HyperModel.fit neither passed `callbacks` to model.fit nor "
-                                 "returned a History, a dict of metrics or a number")
-            reporter.set_model(model)
-            reporter.last = len(per_epoch)
-            for epoch, logs in enumerate(per_epoch):
-                reporter.on_epoch_end(epoch, logs)
-        elif returned:  # KerasTuner takes a returned value as the trial's result
-            tune.report({**_with_objective(job, returned), "epoch": reporter.reported})
-        reporter.finish()
-        return
-
-    histories, model = [], None
-    for i in range(job.executions):
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(spec.seed + i)
-        hp = HyperParameters.replay(job.defs, values)
-        model = _build(job, hp, values, spec)
-        collector = Collector()
-        result = _fit(job, hp, model, data, spec, [*copy.deepcopy(job.callbacks), collector], 0)
-        returned = _returned_metrics(job, result)
-        epochs_logs = collector.epochs or _history_epochs(result) or []
-        if returned:
-            epochs_logs = [*epochs_logs[:-1], {**(epochs_logs[-1] if epochs_logs else {}), **returned}]
-        histories.append(epochs_logs)
-    n = max(len(h) for h in histories)
-    if n == 0:
-        raise ValueError("no execution of the trial reported any metric")
-    reporter = Reporter(spec, job, n)
-    reporter.set_model(model)
-    for epoch in range(n):
-        rows = [h[epoch] for h in histories if len(h) > epoch]
-        keys = set().union(*rows)
-        mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
-        reporter.on_epoch_end(epoch, mean)
-
-
-# -- data -------------------------------------------------------------------------------------
-
-
-def _num_classes(y: np.ndarray) -> int:
-    if y.ndim > 1 and y.shape[-1] > 1:
-        return int(y.shape[-1])
-    if np.issubdtype(y.dtype, np.integer) and y.size:
-        return int(y.max()) + 1
-    return 1
-
-
-def _array(value: Any, what: str) -> np.ndarray:
-    if isinstance(value, dict):
-        raise TypeError(f"{what}: multi-input/-output data is not supported by this front door; "
-                        "pass one NumPy array")
-    if hasattr(value, "element_spec") or inspect.isgenerator(value):
-        raise TypeError(f"{what}: tf.data datasets and generators are not supported; pass NumPy arrays")
-    return np.asarray(value)
-
-
-def make_dataset(x: Any, y: Any, validation_data: Any = None,
-                 validation_split: float | None = None) -> Dataset:
-    """A :class:`Dataset` from ``fit``-style arrays.
-
-    ``validation_split`` takes the last rows, as Keras does; the test split is empty.
-    """
-    if y is None:
-        raise TypeError("search() needs `x` and `y` arrays")
-    x, y = _array(x, "x"), _array(y, "y")
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
-            raise TypeError("validation_data must be a tuple (x_val, y_val)")
-        x_tr, y_tr = x, y
-        x_val = _array(validation_data[0], "validation x")
-        y_val = _array(validation_data[1], "validation y")
-    elif validation_split:
-        split_at = int(math.floor(len(x) * (1.0 - validation_split)))
-        x_tr, y_tr, x_val, y_val = x[:split_at], y[:split_at], x[split_at:], y[split_at:]
-    else:
-        x_tr, y_tr, x_val, y_val = x, y, x[:0], y[:0]
-    return Dataset(x_tr, y_tr, x_val, y_val, x[:0], y[:0], _num_classes(y))
 
 
 # -- tuners -----------------------------------------------------------------------------------
