@@ -98,7 +98,7 @@ def _collect(results: "Results") -> list[_Trial]:
     space = spec.search_space()
     df = results.dataframe()
     frames = results.histories
-    configs = {t.trial_id: dict(t.config or {}) for t in results._analysis.trials}
+    configs = results.configs
     trials = []
     for row in df.to_dict(orient="records"):
         tid = row["trial_id"]

@@ -193,23 +193,53 @@ class Results:
     def best_value(self) -> float:
         return float(self.leaderboard(1).iloc[0][self.metric])
 
-    def best_checkpoint(self):
-        checkpoint = self._analysis.get_best_checkpoint(self.best_trial, self.metric, self.mode)
+    @cached_property
+    def configs(self) -> dict[str, dict[str, Any]]:
+        """Per trial id, the configuration the trial ran with, as Tune gave it."""
+        return {t.trial_id: dict(t.config or {}) for t in self._analysis.trials}
+
+    def checkpoint(self, trial_id: str, which: str = "best"):
+        """A trial's checkpoint (a Ray ``Checkpoint``), or None if it saved none.
+
+        ``which``: ``"best"`` (by the objective; the latest when no checkpoint was scored)
+        or ``"latest"``.
+        """
+        if which not in ("best", "latest"):
+            raise ValueError(f"which must be 'best' or 'latest', not {which!r}")
+        trial = next((t for t in self._analysis.trials if t.trial_id == trial_id), None)
+        if trial is None:
+            raise KeyError(f"no trial {trial_id!r} in {self.where.path}")
+        found = None
+        if which == "best":
+            found = self._analysis.get_best_checkpoint(trial, self.metric, self.mode)
+        return found or self._analysis.get_last_checkpoint(trial)
+
+    def load_model(self, trial_id: str | None = None, which: str = "best"):
+        """A trial's Keras model (default: the best trial's) loaded from its checkpoint.
+
+        Loading a model needs what built it: a user builder's module must be importable.
+        """
+        import keras
+
+        import pipeline.preprocessing  # noqa: F401  (registers the custom layers saved models use)
+        from pipeline.trainable import MODEL_FILE
+
+        trial_id = trial_id or self.best_trial.trial_id
+        checkpoint = self.checkpoint(trial_id, which)
         if checkpoint is None:
-            checkpoint = self._analysis.get_last_checkpoint(self.best_trial)
+            raise LookupError(f"trial {trial_id} has no checkpoint")
+        with checkpoint.as_directory() as d:
+            return keras.models.load_model(os.path.join(d, MODEL_FILE))
+
+    def best_checkpoint(self):
+        checkpoint = self.checkpoint(self.best_trial.trial_id)
         if checkpoint is None:
             raise LookupError(f"trial {self.best_trial.trial_id} has no checkpoint")
         return checkpoint
 
     def best_model(self):
         """The best trial's model, loaded from its best checkpoint."""
-        import keras
-
-        import pipeline.preprocessing  # noqa: F401  (registers the custom layers saved models use)
-        from pipeline.trainable import MODEL_FILE
-
-        with self.best_checkpoint().as_directory() as d:
-            return keras.models.load_model(os.path.join(d, MODEL_FILE))
+        return self.load_model()
 
     def evaluate_best(self) -> dict[str, float]:
         """Metrics of the best model on the held-out test split (never seen by the search)."""

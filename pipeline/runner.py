@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from pipeline.results import Results
 
 
-def _effective(spec: Spec) -> Spec:
+def effective_spec(spec: Spec) -> Spec:
     """Schedulers that pause or exploit trials need a checkpoint at each decision point."""
     from searchers import SCHEDULERS
 
@@ -83,7 +83,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
 
     from searchers import SCHEDULERS
 
-    spec = _effective(spec)
+    spec = effective_spec(spec)
     # A Spec built in Python has passed the schema only; the searcher and scheduler are
     # built once here, before anything else is written, so bad options name their field.
     check_environment(spec)

@@ -64,7 +64,7 @@ def compile_model(model, spec: Spec, hp: dict[str, Any],
     )
 
 
-def _make_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]]):
+def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]]):
     import keras
     from ray import tune
 
@@ -116,7 +116,7 @@ def _make_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]]):
     return TuneReport()
 
 
-def _restore(spec: Spec, hp: dict[str, Any]):
+def restore_trial(spec: Spec, hp: dict[str, Any]):
     """(model, epochs done, history) from the trial's latest checkpoint, or (None, 0, [])."""
     import keras
     from ray import tune
@@ -367,7 +367,7 @@ def _train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
 def _fit_trial(config: dict[str, Any], data: Dataset, spec: Spec,
                build_fn: Callable[..., Any] | None) -> None:
     hp = hyperparameters(spec, config)
-    model, done, history = _restore(spec, hp)
+    model, done, history = restore_trial(spec, hp)
     batch_size = int(hp.get("batch_size", spec.training.batch_size))
     if model is None:
         builder = hp.pop("builder", spec.model.builder)  # the builder itself may be searched
@@ -391,5 +391,5 @@ def _fit_trial(config: dict[str, Any], data: Dataset, spec: Spec,
         epochs=epochs,
         initial_epoch=done,
         verbose=spec.training.verbose,
-        callbacks=[*_user_callbacks(spec), _make_callback(spec, epochs, history)],
+        callbacks=[*_user_callbacks(spec), report_callback(spec, epochs, history)],
     )

@@ -278,3 +278,21 @@ def test_mlflow_tracking_to_a_local_file_store(tmp_path):
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 2
     assert all("val_accuracy" in r.data.metrics and "units" in r.data.params for r in runs)
+
+
+def test_results_public_api_reads_trials_and_models(tmp_path):
+    """configs, checkpoint(best|latest) and load_model: what the front doors and report use."""
+    import keras
+
+    res = pipeline.run(tiny_spec(tmp_path, search={"trials": 2},
+                                 training={"epochs": 2, "checkpoint_every": 1}), progress=False)
+    ids = list(res.dataframe()["trial_id"])
+    assert set(res.configs) == set(ids) and all(res.configs[i] for i in ids)
+    best = res.best_trial.trial_id
+    assert res.checkpoint(best, "best") is not None and res.checkpoint(best, "latest") is not None
+    assert isinstance(res.load_model(best, "latest"), keras.Model)
+    assert res.load_model().count_params() == res.best_model().count_params()
+    with pytest.raises(KeyError):
+        res.checkpoint("no-such-trial")
+    with pytest.raises(ValueError):
+        res.checkpoint(best, "worst")

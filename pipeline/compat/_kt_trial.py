@@ -62,7 +62,7 @@ def _callback_classes():
         return _CALLBACKS["reporter"], _CALLBACKS["collector"]
     import keras
 
-    from pipeline.trainable import _make_callback
+    from pipeline.trainable import report_callback
 
     class Reporter(keras.callbacks.Callback):
         """Reports each epoch to Tune (pipeline's reporter); checkpoints the final epoch,
@@ -79,7 +79,7 @@ def _callback_classes():
             logs = _with_objective(self.job, logs)
             done = epoch + 1
             final = done >= self.last or bool(getattr(self.model, "stop_training", False))
-            cb = _make_callback(self.spec, done if final else self.last, self.history)
+            cb = report_callback(self.spec, done if final else self.last, self.history)
             cb.set_model(self.model)
             self.reported, self.last_logs = done, logs
             every = self.spec.training.checkpoint_every
@@ -91,7 +91,7 @@ def _callback_classes():
             """Checkpoint the last epoch when the user's own fit ended elsewhere than planned."""
             if self.reported and self.checkpointed != self.reported:
                 # the last epoch is reported again, with a checkpoint: not a new history row
-                cb = _make_callback(self.spec, self.reported, self.history[:-1])
+                cb = report_callback(self.spec, self.reported, self.history[:-1])
                 cb.set_model(self.model)
                 self.checkpointed = self.reported
                 cb.on_epoch_end(self.reported - 1, self.last_logs)
@@ -194,7 +194,7 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
     import keras
     from ray import tune
 
-    from pipeline.trainable import _restore, hyperparameters
+    from pipeline.trainable import restore_trial, hyperparameters
 
     Reporter, Collector = _callback_classes()
     values = hyperparameters(spec, config)
@@ -202,7 +202,7 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
     epochs = spec.training.epochs
 
     if job.executions == 1:
-        model, done, history = _restore(spec, values)
+        model, done, history = restore_trial(spec, values)
         hp = HyperParameters.replay(job.defs, values)
         if model is None:
             model = _build(job, hp, values, spec)

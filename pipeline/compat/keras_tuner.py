@@ -420,7 +420,7 @@ class Tuner:
 
         from cluster.connect import ray_session
         from pipeline.portable import check_portable
-        from pipeline.runner import _effective, run
+        from pipeline.runner import effective_spec, run
 
         bound = inspect.signature(keras.Model.fit).bind(None, *fit_args, **fit_kwargs)
         args = dict(bound.arguments)
@@ -466,7 +466,7 @@ class Tuner:
         early, self._early = self._early, None
         with ray_session(self.address, early=early):
             trainable = tune.with_parameters(_trial, data=data.for_trials(),
-                                             spec=_effective(spec), job=job)
+                                             spec=effective_spec(spec), job=job)
             results = run(spec, address=self.address, resume=resume,
                           progress=bool(verbose), trainable=trainable)
         self._results = Results(results.where)
@@ -522,16 +522,15 @@ class Tuner:
             raise RuntimeError("no results yet: call search() first")
         return self._results
 
-    def _best_trials(self, n: int) -> list:
+    def _best_trials(self, n: int) -> list[str]:
         if self._results is None:
             return []
-        board = self._results.leaderboard(n)
-        trials = {t.trial_id: t for t in self._results._analysis.trials}
-        return [trials[tid] for tid in board["trial_id"]]
+        return list(self._results.leaderboard(n)["trial_id"])
 
-    def _hp_of(self, trial) -> HyperParameters:
+    def _hp_of(self, trial_id: str) -> HyperParameters:
         space = self._results.spec.search_space()
-        values = {k: v for k, v in space.active(trial.config).items() if k != "__default__"}
+        config = self._results.configs.get(trial_id, {})
+        values = {k: v for k, v in space.active(config).items() if k != "__default__"}
         return HyperParameters.replay(self._defs.values(), values)
 
     def get_best_hyperparameters(self, num_trials: int = 1) -> list[HyperParameters]:
@@ -540,22 +539,7 @@ class Tuner:
 
     def get_best_models(self, num_models: int = 1) -> list:
         """The best trials' models, loaded from their best checkpoints."""
-        import os
-
-        import keras
-
-        from pipeline.trainable import MODEL_FILE
-
-        res = self._results
-        models = []
-        for trial in self._best_trials(num_models):
-            checkpoint = (res._analysis.get_best_checkpoint(trial, res.metric, res.mode)
-                          or res._analysis.get_last_checkpoint(trial))
-            if checkpoint is None:
-                raise LookupError(f"trial {trial.trial_id} has no checkpoint")
-            with checkpoint.as_directory() as d:
-                models.append(keras.models.load_model(os.path.join(d, MODEL_FILE)))
-        return models
+        return [self._results.load_model(t) for t in self._best_trials(num_models)]
 
     def results_summary(self, num_trials: int = 10) -> None:
         """Print the best trials as KerasTuner does."""
@@ -572,12 +556,11 @@ class Tuner:
         else:
             print(Objective(metric, mode))
         board = res.leaderboard(num_trials)
-        trials = {t.trial_id: t for t in res._analysis.trials}
         for _, row in board.iterrows():
             print()
             print(f"Trial {row['trial_id']} summary")
             print("Hyperparameters:")
-            values = self._hp_of(trials[row["trial_id"]]).values
+            values = self._hp_of(row["trial_id"]).values
             for name, value in values.items():
                 print(f"{name}:", value)
             if not values:
