@@ -185,7 +185,6 @@ def _fig_parallel(trials: list[_Trial], space: SearchSpace, metrics: list[str],
     if modes[0] == "min":
         order = order[::-1]
     for i in order:
-        t = trials[i]
         ok = math.isfinite(primary[i])
         color = cmap(norm(primary[i])) if ok else "#bbbbbb"
         ax.plot(x, data[i], color=color, lw=2.0 if ok else 1.2, ls="-" if ok else ":",
