@@ -34,7 +34,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m pipeline run examples/digits.yaml --resume  # a second demo shows the stored results
 
+LINTED := pipeline searchers cluster tests benchmarks examples
+
 test: $(STAMP)
+	$(PY) -m ruff check $(LINTED)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)

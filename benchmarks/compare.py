@@ -308,7 +308,9 @@ def run_line(scen_key: str, scen: dict, run: dict) -> str:
         lk = leak_summary(run.get("iters") or [])
         return line + (f", RSS {lk['first_mb']:.0f} -> {lk['last_mb']:.0f} MB" if lk else ", no RSS samples")
     s = summarize_run(run, PROBLEMS[scen["problem"]]["target"])
-    return line + f", best {_fmt(s['best'], '.4f')}, t>=target {_fmt(s['ttt'])}{'' if s['ttt'] in (None, math.inf) else 's'}, load {run['loadavg_before']}"
+    unit = "" if s["ttt"] in (None, math.inf) else "s"
+    return line + (f", best {_fmt(s['best'], '.4f')}, t>=target {_fmt(s['ttt'])}{unit}, "
+                   f"load {run['loadavg_before']}")
 
 
 def _fmt(v, spec=".1f", none="-"):

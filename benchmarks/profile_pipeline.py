@@ -7,8 +7,8 @@ Runs the same process ``compare.py`` runs for ``A.pipeline`` (``C.pipeline``) un
 sampled; only on-CPU samples are kept), stores the raw collapsed stacks in
 ``benchmarks/out/profile/pipeline_<A|C>.raw.txt`` and prints CPU seconds by process role
 (driver / trial worker / Ray daemons) and by activity (imports, TF tracing, fit steps,
-checkpoint saving, Tune bookkeeping, ...), plus the hottest functions of each role. py-spy pauses a process to sample it, which
-slows the run (~1.5x here): read the shares, not the absolute seconds.
+checkpoint saving, Tune bookkeeping, ...), plus the hottest functions of each role.
+py-spy pauses a process to sample it, which slows the run (~1.5x here): read the shares, not the absolute seconds.
 py-spy: ``.venv/bin/pip install py-spy``.
 """
 

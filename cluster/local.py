@@ -39,15 +39,16 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cluster._permissions import _boot_folder, _close_up, _private_dir, _temp_root, world_writable
+from cluster._procs import _reap, _session_members, _signal, _signal_session, _start_time
 
 __all__ = ["LocalCluster", "start", "stop", "kill_worker", "nodes", "load", "running_at",
            "world_writable"]
@@ -55,11 +56,6 @@ __all__ = ["LocalCluster", "start", "stop", "kill_worker", "nodes", "load", "run
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "token"
 DEFAULT_STATE_DIR = Path(".ray-local-cluster")
-
-# AF_UNIX socket paths are limited to 107 bytes on Linux.  Ray puts its sockets
-# at <temp-dir>/session_<date>_<time>_<usec>_<pid>/sockets/dash_MetricsHead:
-# 68 bytes below the node directory, whose name ("/w12") takes 4 more.
-_MAX_TEMP_ROOT_LEN = 34
 
 # Environment variables that would make a node or client pick up another
 # cluster's address or token; they are removed before ours are set.
@@ -146,90 +142,6 @@ class LocalCluster:
 
 
 # --------------------------------------------------------------------------
-# process bookkeeping (/proc)
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
-    """Return (state, ppid, session, starttime) of ``pid`` or None if gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # comm may contain spaces/parentheses: split after the last ')'.
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    try:
-        return fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _start_time(pid: int) -> int:
-    stat = _proc_stat(pid)
-    return stat[3] if stat else 0
-
-
-def _reap(pid: int) -> None:
-    """Collect ``pid`` if it is an exited child of this process."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie (reaping our own children)."""
-    _reap(pid)
-    if Path("/proc").is_dir():
-        stat = _proc_stat(pid)
-        return stat is not None and stat[0] not in ("Z", "X")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _session_members(leader: int, start_time: int = 0) -> list[int]:
-    """Live pids in the session led by ``leader`` (the leader included).
-
-    Returns [] if ``leader`` now names a different process (pid reuse): Linux
-    does not reuse a pid while a session still carries its id, so members
-    found with a recorded leader either belong to our session, or the leader
-    pid was reused and the start time differs.
-    """
-    if not Path("/proc").is_dir():
-        return [leader] if _alive(leader) else []
-    stat = _proc_stat(leader)
-    if stat is not None and start_time and stat[3] != start_time:
-        return []
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        st = _proc_stat(pid)
-        if st is not None and st[2] == leader and st[0] not in ("Z", "X"):
-            members.append(pid)
-    return members
-
-
-def _signal(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def _signal_session(leader: int, start_time: int, sig: int) -> list[int]:
-    if not Path("/proc").is_dir():  # pragma: no cover - non-Linux fallback
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(leader, sig)
-        return [leader]
-    members = _session_members(leader, start_time)
-    _signal(members, sig)
-    return members
-
-
-# --------------------------------------------------------------------------
 # helpers
 
 
@@ -270,122 +182,6 @@ def _base_env(token_path: Path) -> dict[str, str]:
         PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]),
     )
     return env
-
-
-def _private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed and make it mode 0700, owned by us.
-
-    Another local user must not be able to list, rename or plant anything in a
-    cluster's state folder or Ray temp root (Ray would run a planted package).
-    """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.lstat()
-    if not stat.S_ISDIR(st.st_mode):
-        raise RuntimeError(f"--state-dir: {path} is not a folder (a link?); refusing to use it")
-    if st.st_uid != os.getuid():
-        raise RuntimeError(f"--state-dir: {path} belongs to uid {st.st_uid}, not you; "
-                           "use a folder of your own")
-    os.chmod(path, 0o700)
-    return path
-
-
-def _temp_root(state_dir: Path) -> tuple[Path, bool]:
-    """Pick the Ray temp root: under state_dir if short enough, else /tmp (mode 0700 both).
-
-    Returns (path, owned) where ``owned`` means stop() should delete it.
-    """
-    candidate = state_dir / "ray"
-    if len(str(candidate)) <= _MAX_TEMP_ROOT_LEN:
-        return _private_dir(candidate), False
-    return Path(tempfile.mkdtemp(prefix="rlc-", dir="/tmp")), True  # mkdtemp: 0700
-
-
-# Ray makes every folder it creates or touches mode 0777 "so other users can share it"
-# (ray._common.utils.try_make_directory_shared), in every one of its Python processes:
-# node folders, sessions, sockets, runtime_resources (where shipped code is unpacked and
-# run from). The nodes of a local cluster get this sitecustomize first on their
-# PYTHONPATH: it makes that function set mode 0700 instead, once Ray imports it (Ray is
-# not imported any earlier), and then runs the sitecustomize it shadows, if any.
-_SITECUSTOMIZE = """\
-# Written by `python -m pipeline cluster up` (cluster/local.py); do not edit.
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import os
-import sys
-
-
-def _private(path):
-    try:
-        os.chmod(path, 0o700)
-    except OSError:
-        pass
-
-
-class _KeepRayFoldersPrivate(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "ray._common.utils":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            module.try_make_directory_shared = _private
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, _KeepRayFoldersPrivate())
-_here = os.path.dirname(os.path.abspath(__file__))
-for _folder in sys.path:
-    _other = os.path.join(_folder or ".", "sitecustomize.py")
-    if os.path.abspath(_folder or ".") != _here and os.path.isfile(_other):
-        _spec = importlib.util.spec_from_file_location("_shadowed_sitecustomize", _other)
-        _spec.loader.exec_module(importlib.util.module_from_spec(_spec))
-        break
-"""
-
-
-def _boot_folder(state_dir: Path) -> Path:
-    """``<state_dir>/boot`` with the nodes' sitecustomize (see _SITECUSTOMIZE)."""
-    boot = _private_dir(state_dir / "boot")
-    target = boot / "sitecustomize.py"
-    tmp = boot / ".sitecustomize.py.part"
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(_SITECUSTOMIZE)
-    os.replace(tmp, target)
-    return boot
-
-
-def _close_up(*roots: Path) -> None:
-    """Take group and other write permission off everything under ``roots``."""
-    for root in roots:
-        for folder, _, files in os.walk(root):
-            for p in [Path(folder), *(Path(folder) / n for n in files)]:
-                with contextlib.suppress(OSError):
-                    st = p.lstat()
-                    if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
-                        os.chmod(p, stat.S_IMODE(st.st_mode) & ~(stat.S_IWOTH | stat.S_IWGRP))
-
-
-def world_writable(*roots: Path) -> list[Path]:
-    """Folders and files under ``roots`` (themselves included) that any user may write."""
-    found = []
-    for root in roots:
-        for folder, dirs, files in os.walk(root):
-            for p in [Path(folder), *(Path(folder) / n for n in files)]:
-                with contextlib.suppress(OSError):
-                    st = p.lstat()
-                    if not stat.S_ISLNK(st.st_mode) and st.st_mode & stat.S_IWOTH:
-                        found.append(p)
-    return found
 
 
 # Printed by `ray start --block` once the node is fully initialised.
@@ -482,6 +278,186 @@ def _locked(state_dir: Path):
 
 
 # --------------------------------------------------------------------------
+# the steps of start()
+
+
+def _clear_stale_record(state_dir: Path) -> None:
+    """Refuse if the cluster recorded in ``state_dir`` still runs; else clear its record."""
+    previous = load(state_dir)
+    if previous is None:
+        return
+    if _is_running(previous):
+        raise RuntimeError(
+            f"a local Ray cluster is already running from {state_dir} "
+            f"(address {previous.address}, pids {previous.pids}); "
+            "stop it first"
+        )
+    stop(state_dir)  # stale record: clear it (and any leftovers)
+
+
+def _write_token(state_dir: Path) -> Path:
+    """Write a new random auth token to ``<state_dir>/token`` (mode 0600); return its path."""
+    token_path = state_dir / TOKEN_FILE
+    fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    os.chmod(token_path, 0o600)
+    return token_path
+
+
+def _node_env(state_dir: Path, token_path: Path) -> dict[str, str]:
+    """Every node's environment: :func:`_base_env`, the boot folder first on PYTHONPATH."""
+    env = _base_env(token_path)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_boot_folder(state_dir)), env.get("PYTHONPATH")) if p)
+    return env
+
+
+@dataclass
+class _Ports:
+    """The ports a node would otherwise take from a fixed default, picked free all at once."""
+
+    gcs: int
+    dashboard: int
+    client: int
+    agent: int
+    metrics: int
+    autoscaler_metrics: int
+    dashboard_metrics: int
+    worker_ports: list[tuple[int, int]]  # each worker's (dashboard agent, metrics export)
+
+    @classmethod
+    def pick(cls, workers: int) -> "_Ports":
+        # All at once so they are distinct.  Head: GCS, dashboard, Ray client,
+        # dashboard agent, 3 Prometheus ports; each worker: agent, metrics.
+        ports = _free_ports(7 + 2 * workers)
+        rest = ports[7:]
+        return cls(*ports[:7], worker_ports=[(rest[2 * i], rest[2 * i + 1]) for i in range(workers)])
+
+
+class _Launcher:
+    """Launches the ``ray start --block`` processes of ``cluster`` and waits for them.
+
+    Each pid (and its start time) goes into ``cluster`` as soon as it is launched, and
+    the record is persisted after each step, so that ``stop()`` finds all that started.
+    """
+
+    def __init__(self, cluster: LocalCluster, owned_temp: bool, env: dict[str, str],
+                 object_store_mb: int):
+        self.cluster = cluster
+        self.owned_temp = owned_temp
+        self.env = env
+        self.object_store = str(object_store_mb * 1024 * 1024)
+        self.ray = _ray_executable()
+        self.log_dir = Path(cluster.state_dir) / "logs"
+        self.log_dir.mkdir(exist_ok=True)
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+
+    def launch(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log = self.log_dir / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [self.ray, "start", "--block", "--disable-usage-stats", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.cluster.state_dir,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        self.logs.append(log)
+        self.cluster.pids.append(proc.pid)
+        self.cluster.start_times.append(_start_time(proc.pid))
+
+    def persist(self) -> None:
+        _persist(self.cluster, self.owned_temp)
+
+    def fail(self, reason: str) -> RuntimeError:
+        """Stop what started; the error to raise, with the tail of every node's log."""
+        tails = "\n".join(f"--- {log} ---\n{_tail(log)}" for log in self.logs)
+        self.persist()
+        # A `ray start` still initialising may ignore SIGTERM: don't wait long.
+        stop(self.cluster.state_dir, timeout_s=3)
+        return RuntimeError(f"local Ray cluster failed to start: {reason}\n{tails}")
+
+    def start_head(self, ports: _Ports, timeout_s: float) -> float:
+        """Launch the head and wait for its GCS to listen; return the deadline of the start."""
+        head_env = dict(
+            self.env,
+            AUTOSCALER_METRIC_PORT=str(ports.autoscaler_metrics),
+            DASHBOARD_METRIC_PORT=str(ports.dashboard_metrics),
+        )
+        self.launch(
+            "head",
+            [
+                "--head",
+                f"--port={ports.gcs}",
+                "--num-cpus=0",
+                "--num-gpus=0",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={ports.dashboard}",
+                f"--ray-client-server-port={ports.client}",
+                f"--dashboard-agent-listen-port={ports.agent}",
+                f"--metrics-export-port={ports.metrics}",
+                f"--object-store-memory={self.object_store}",
+                f"--temp-dir={self.cluster.temp_dir / 'h'}",
+            ],
+            head_env,
+        )
+        self.persist()
+        deadline = time.monotonic() + timeout_s
+        if not _wait_port(ports.gcs, deadline, self.procs):
+            raise self.fail(f"head GCS did not listen on {self.cluster.address} within {timeout_s:.0f}s")
+        return deadline
+
+    def start_workers(self, ports: _Ports, cpus_per_worker: int, gpus_per_worker: int) -> None:
+        for i, (agent_port, metrics_port) in enumerate(ports.worker_ports):
+            self.launch(
+                f"worker-{i}",
+                [
+                    f"--address={self.cluster.address}",
+                    f"--num-cpus={cpus_per_worker}",
+                    f"--num-gpus={gpus_per_worker}",
+                    f"--dashboard-agent-listen-port={agent_port}",
+                    f"--metrics-export-port={metrics_port}",
+                    f"--object-store-memory={self.object_store}",
+                    f"--temp-dir={self.cluster.temp_dir / f'w{i}'}",
+                ],
+                self.env,
+            )
+        self.persist()
+
+    def wait_ready(self, deadline: float, timeout_s: float) -> None:
+        """Return once every node is up; else stop them all and raise (see :meth:`fail`)."""
+        expected = self.cluster.workers + 1
+        last_err = "no answer from the dashboard yet"
+        while time.monotonic() < deadline:
+            dead = [f"{self.logs[i].stem} (exit {p.returncode})" for i, p in enumerate(self.procs)
+                    if p.poll() is not None]
+            if dead:
+                raise self.fail("node process exited: " + ", ".join(dead))
+            # A node is up once its `ray start` finished initialising (it
+            # then prints the --block banner; SIGTERM before that point can
+            # leave it hanging) and the GCS lists it as ALIVE.
+            booting = [log.stem for log in self.logs if _READY_MARK not in _read(log)]
+            try:
+                alive = [n for n in nodes(self.cluster, timeout_s=5) if n.get("state") == "ALIVE"]
+            except (OSError, ValueError) as exc:
+                last_err = f"dashboard not ready: {exc}"
+            else:
+                last_err = f"{len(alive)}/{expected} nodes alive"
+                if booting:
+                    last_err += ", still initialising: " + ", ".join(booting)
+                elif len(alive) >= expected:
+                    return
+            time.sleep(0.5)
+        raise self.fail(f"timed out after {timeout_s:.0f}s ({last_err})")
+
+
+# --------------------------------------------------------------------------
 # public API
 
 
@@ -519,41 +495,14 @@ def start(
     state_dir = _private_dir(Path(state_dir).resolve())
 
     with _locked(state_dir):
-        previous = load(state_dir)
-        if previous is not None:
-            if _is_running(previous):
-                raise RuntimeError(
-                    f"a local Ray cluster is already running from {state_dir} "
-                    f"(address {previous.address}, pids {previous.pids}); "
-                    "stop it first"
-                )
-            stop(state_dir)  # stale record: clear it (and any leftovers)
-
-        token_path = state_dir / TOKEN_FILE
-        fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-        os.chmod(token_path, 0o600)
-
+        _clear_stale_record(state_dir)
+        token_path = _write_token(state_dir)
         temp_root, owned_temp = _temp_root(state_dir)
-        log_dir = state_dir / "logs"
-        log_dir.mkdir(exist_ok=True)
-        ray = _ray_executable()
-        base_env = _base_env(token_path)
-        base_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(_boot_folder(state_dir)), base_env.get("PYTHONPATH")) if p)
-        object_store = str(object_store_mb * 1024 * 1024)
-
-        # All at once so they are distinct.  Head: GCS, dashboard, Ray client,
-        # dashboard agent, 3 Prometheus ports; each worker: agent, metrics.
-        ports = _free_ports(7 + 2 * workers)
-        (gcs_port, dash_port, client_port, agent_port, metrics_port,
-         autoscaler_metrics_port, dash_metrics_port) = ports[:7]
-        worker_ports = ports[7:]
-        address = f"127.0.0.1:{gcs_port}"
+        env = _node_env(state_dir, token_path)
+        ports = _Ports.pick(workers)
         cluster = LocalCluster(
-            address=address,
-            dashboard_url=f"http://127.0.0.1:{dash_port}",
+            address=f"127.0.0.1:{ports.gcs}",
+            dashboard_url=f"http://127.0.0.1:{ports.dashboard}",
             token_path=token_path,
             state_dir=state_dir,
             pids=[],
@@ -562,107 +511,18 @@ def start(
             workers=workers,
             cpus_per_worker=cpus_per_worker,
         )
-        procs: list[subprocess.Popen] = []
-        logs: list[Path] = []
-
-        def launch(name: str, args: list[str], env: dict[str, str]) -> None:
-            log = log_dir / f"{name}.log"
-            with open(log, "wb") as out:
-                proc = subprocess.Popen(
-                    [ray, "start", "--block", "--disable-usage-stats", *args],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=state_dir,
-                    start_new_session=True,
-                )
-            procs.append(proc)
-            logs.append(log)
-            cluster.pids.append(proc.pid)
-            cluster.start_times.append(_start_time(proc.pid))
-
-        def fail(reason: str) -> RuntimeError:
-            tails = "\n".join(f"--- {log} ---\n{_tail(log)}" for log in logs)
-            _persist(cluster, owned_temp)
-            # A `ray start` still initialising may ignore SIGTERM: don't wait long.
-            stop(state_dir, timeout_s=3)
-            return RuntimeError(f"local Ray cluster failed to start: {reason}\n{tails}")
-
+        launcher = _Launcher(cluster, owned_temp, env, object_store_mb)
         try:
-            head_env = dict(
-                base_env,
-                AUTOSCALER_METRIC_PORT=str(autoscaler_metrics_port),
-                DASHBOARD_METRIC_PORT=str(dash_metrics_port),
-            )
-            launch(
-                "head",
-                [
-                    "--head",
-                    f"--port={gcs_port}",
-                    "--num-cpus=0",
-                    "--num-gpus=0",
-                    "--include-dashboard=true",
-                    "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={dash_port}",
-                    f"--ray-client-server-port={client_port}",
-                    f"--dashboard-agent-listen-port={agent_port}",
-                    f"--metrics-export-port={metrics_port}",
-                    f"--object-store-memory={object_store}",
-                    f"--temp-dir={temp_root / 'h'}",
-                ],
-                head_env,
-            )
-            _persist(cluster, owned_temp)
-            deadline = time.monotonic() + timeout_s
-            if not _wait_port(gcs_port, deadline, procs):
-                raise fail(f"head GCS did not listen on {address} within {timeout_s:.0f}s")
-
-            for i in range(workers):
-                w_agent_port, w_metrics_port = worker_ports[2 * i : 2 * i + 2]
-                launch(
-                    f"worker-{i}",
-                    [
-                        f"--address={address}",
-                        f"--num-cpus={cpus_per_worker}",
-                        f"--num-gpus={gpus_per_worker}",
-                        f"--dashboard-agent-listen-port={w_agent_port}",
-                        f"--metrics-export-port={w_metrics_port}",
-                        f"--object-store-memory={object_store}",
-                        f"--temp-dir={temp_root / f'w{i}'}",
-                    ],
-                    base_env,
-                )
-            _persist(cluster, owned_temp)
-
-            last_err = "no answer from the dashboard yet"
-            while time.monotonic() < deadline:
-                dead = [f"{logs[i].stem} (exit {p.returncode})" for i, p in enumerate(procs)
-                        if p.poll() is not None]
-                if dead:
-                    raise fail("node process exited: " + ", ".join(dead))
-                # A node is up once its `ray start` finished initialising (it
-                # then prints the --block banner; SIGTERM before that point can
-                # leave it hanging) and the GCS lists it as ALIVE.
-                booting = [log.stem for log in logs if _READY_MARK not in _read(log)]
-                try:
-                    alive = [n for n in nodes(cluster, timeout_s=5) if n.get("state") == "ALIVE"]
-                except (OSError, ValueError) as exc:
-                    last_err = f"dashboard not ready: {exc}"
-                else:
-                    last_err = f"{len(alive)}/{workers + 1} nodes alive"
-                    if booting:
-                        last_err += ", still initialising: " + ", ".join(booting)
-                    elif len(alive) >= workers + 1:
-                        _close_up(state_dir, temp_root)
-                        return cluster
-                time.sleep(0.5)
-            raise fail(f"timed out after {timeout_s:.0f}s ({last_err})")
+            deadline = launcher.start_head(ports, timeout_s)
+            launcher.start_workers(ports, cpus_per_worker, gpus_per_worker)
+            launcher.wait_ready(deadline, timeout_s)
+            _close_up(state_dir, temp_root)
         except BaseException:
             if cluster.pids and _is_running(cluster):
                 _persist(cluster, owned_temp)
                 stop(state_dir, timeout_s=10)
             raise
+        return cluster
 
 
 def _persist(cluster: LocalCluster, owned_temp: bool) -> None:

@@ -80,7 +80,6 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     from pipeline.progress import Progress
     from pipeline.results import Results
     from pipeline.trainable import train_keras
-
     from searchers import SCHEDULERS
 
     spec = effective_spec(spec)

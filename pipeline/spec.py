@@ -346,12 +346,11 @@ class Spec(_Section):
     def _check_builder_values(self, space: SearchSpace) -> list[str]:
         """Enumerated built-in hyperparameters (lr_schedule, scaling, flip...) take known values."""
         from pipeline.hyperparameters import check_hyperparameters
+        from pipeline.models import BUILDERS
         from pipeline.space import ChoiceParam, FixedParam
 
         # A searched builder is combined per trial (points or conditions may pair select_k
         # with mlp only); a fixed one is checked here.
-        from pipeline.models import BUILDERS
-
         builders = [] if "builder" in space.params else [self.model.builder]
         in_play = space.params["builder"].grid_values() if "builder" in space.params else builders
         builtin = all(isinstance(b, str) and b in BUILDERS for b in in_play)

@@ -10,8 +10,8 @@ import os
 import time
 
 import numpy as np
-import ray
 import pytest
+import ray
 
 from pipeline.compat import keras_tuner as kt
 from pipeline.compat import optuna
@@ -30,7 +30,7 @@ def _configs(tuner) -> list[dict]:
 
 def test_keras_tuner_seed_example(tmp_path, monkeypatch, ray_session, capsys):
     monkeypatch.chdir(tmp_path)
-    from pipeline.compat import keras_tuner as kt
+    from pipeline.compat import keras_tuner as kt  # noqa: I001  (the seed's imports, as it wrote them)
     import tensorflow as tf  # noqa: F401  (as in the seed)
     from tensorflow import keras
 
@@ -221,7 +221,7 @@ def test_tuner_specs_map_keras_tuner_arguments(tmp_path):
 
 def test_optuna_seed_example(tmp_path, monkeypatch, ray_session, capsys):
     monkeypatch.chdir(tmp_path)
-    from pipeline.compat import optuna
+    from pipeline.compat import optuna  # noqa: I001  (the seed's imports, as it wrote them)
     import tensorflow as tf  # noqa: F401  (as in the seed)
     from tensorflow import keras
 

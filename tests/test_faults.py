@@ -5,14 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import subprocess
-import sys
-
-import pytest
-import yaml
 
 from pipeline.results import Results
-from tests.conftest import ROOT, tiny_spec
+from tests.conftest import ROOT
 from tests.s3faults import free_port
 from tests.test_cli_resume import _cli, _interrupt_after, _write_spec
 

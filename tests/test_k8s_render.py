@@ -135,7 +135,7 @@ def _rendered(example: str, mode: str, namespace: str | None = "tuning"):
 
 @pytest.mark.parametrize("mode", sorted(STORAGE_MODES))
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_every_example_renders_a_complete_valid_file(example, mode, crds):
+def test_every_example_renders_a_complete_valid_file(example, mode, crds):  # noqa: F811 (the fixture)
     r = _rendered(example, mode)
     assert dangling_references(r.objects, r.prerequisites, "tuning") == []
     kinds = [d["kind"] for d in r.objects]

@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-from cluster import local  # noqa: E402
+from cluster import _procs, local  # noqa: E402
 
 if not sys.platform.startswith("linux"):
     pytest.skip("cluster.local process bookkeeping needs /proc", allow_module_level=True)
@@ -336,13 +336,13 @@ def test_node_loss_mid_run_reschedules_trials_from_checkpoints(cluster, tmp_path
 
 def test_kill_worker_then_stop_leaves_nothing_alive(cluster):
     """Runs last: it kills a worker (if the node-loss test has not) and stops the cluster."""
-    if local._alive(cluster.worker_pids[1]):
+    if _procs._alive(cluster.worker_pids[1]):
         killed = local.kill_worker(cluster, 1)
         assert cluster.worker_pids[1] in killed
-    assert not local._alive(cluster.worker_pids[1])
+    assert not _procs._alive(cluster.worker_pids[1])
 
     assert local.stop(cluster.state_dir, timeout_s=20) == 2  # head + worker 0
-    assert not any(local._alive(p) for p in cluster.pids)
+    assert not any(_procs._alive(p) for p in cluster.pids)
     for pid, start_time in zip(cluster.pids, cluster.start_times):
         assert local._session_members(pid, start_time) == []
     assert local.load(cluster.state_dir) is None

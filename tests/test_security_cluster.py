@@ -205,7 +205,8 @@ def test_state_folder_and_temp_root_are_private(submitted, cluster):
               "try:\n    os.makedirs(pkg + '/pipeline', exist_ok=True)\n"
               "    open(pkg + '/pipeline/__main__.py', 'w').write('PLANTED')\n"
               "except OSError as e:\n    print('plant', e)\n    sys.exit(3)\n")
-    proc = subprocess.run(["/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable, "-c", attack], user=65534, group=65534,
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    proc = subprocess.run([python, "-c", attack], user=65534, group=65534,
                           capture_output=True, text=True, cwd="/")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "Permission denied" in proc.stdout

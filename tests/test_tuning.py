@@ -230,8 +230,8 @@ def test_tensorboard_logs_and_optuna_storage(tmp_path):
     import optuna
 
     db = tmp_path / "optuna.db"
-    res = _run(tmp_path, searcher={"name": "tpe", "options": {"storage": f"sqlite:///{db}"}},
-               search={"trials": 2}, training={"epochs": 2}, tracking={"tensorboard": True})
+    _run(tmp_path, searcher={"name": "tpe", "options": {"storage": f"sqlite:///{db}"}},
+         search={"trials": 2}, training={"epochs": 2}, tracking={"tensorboard": True})
     # TensorBoard event files per trial (`tensorboard --logdir` on the experiment shows them)
     events = list((tmp_path / "results" / "tiny").glob("*/events.out.tfevents.*"))
     assert len(events) == 2
