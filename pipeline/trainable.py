@@ -66,9 +66,8 @@ def compile_model(model, spec: Spec, hp: dict[str, Any],
 
 def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]]):
     import keras
-    from ray import tune
-
     import ray
+    from ray import tune
 
     objectives = spec.objective.metrics
     every = spec.training.checkpoint_every

@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.data import Dataset
 
+
 def _num_classes(y: np.ndarray) -> int:
     if y.ndim > 1 and y.shape[-1] > 1:
         return int(y.shape[-1])

@@ -194,7 +194,7 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
     import keras
     from ray import tune
 
-    from pipeline.trainable import restore_trial, hyperparameters
+    from pipeline.trainable import hyperparameters, restore_trial
 
     Reporter, Collector = _callback_classes()
     values = hyperparameters(spec, config)

@@ -465,10 +465,10 @@ class Study:
                  show_progress_bar: bool = False) -> None:
         """Run ``n_trials`` trials of ``func`` (or until ``timeout`` seconds) as Ray Tune trials."""
         import ray
+        from ray import tune
 
         from cluster.connect import ray_session
         from pipeline.runner import run
-        from ray import tune
 
         if n_trials is None and timeout is None:
             raise ValueError("give n_trials or timeout (a Tune search needs an end)")
