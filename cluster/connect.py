@@ -189,7 +189,8 @@ class EarlyStart:
         finally:
             logger.removeFilter(quiet)
             self._ready.set()
-        self._stop.wait()
+        if self.error is None:  # nothing started otherwise: no processes to keep alive
+            self._stop.wait()
 
     def __reduce__(self):  # a tuner or study captured by a trial travels without its start
         return (_no_start, ())
@@ -228,7 +229,7 @@ def ray_session(address: str | None = None, *, dashboard: bool = False,
     import ray
 
     if early is not None and early.owned:
-        early.wait()
+        early.wait()  # a failed start raises here, and then owns nothing
         try:
             yield
         finally:

@@ -269,7 +269,7 @@ def callback_factory(ref: str) -> Any:
 
     import keras
 
-    module, _, attr = ref.partition(":")
+    module = ref.partition(":")[0]
     obj = resolve_callable(ref)
     if isinstance(obj, type) and issubclass(obj, keras.callbacks.Callback):
         return obj

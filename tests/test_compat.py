@@ -466,3 +466,32 @@ def test_front_door_starts_ray_before_optimize_and_ends_it_after(tmp_path):
     assert "running after optimize: False" in proc.stdout
     assert "trials: 4" in proc.stdout
     assert "SIGTERM handler" not in proc.stderr
+
+
+
+def test_early_start_that_fails_raises_where_the_session_is_used_and_leaves_no_thread():
+    """In a process of its own (this one may hold the tests' Ray, which the start would reuse)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import threading, time\n"
+        "from cluster.connect import ClusterConnectError, EarlyStart, ray_session\n"
+        "early = EarlyStart('127.0.0.1:1')  # nothing listens there\n"
+        "try:\n"
+        "    with ray_session('127.0.0.1:1', early=early):\n"
+        "        print('joined')\n"
+        "except ClusterConnectError as exc:\n"
+        "    print('refused:', exc)\n"
+        "time.sleep(0.2)\n"
+        "print('owned:', early.owned)\n"
+        "print('thread:', any(t.name == 'ray-early-start' for t in threading.enumerate()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused: cannot reach the Ray cluster at 127.0.0.1:1" in proc.stdout
+    assert "joined" not in proc.stdout
+    assert "owned: False" in proc.stdout and "thread: False" in proc.stdout
