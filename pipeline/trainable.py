@@ -22,7 +22,7 @@ import threading
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 from pipeline.data import Dataset
 from pipeline.models import build_model, resolve_callable
@@ -73,6 +73,7 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]]):
     every = spec.training.checkpoint_every
     tolerance = spec.storage.outage_tolerance_s
     node_id = ray.get_runtime_context().get_node_id()  # where the trial ran (multi-node runs)
+    trial_id = tune.get_context().get_trial_id()
 
     class TuneReport(keras.callbacks.Callback):
         """Reports every epoch to Tune; checkpoints at the configured cadence.
@@ -101,7 +102,8 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]]):
                 tmp = tempfile.mkdtemp(prefix="ckpt-")
                 try:
                     self.model.save(os.path.join(tmp, MODEL_FILE))
-                    Path(tmp, STATE_FILE).write_text(json.dumps({"epoch": done, "history": history}))
+                    Path(tmp, STATE_FILE).write_text(
+                        json.dumps({"epoch": done, "history": history, "trial_id": trial_id}))
                     # Uploading to storage happens inside report: an outage stalls, not fails, it
                     # (a failed attempt leaves a gap in the checkpoint numbering, nothing else).
                     patiently(lambda: tune.report(
@@ -115,14 +117,23 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]]):
     return TuneReport()
 
 
-def restore_trial(spec: Spec, hp: dict[str, Any]):
-    """(model, epochs done, history) from the trial's latest checkpoint, or (None, 0, [])."""
+class Restored(NamedTuple):
+    """What a trial starts from: its checkpoint's model, epochs done and history."""
+
+    model: Any  # None: no checkpoint, build a new model
+    epoch: int
+    history: list[dict[str, Any]]
+    own: bool  # the checkpoint is this trial's (False: PBT's donor, or none)
+
+
+def restore_trial(spec: Spec, hp: dict[str, Any]) -> Restored:
+    """The trial's latest checkpoint (a PBT donor's after an exploit), or ``Restored(None, 0, [], False)``."""
     import keras
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return None, 0, []
+        return Restored(None, 0, [], False)
     import pipeline.preprocessing  # noqa: F401  (registers the custom preprocessing layers)
 
     # Only the download waits out a storage outage (retries rewrite the same folder, which
@@ -139,7 +150,8 @@ def restore_trial(spec: Spec, hp: dict[str, Any]):
                           keras.optimizers.schedules.LearningRateSchedule)
     if "learning_rate" in hp and not schedule:  # PBT may have mutated it since the checkpoint
         model.optimizer.learning_rate.assign(float(hp["learning_rate"]))
-    return model, state["epoch"], list(state.get("history", []))
+    own = state.get("trial_id") == tune.get_context().get_trial_id()
+    return Restored(model, state["epoch"], list(state.get("history", [])), own)
 
 
 def fit_inputs(data: Dataset, batch_size: int, seed: int, shuffle: bool = True) -> dict[str, Any]:
@@ -366,7 +378,7 @@ def _train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
 def _fit_trial(config: dict[str, Any], data: Dataset, spec: Spec,
                build_fn: Callable[..., Any] | None) -> None:
     hp = hyperparameters(spec, config)
-    model, done, history = restore_trial(spec, hp)
+    model, done, history, own = restore_trial(spec, hp)
     batch_size = int(hp.get("batch_size", spec.training.batch_size))
     if model is None:
         builder = hp.pop("builder", spec.model.builder)  # the builder itself may be searched
@@ -376,9 +388,13 @@ def _fit_trial(config: dict[str, Any], data: Dataset, spec: Spec,
         if not model.compiled:
             compile_model(model, spec, hp, steps_per_epoch(len(data.x_train), batch_size))
     epochs = spec.training.epochs
+    if done >= epochs and own:
+        # Paused on its last epoch (the median rule yields time even then) and resumed: all
+        # is reported; returning lets Tune end the trial on its last result, no row repeated.
+        return
     if done >= epochs:
-        # Restored at the end (e.g. PBT exploited this trial on its last epoch): report the
-        # restored model's validation metrics, so the trial's history ends with a result.
+        # PBT exploited this trial on its last epoch: report the restored (donor's) model's
+        # validation metrics, so the trial's history ends with its own result.
         from ray import tune
 
         values = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)

@@ -69,6 +69,21 @@ def test_searcher_and_scheduler_run_for_real(tmp_path, monkeypatch, combo):
         assert set(again.dataframe()["status"]) == {"TERMINATED"}
 
 
+def test_trial_paused_on_its_last_epoch_repeats_no_epoch(tmp_path):
+    # One trial fits at a time (a second one waits) and too few samples: the median rule pauses ("yields time") at every
+    # epoch while another trial waits, the last epoch included; the resumed trial must end
+    # on its stored result, not report its last epoch a second time.
+    raw = tiny_spec(tmp_path, searcher={"name": "random"},
+                    scheduler={"name": "median",
+                               "options": {"min_samples_required": 10, "min_time_slice": 0}},
+                    training={"epochs": 2}, search={"trials": 2, "max_concurrent": 2},
+                    resources={"cpu": 2})  # one runs, one waits
+    res = pipeline.run(raw, progress=False)
+    assert set(res.dataframe()["status"]) == {"TERMINATED"}
+    assert {t: list(h["epoch"]) for t, h in res.histories.items()} == \
+        {t: [1, 2] for t in res.histories}
+
+
 def test_grid_runs_every_combination_once(tmp_path):
     space = {"units": {"type": "choice", "values": [8, 16]},
              "learning_rate": {"type": "choice", "values": [0.001, 0.01]}}

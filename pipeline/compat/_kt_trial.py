@@ -202,7 +202,7 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
     epochs = spec.training.epochs
 
     if job.executions == 1:
-        model, done, history = restore_trial(spec, values)
+        model, done, history, _ = restore_trial(spec, values)
         hp = HyperParameters.replay(job.defs, values)
         if model is None:
             model = _build(job, hp, values, spec)
