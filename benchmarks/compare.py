@@ -78,6 +78,8 @@ def scenarios(quick: bool) -> dict[str, dict]:
             "reps": 1,
             "contestants": [
                 (PIPELINE, "pipeline (one reused worker)", "pipeline_leak", {}),
+                ("kt_front", "pipeline's KerasTuner front door", "kt_front_leak", {}),
+                ("optuna_front", "pipeline's Optuna front door (n_jobs=1)", "optuna_front_leak", {}),
                 ("ray_reuse", "Ray Tune reuse_actors (reference)", "ray_leak", {}),
                 ("ray_reuse_purge", "Ray Tune reuse + registry purge (fix)", "ray_leak", {"purge": True}),
             ],
@@ -287,9 +289,10 @@ def summarize(scen_key: str, scen: dict, runs: list[dict]) -> dict:
         s["steady_ms"] = _median([1000 * (ts[-1] - ts[0]) / (len(ts) - 1)
                                   for ts in (sorted(i["t"] for i in r.get("iters") or []) for r in ok)
                                   if len(ts) > 1])
-        if ok and ok[-1].get("iters"):
+        if ok and ok[-1].get("iters") and all("trial" in r for r in ok[-1]["iters"]):
             s["breakdown"] = breakdown(ok[-1]["iters"], scen["epochs"])
-            if scen_key == "D":
+        if ok and ok[-1].get("iters"):
+            if scen_key == "D":  # front doors' rows: RSS noted by the trial itself, no timeline
                 s["leak"] = leak_summary(ok[-1]["iters"])
         if ok and ok[-1].get("warning"):
             s["warning"] = ok[-1]["warning"]

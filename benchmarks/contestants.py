@@ -564,9 +564,81 @@ def ray_leak(job):
     return ray_fixed({**job, "reuse": True, "rss": True, "max_concurrent": 1})
 
 
+def _note_rss(path: str) -> None:
+    """Append this process's pid and VmRSS (run inside a trial's worker, at the trial's start)."""
+    pid = os.getpid()
+    with open(path, "a") as f:
+        f.write(json.dumps({"pid": pid, "rss_mb": rss_mb(pid), "t": time.time()}) + "\n")
+
+
+def _rss_rows(path: str) -> list[dict]:
+    p = Path(path)
+    return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+def kt_front_leak(job):
+    """D through the KerasTuner front door: RandomSearch, one trial at a time, 1 epoch each.
+
+    The worker notes its RSS as each trial builds its model (configs are KerasTuner-style
+    random draws from the same space, not the fixed list: the front door samples them).
+    """
+    from pipeline.compat import keras_tuner as kt
+
+    data = load_arrays(job["problem"], job["seed"])
+    space = PROBLEMS[job["problem"]]["space"]
+    log = str(Path(job["tmp"]) / "rss.jsonl")
+    shape, classes = data["input_shape"], data["num_classes"]
+
+    def build(hp):
+        _note_rss(log)
+        return build_model(_kt_values(hp, space), shape, classes)
+
+    tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=len(job["configs"]),
+                            seed=job["seed"], directory=job["tmp"], project_name="ktleak",
+                            overwrite=True, max_concurrent_trials=1)
+    start = now()
+    tuner.search(data["x_train"], data["y_train"], validation_data=(data["x_val"], data["y_val"]),
+                 epochs=job["epochs"], batch_size=job["batch_size"], verbose=0)
+    return {"search_s": now() - start, "trials": len(_rss_rows(log)), "iters": _rss_rows(log)}
+
+
+def optuna_front_leak(job):
+    """D through the Optuna front door: the fixed configs enqueued, ``n_jobs=1``, 1 epoch each."""
+    import keras
+
+    from pipeline.compat import optuna
+
+    data = load_arrays(job["problem"], job["seed"])
+    space = PROBLEMS[job["problem"]]["space"]
+    log = str(Path(job["tmp"]) / "rss.jsonl")
+
+    def objective(trial):
+        _note_rss(log)
+        hp = {}
+        for name, p in space.items():
+            if p["type"] == "int":
+                hp[name] = trial.suggest_int(name, p["low"], p["high"], step=p.get("step", 1))
+            elif p["type"] == "float":
+                hp[name] = trial.suggest_float(name, p["low"], p["high"], log=bool(p.get("log")))
+            else:
+                hp[name] = trial.suggest_categorical(name, p["values"])
+        keras.backend.clear_session()
+        model = build_model(hp, data["input_shape"], data["num_classes"])
+        hist = _fit(model, data, job, [])
+        return float(hist.history["val_accuracy"][-1])
+
+    study = optuna.create_study(direction="maximize")  # results under the scratch folder (cwd)
+    for cfg in job["configs"]:
+        study.enqueue_trial({k: v for k, v in cfg.items() if k in space})
+    start = now()
+    study.optimize(objective, n_trials=len(job["configs"]), n_jobs=1)
+    return {"search_s": now() - start, "trials": len(study.trials), "iters": _rss_rows(log)}
+
+
 CONTESTANTS = {f.__name__: f for f in (
     keras_loop, shard, two_proc, kt_fixed, kt_hyperband, optuna_hb, ray_fixed, ray_optuna_asha,
-    ray_trivial, pipeline_fixed, pipeline_tpe_asha, pipeline_trivial, pipeline_leak, ray_leak)}
+    ray_trivial, pipeline_fixed, pipeline_tpe_asha, pipeline_trivial, pipeline_leak, ray_leak,
+    kt_front_leak, optuna_front_leak)}
 
 
 def main(job_path: str, result_path: str) -> None:

@@ -91,6 +91,21 @@ def test_keras_tuner_seed_example(tmp_path, monkeypatch, ray_session, capsys):
     assert 0.0 <= acc <= 1.0 and np.isfinite(loss)
     # The rebuilt model (tuner.hypermodel.build(best_hps)) has the same shape.
     assert _dense_units(tuner.hypermodel.build(best_hps)) == [best_hps.get("units"), 10]
+    # KerasTuner's oracle view: the same trials, best first, with scores, hyperparameters, history.
+    oracle = tuner.oracle
+    assert list(oracle.trials) == list(df["trial_id"]) and oracle.max_trials == 2
+    assert str(oracle.objective) == 'Objective(name="val_accuracy", direction="max")'
+    (best_trial,) = oracle.get_best_trials(1)
+    assert (best_trial.trial_id, best_trial.status) == (best_row["trial_id"], "COMPLETED")
+    assert best_trial.score == best_row["val_accuracy"]
+    assert best_trial.hyperparameters.values == best_hps.values
+    history = best_trial.metrics.get_history("val_accuracy")
+    assert [o.step for o in history] == [0, 1] and max(o.value[0] for o in history) == best_trial.score
+    assert best_trial.best_step == next(o.step for o in history if o.value[0] == best_trial.score)
+    assert [t.score for t in oracle.get_best_trials(2)] == sorted(df["val_accuracy"], reverse=True)
+    assert set(oracle.get_space().space[i].name for i in range(2)) == {"units", "learning_rate"}
+    with pytest.raises(AttributeError, match=r"tuner.oracle.create_trial: not available"):
+        oracle.create_trial("x")
     tuner.results_summary(num_trials=2)
     out = capsys.readouterr().out
     assert f"Best units: {best_hps.get('units')}" in out

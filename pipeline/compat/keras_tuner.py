@@ -522,6 +522,21 @@ class Tuner:
             raise RuntimeError("no results yet: call search() first")
         return self._results
 
+    @property
+    def oracle(self):
+        """KerasTuner's ``tuner.oracle``: trials, best trials, objective (a read-only view)."""
+        from pipeline.compat._kt_oracle import Oracle
+
+        res = self._results
+        if res is not None and res.metric == MULTI_OBJECTIVE:
+            objective: Any = _objectives(self.objective, True)
+        elif res is not None:
+            objective = Objective(res.metric, res.mode)
+        else:
+            objective = self.objective
+        space = HyperParameters.replay(self._defs.values(), {})
+        return Oracle(res, objective, self.max_trials, space, self._hp_of)
+
     def _best_trials(self, n: int) -> list[str]:
         if self._results is None:
             return []
