@@ -14,6 +14,7 @@ import pytest
 import ray
 
 from pipeline.compat import keras_tuner as kt
+from pipeline.compat._kt_data import read_fit_data
 from pipeline.compat import optuna
 
 
@@ -227,8 +228,43 @@ def test_tuner_specs_map_keras_tuner_arguments(tmp_path):
     assert bo.searcher.options["n_startup_trials"] == 2
     assert kt.infer_direction("val_sparse_categorical_accuracy") == "max"
     assert kt.infer_direction("mae") == "min"
-    data = kt.make_dataset(np.arange(10.0)[:, None], np.arange(10), validation_split=0.2)
+    data, _ = read_fit_data(np.arange(10.0)[:, None], np.arange(10), validation_split=0.2)
     assert data.x_val[:, 0].tolist() == [8.0, 9.0]  # the last 20%, as Keras takes it
+
+
+def test_keras_tuner_search_takes_tf_data_and_names_what_it_cannot_take(tmp_path, ray_session):
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).random((120, 64), dtype=np.float32)
+    y = np.arange(120) % 10
+    train = tf.data.Dataset.from_tensor_slices((x[:96], y[:96])).batch(16)
+    val = tf.data.Dataset.from_tensor_slices((x[96:], y[96:])).batch(16)
+    data, batch = read_fit_data(train, None, val)
+    assert batch == 16 and data.x_train.shape == (96, 64) and data.y_val.tolist() == y[96:].tolist()
+    with pytest.raises(ValueError, match="repeats for ever"):
+        read_fit_data(train.repeat(), None)
+    with pytest.raises(ValueError, match="validation_split is only supported for NumPy arrays"):
+        read_fit_data(train, None, validation_split=0.2)
+    with pytest.raises(TypeError, match="cannot be sent to trials.*finite tf.data.Dataset"):
+        read_fit_data((row for row in x), None)
+    with pytest.raises(ValueError, match="batch it"):
+        read_fit_data(tf.data.Dataset.from_tensor_slices((y, y)), None)
+
+    def build(hp):
+        import keras
+
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(hp.Int("units", 8, 16, step=8)),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=1, directory=str(tmp_path),
+                            project_name="tfdata", seed=1)
+    tuner.search(train, validation_data=val, epochs=1, verbose=0)
+    res = tuner.results
+    assert res.spec.training.batch_size == 16  # the dataset's batches, as Keras would run them
+    assert res.dataframe()["status"].tolist() == ["TERMINATED"]
+    assert 0 <= tuner.oracle.get_best_trials(1)[0].score <= 1
 
 
 # -- Optuna -------------------------------------------------------------------------------------

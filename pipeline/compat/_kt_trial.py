@@ -40,6 +40,7 @@ class _Job:
     compile_kwargs: dict[str, Any] = field(default_factory=dict)
     custom_fit: bool = False
     pass_epochs: bool = True
+    dataset_batch: int | None = None  # search() got a tf.data dataset batched so: a custom fit gets one
 
 
 def _with_objective(job: _Job, logs: dict[str, Any] | None) -> dict[str, float]:
@@ -159,10 +160,19 @@ def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callb
     if initial_epoch:
         kwargs["initial_epoch"] = initial_epoch
     if job.custom_fit:
-        if len(data.x_val):
-            kwargs["validation_data"] = (data.x_val, data.y_val)
         if job.pass_epochs:
             kwargs["epochs"] = spec.training.epochs
+        if job.dataset_batch:  # as the user passed it: tf.data datasets of (x, y) batches
+            import tensorflow as tf
+
+            def batches(x, y):
+                return tf.data.Dataset.from_tensor_slices((x, y)).batch(job.dataset_batch)
+
+            if len(data.x_val):
+                kwargs["validation_data"] = batches(data.x_val, data.y_val)
+            return job.hypermodel.fit(hp, model, batches(data.x_train, data.y_train), **kwargs)
+        if len(data.x_val):
+            kwargs["validation_data"] = (data.x_val, data.y_val)
         return job.hypermodel.fit(hp, model, data.x_train, data.y_train, **kwargs)
     batch_size = kwargs.pop("batch_size", None) or spec.training.batch_size
     kwargs.update(epochs=spec.training.epochs, verbose=spec.training.verbose)

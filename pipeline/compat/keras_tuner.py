@@ -63,7 +63,7 @@ import shutil
 from typing import Any, Callable
 
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
-from pipeline.compat._kt_data import make_dataset
+from pipeline.compat._kt_data import read_fit_data
 from pipeline.compat._kt_trial import MULTI_OBJECTIVE, _Job, _trial
 from pipeline.data import Dataset
 from pipeline.results import Results
@@ -434,13 +434,22 @@ class Tuner:
         epochs = args.get("epochs")
         if "sample_weight" in args:
             raise TypeError("sample_weight is not supported by this front door")
-        data = make_dataset(x, y, validation_data, validation_split)
+        data, dataset_batch = read_fit_data(x, y, validation_data, validation_split)
+        if dataset_batch is not None:
+            if args.get("batch_size") is not None:
+                raise ValueError("batch_size must not be given with a tf.data dataset (it is batched)")
+            if not self._custom_fit():
+                args["batch_size"] = dataset_batch
+            if verbose:
+                print(f"search(): the tf.data dataset was read once into {len(data.x_train)} rows "
+                      f"(batches of {dataset_batch}) and is shipped to the trials; its maps and "
+                      "shuffles ran once here, not every epoch (trials reshuffle the rows each epoch)")
 
         if self._finished():
             print(f"Reloading results from {self._results.where.path}: the search has finished")
             return
         if self._custom_fit() and x is not None:
-            self._defs = self._discover(extra=self._dry_fit(data, args))
+            self._defs = self._discover(extra=self._dry_fit(data, args, dataset_batch))
         spec = self.build_spec(epochs, args.get("batch_size"), verbose if verbose != "auto" else 1,
                                has_validation=len(data.x_val) > 0)
         if self.executions_per_trial > 1:
@@ -459,6 +468,7 @@ class Tuner:
             fit_kwargs=fit_kwargs_out, executions=self.executions_per_trial,
             compile_kwargs=self.compile_kwargs, custom_fit=self._custom_fit(),
             pass_epochs=epochs is not None or isinstance(self, Hyperband),
+            dataset_batch=dataset_batch,
         )
         resume = self._results is not None
         check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,
@@ -482,19 +492,30 @@ class Tuner:
             return {f"build function {getattr(fn, '__name__', fn)!s}": fn}
         return {"hypermodel": self.hypermodel}
 
-    def _dry_fit(self, data: Dataset, args: dict[str, Any]):
+    def _dry_fit(self, data: Dataset, args: dict[str, Any], dataset_batch: int | None = None):
         """Call the HyperModel's fit with a model whose training does nothing, to record
-        hyperparameters that ``fit`` declares (``batch_size`` and the like)."""
+        hyperparameters that ``fit`` declares (``batch_size`` and the like); data as the
+        user passed it (two rows of arrays, or a two-row tf.data dataset)."""
         hypermodel = self.hypermodel
 
         kwargs = {**args, "callbacks": []}
+        if dataset_batch:
+            import tensorflow as tf
+
+            def pack(x, y):
+                return (tf.data.Dataset.from_tensor_slices((x[:2], y[:2])).batch(2),)
+        else:
+            def pack(x, y):
+                return x[:2], y[:2]
         if len(data.x_val):
-            kwargs["validation_data"] = (data.x_val[:2], data.y_val[:2])
+            kwargs["validation_data"] = pack(data.x_val, data.y_val)
+            if dataset_batch:
+                kwargs["validation_data"] = kwargs["validation_data"][0]
 
         def extra(hp):
             model = _DryModel()
             try:
-                hypermodel.fit(hp, model, data.x_train[:2], data.y_train[:2], **kwargs)
+                hypermodel.fit(hp, model, *pack(data.x_train, data.y_train), **kwargs)
             except Exception as exc:  # noqa: BLE001 - user code may need a real model
                 log.debug("dry run of HyperModel.fit stopped: %s", exc)
 
