@@ -14,8 +14,8 @@ import pytest
 import ray
 
 from pipeline.compat import keras_tuner as kt
-from pipeline.compat._kt_data import read_fit_data
 from pipeline.compat import optuna
+from pipeline.compat._kt_data import read_fit_data
 
 
 def _dense_units(model) -> list[int]:
