@@ -129,7 +129,11 @@ def _init(address: str | None, dashboard: bool) -> None:
     # Snapshots forced by checkpoint retention are the price of durability, not a problem.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING"}
+    from pipeline.quiet import SETUP_HOOK
+
+    # Workers keep TensorFlow's start-up notes to themselves (pipeline.quiet); errors still show.
+    kwargs = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING",
+              "runtime_env": {"worker_process_setup_hook": SETUP_HOOK}}
     if address:
         check_reachable(address)
         try:

@@ -87,7 +87,10 @@ def configure(cpu: float, gpu: float, memory_growth: bool = False) -> dict[str, 
             tf.config.threading.set_inter_op_parallelism_threads(min(2, applied["threads"]))
         except RuntimeError:
             pass  # a reused worker: already configured for the same share
-        gpus = tf.config.list_physical_devices("GPU")
+        from pipeline.quiet import filtered_stderr
+
+        with filtered_stderr(gpu=gpu > 0):  # no driver, no GPU asked for: not an error to show
+            gpus = tf.config.list_physical_devices("GPU")
         if gpus and gpu > 0:
             try:
                 if memory_growth:
