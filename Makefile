@@ -38,7 +38,7 @@ LINTED := pipeline searchers cluster tests benchmarks examples
 
 test: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/compare.py
