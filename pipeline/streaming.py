@@ -13,9 +13,9 @@ the shard's path relative to the folder (or to the glob's fixed prefix); the fir
 ``round(n * test_fraction)`` shards are the test split, the next
 ``round(n * validation_fraction)`` the validation split (at least one each when
 the fraction is not 0), the rest train. The fractions therefore count shards,
-not rows. The split depends only on the seed and the shard names: every trial,
-``pipeline best`` and a rerun see the same one, and adding a shard moves no other
-shard between splits.
+not rows. The split depends only on the seed and the shard names (not on the
+order a listing returns them in): every trial, ``pipeline best`` and a rerun see
+the same one.
 
 **Statistics, once, from the training split only.** One pass on the driver
 streams the training shards and keeps, per label class, the row count and each
