@@ -159,3 +159,13 @@ def test_search_streams_s3_shards_larger_than_the_object_store_and_the_driver(tm
         assert got["growth_mb"] < data_mb / 2, got  # measured: ~25 MB for 84 MiB
     finally:
         fs.delete_dir_contents(bucket)  # moto holds the objects in this process's memory
+
+
+def test_docstring_examples():
+    import doctest
+
+    import examples.make_shards
+    import pipeline.streaming
+
+    assert doctest.testmod(pipeline.streaming).failed == 0
+    assert doctest.testmod(examples.make_shards).failed == 0
