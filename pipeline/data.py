@@ -15,11 +15,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from pipeline.registry import Registry
+from pipeline.s3 import open_filesystem
+
+if TYPE_CHECKING:
+    from pipeline.streaming import StreamedDataset
 
 
 @dataclass(frozen=True)
@@ -111,18 +115,6 @@ def _mnist1d(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def open_filesystem(path: str, endpoint_override: str | None = None):
-    """(pyarrow filesystem, path inside it) for a data file given as a path or URI."""
-    import pyarrow.fs as pafs
-
-    from pipeline.s3 import endpoint_for, s3_filesystem
-
-    endpoint = endpoint_for(path, endpoint_override)
-    if endpoint:
-        return s3_filesystem(endpoint), path.removeprefix("s3://")
-    return pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
-
-
 def _open(path: str, endpoint_override: str | None):
     fs, rel = open_filesystem(path, endpoint_override)
     return fs.open_input_file(rel)
@@ -173,8 +165,17 @@ def _encode_labels(y: np.ndarray) -> tuple[np.ndarray, int]:
     return encoded.astype("int64"), len(classes)
 
 
-def load_dataset(spec: Any, seed: int) -> Dataset:
-    """Load ``spec.source`` and split it into train/validation/test by ``seed``."""
+def load_dataset(spec: Any, seed: int) -> "Dataset | StreamedDataset":
+    """Load ``spec.source`` and split it into train/validation/test by ``seed``.
+
+    A ``parquet`` path that is a folder or a glob of shards is not loaded: it gives a
+    :class:`~pipeline.streaming.StreamedDataset` that trials read batch by batch.
+    """
+    if spec.source == "parquet":
+        from pipeline.streaming import is_sharded, load_shards
+
+        if is_sharded(spec.path, spec.endpoint_override):
+            return load_shards(spec, seed)
     x, y = SOURCES[spec.source](spec, seed)
     if len(x) != len(y):
         raise ValueError(f"data: {len(x)} feature rows but {len(y)} labels")

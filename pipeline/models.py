@@ -4,7 +4,9 @@ A builder takes the trial's hyperparameters (a dict of the active searched
 values merged over ``model.options``), the input shape and the number of
 classes, and returns a Keras model. A builder that accepts ``x_train`` /
 ``y_train`` keywords also gets the training split (never the validation or
-test split), to fit preprocessing inside the model. The trainable compiles the
+test split), to fit preprocessing inside the model. With sharded data streamed
+from storage (:mod:`pipeline.streaming`) they are None, and a builder that takes
+``train_stats`` gets the training split's statistics instead. The trainable compiles the
 model (optimizer, schedule: :mod:`pipeline.optimizers`) unless the builder did.
 
 Built-in hyperparameters (all optional; defaults in brackets):
@@ -51,27 +53,27 @@ def _block(x, hp: dict[str, Any]):
     return x
 
 
-def _front(hp: dict[str, Any], input_shape: tuple[int, ...], x_train):
-    """Input, then the training-only augmentation, then scaling fitted on ``x_train``."""
+def _front(hp: dict[str, Any], input_shape: tuple[int, ...], x_train, train_stats):
+    """Input, then the training-only augmentation, then scaling fitted on the training split."""
     import keras
 
     from pipeline import preprocessing as pre
 
     inputs = keras.Input(shape=input_shape)
     x = pre.augment(inputs, hp, input_shape)
-    return inputs, pre.scale(x, hp, input_shape, x_train)
+    return inputs, pre.scale(x, hp, input_shape, x_train, train_stats)
 
 
 @BUILDERS.register("mlp")
 def build_mlp(hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
-              x_train=None, y_train=None):
+              x_train=None, y_train=None, train_stats=None):
     import keras
 
     from pipeline import preprocessing as pre
 
-    inputs, x = _front(hp, input_shape, x_train)
+    inputs, x = _front(hp, input_shape, x_train, train_stats)
     x = keras.layers.Flatten()(x)
-    x = pre.select(x, hp, x_train, y_train)
+    x = pre.select(x, hp, x_train, y_train, train_stats)
     for i in range(1, int(hp.get("layers", 1)) + 1):
         units = int(hp.get(f"units_{i}", hp.get("units", 64)))
         x = keras.layers.Dense(units, kernel_regularizer=_regularizer(hp), name=f"dense_{i}")(x)
@@ -82,13 +84,13 @@ def build_mlp(hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
 
 @BUILDERS.register("cnn")
 def build_cnn(hp: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
-              x_train=None, y_train=None):
+              x_train=None, y_train=None, train_stats=None):
     import keras
 
     if int(hp.get("select_k") or 0) > 0:
         raise ValueError("select_k: feature selection applies to the mlp builder only "
                          "(a CNN needs its spatial layout)")
-    inputs, x = _front(hp, input_shape, x_train)
+    inputs, x = _front(hp, input_shape, x_train, train_stats)
     if len(input_shape) == 1:
         x = keras.layers.Reshape((input_shape[0], 1))(x)
         conv, pool = keras.layers.Conv1D, keras.layers.MaxPooling1D
@@ -123,16 +125,17 @@ def resolve_builder(name: str) -> Callable[..., Any]:
 
 def build_model(builder: str | Callable[..., Any], hp: dict[str, Any],
                 input_shape: tuple[int, ...], num_classes: int,
-                x_train=None, y_train=None):
+                x_train=None, y_train=None, train_stats=None):
     """Call the builder (a name or a callable) with the keyword arguments it accepts.
 
     ``x_train`` / ``y_train`` (the training split only) go to builders that name
     them or take ``**kwargs``; preprocessing fitted inside the model uses them.
+    ``train_stats``: the training split's statistics when the data is streamed.
     """
     fn = builder if callable(builder) else resolve_builder(builder)
     params = inspect.signature(fn).parameters
     var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     offered = (("input_shape", input_shape), ("num_classes", num_classes),
-               ("x_train", x_train), ("y_train", y_train))
+               ("x_train", x_train), ("y_train", y_train), ("train_stats", train_stats))
     kwargs = {k: v for k, v in offered if k in params or var_kw}
     return fn(hp, **kwargs)

@@ -4,7 +4,9 @@ Every transform is a Keras layer at the front of the built model, so the
 ``model.keras`` checkpoint carries it and ``results.best_model()`` applies the
 same transform at inference. Statistics are fitted on the **training split
 only** (the builder receives ``x_train``/``y_train``; the validation and test
-splits never reach it).
+splits never reach it). For sharded data streamed from storage the builder gets
+no arrays but ``train_stats`` (:class:`pipeline.streaming.TrainStats`): the same
+statistics, computed once on the driver by streaming the training shards.
 
 Hyperparameters (defaults in brackets):
 
@@ -90,26 +92,43 @@ class RandomRoll1D(keras.layers.Layer):
         return {**super().get_config(), "factor": self.factor, "seed": self.seed}
 
 
-def _needs_data(name: str, x_train) -> None:
-    if x_train is None:
+def _needs_data(name: str, x_train, train_stats=None) -> None:
+    if x_train is None and train_stats is None:
         raise ValueError(f"{name}: needs the training split (the builder got no x_train)")
 
 
-def scaling_stats(kind: str, x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, variance) for a Normalization layer that implements ``kind`` scaling."""
-    x = np.asarray(x_train, dtype="float64")
-    if kind == "standard":
-        center, scale = x.mean(axis=0), x.std(axis=0)
-    elif kind == "minmax":
-        center, scale = x.min(axis=0), x.max(axis=0) - x.min(axis=0)
-    else:
+def scaling_stats(kind: str, x_train: np.ndarray | None,
+                  train_stats: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, variance) for a Normalization layer that implements ``kind`` scaling.
+
+    From ``x_train``, or, for streamed data (no ``x_train``), from ``train_stats``
+    (:class:`pipeline.streaming.TrainStats`, computed once on the driver).
+    """
+    if kind not in ("standard", "minmax"):
         raise ValueError(f"scaling: unknown value '{kind}' (known: {', '.join(SCALINGS)})")
+    if x_train is None:
+        center, scale = (np.asarray(v, dtype="float64") for v in train_stats.center_scale(kind))
+    else:
+        x = np.asarray(x_train, dtype="float64")
+        if kind == "standard":
+            center, scale = x.mean(axis=0), x.std(axis=0)
+        else:
+            center, scale = x.min(axis=0), x.max(axis=0) - x.min(axis=0)
     scale = np.where(scale > 1e-12, scale, 1.0)  # a constant feature is only centred
     return center.astype("float32"), (scale ** 2).astype("float32")
 
 
-def select_indices(x_train: np.ndarray, y_train: np.ndarray, k: int) -> list[int]:
-    """The k best features of the flattened training split by ANOVA F-score, ascending."""
+def select_indices(x_train: np.ndarray | None, y_train: np.ndarray | None, k: int,
+                   train_stats: Any = None) -> list[int]:
+    """The k best features of the flattened training split by ANOVA F-score, ascending.
+
+    Streamed data (no ``x_train``) ranks by ``train_stats.f_scores()``, the same F-scores.
+    """
+    if x_train is None:
+        scores = np.nan_to_num(np.asarray(train_stats.f_scores(), dtype="float64"),
+                               nan=-np.inf)  # undefined (constant) features rank last
+        best = np.argsort(scores, kind="mergesort")[-min(int(k), len(scores)):]
+        return sorted(int(i) for i in best)
     from sklearn.feature_selection import SelectKBest, f_classif
 
     x = np.asarray(x_train).reshape(len(x_train), -1)
@@ -157,24 +176,24 @@ def augment(x, hp: dict[str, Any], input_shape: tuple[int, ...]):
     return x
 
 
-def scale(x, hp: dict[str, Any], input_shape: tuple[int, ...], x_train):
+def scale(x, hp: dict[str, Any], input_shape: tuple[int, ...], x_train, train_stats=None):
     """Per-feature scaling fitted on the training split (a Normalization layer)."""
     kind = str(hp.get("scaling") or "none").lower()
     if kind == "none":
         return x
-    _needs_data("scaling", x_train)
-    mean, variance = scaling_stats(kind, x_train)
+    _needs_data("scaling", x_train, train_stats)
+    mean, variance = scaling_stats(kind, x_train, train_stats)
     axis = tuple(range(1, len(input_shape) + 1))
     return keras.layers.Normalization(axis=axis, mean=mean, variance=variance,
                                       name=f"scaling_{kind}")(x)
 
 
-def select(x, hp: dict[str, Any], x_train, y_train):
+def select(x, hp: dict[str, Any], x_train, y_train, train_stats=None):
     """Feature selection on a flat tensor: the k best training-split features."""
     k = int(hp.get("select_k") or 0)
     if k <= 0 or k >= int(x.shape[-1]):
         return x
-    _needs_data("select_k", x_train)
-    if y_train is None:
+    _needs_data("select_k", x_train, train_stats)
+    if x_train is not None and y_train is None:
         raise ValueError("select_k: needs the training labels (the builder got no y_train)")
-    return SelectFeatures(select_indices(x_train, y_train, k), name="select_k")(x)
+    return SelectFeatures(select_indices(x_train, y_train, k, train_stats), name="select_k")(x)

@@ -243,13 +243,17 @@ class Results:
 
     def evaluate_best(self) -> dict[str, float]:
         """Metrics of the best model on the held-out test split (never seen by the search)."""
-        from pipeline.data import load_dataset
+        from pipeline.data import Dataset, load_dataset
 
         data = load_dataset(self.spec.data, self.spec.seed)
-        if len(data.x_test) == 0:
+        streamed = not isinstance(data, Dataset)  # sharded: streamed from the test shards
+        if (data.rows("test") if streamed else len(data.x_test)) == 0:
             raise LookupError("data.test_fraction is 0: there is no test split")
         model = self.best_model()
-        values = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
+        batch_size = int(self.best_config.get("batch_size", self.spec.training.batch_size))
+        test = (data.eval_inputs("test", batch_size) if streamed
+                else {"x": data.x_test, "y": data.y_test})
+        values = model.evaluate(**test, verbose=0, return_dict=True)
         return {f"test_{k}": float(v) for k, v in values.items()}
 
     def export(self, file: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -79,6 +79,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     from pipeline.data import load_dataset
     from pipeline.progress import Progress
     from pipeline.results import Results
+    from pipeline.streaming import ShardError
     from pipeline.trainable import train_keras
     from searchers import SCHEDULERS
 
@@ -102,6 +103,14 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     # Progress comes from our one-line-per-trial callback; Tune's own tables stay off.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
+    if trainable is None:  # before Ray starts: data errors (missing shards...) end the run first
+        try:
+            data = (data or load_dataset(spec.data, spec.seed)).for_trials()
+        except ShardError as exc:  # sharded data is only listed here (it may be on S3)
+            raise SpecError([str(exc)]) from None
+        if progress and hasattr(data, "summary"):
+            print(data.summary(), flush=True)
+
     with ray_session(address):
         spec, why = _with_concurrency(spec)
         search_alg, param_space, scheduler = searchers.build(spec, space)
@@ -117,7 +126,6 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
             print(f"{spec.name}: {spec.num_trials} trials, {spec.search.max_concurrent} at a time "
                   f"({why}), on {n_nodes} Ray node(s)", flush=True)
         if trainable is None:
-            data = (data or load_dataset(spec.data, spec.seed)).for_trials()
             trainable = tune.with_parameters(train_keras, data=data, spec=spec, build_fn=build_fn)
         trainable = tune.with_resources(
             trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})

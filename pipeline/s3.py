@@ -9,8 +9,10 @@ hanging it (``storage.patiently`` then decides whether to wait for it).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import pyarrow.fs as pafs
+if TYPE_CHECKING:  # imported where used: the spec's schema checks need no pyarrow
+    import pyarrow.fs as pafs
 
 CONNECT_TIMEOUT_S = 5
 REQUEST_TIMEOUT_S = 20
@@ -26,8 +28,20 @@ def endpoint_for(uri: str, endpoint_override: str | None = None) -> str | None:
 
 def s3_filesystem(endpoint: str, *, allow_bucket_creation: bool = False) -> pafs.S3FileSystem:
     """A pyarrow S3 filesystem on ``endpoint`` (``http://host:port``), with timeouts and retries."""
+    import pyarrow.fs as pafs
+
     scheme, _, host = endpoint.rpartition("://")
     return pafs.S3FileSystem(
         endpoint_override=host, scheme=scheme or "https", allow_bucket_creation=allow_bucket_creation,
         connect_timeout=CONNECT_TIMEOUT_S, request_timeout=REQUEST_TIMEOUT_S,
         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS))
+
+
+def open_filesystem(path: str, endpoint_override: str | None = None) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path inside it) for a data file or folder given as a path or URI."""
+    import pyarrow.fs as pafs
+
+    endpoint = endpoint_for(path, endpoint_override)
+    if endpoint:
+        return s3_filesystem(endpoint), path.removeprefix("s3://")
+    return pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)

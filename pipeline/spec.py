@@ -70,7 +70,9 @@ class _Section(BaseModel):
 
 class DataSpec(_Section):
     source: str = Field(default="digits", description="digits | mnist1d | npz | csv | parquet")
-    path: str | None = Field(default=None, description="file path or URI for npz/csv/parquet")
+    path: str | None = Field(default=None, description=(
+        "file path or URI for npz/csv/parquet; parquet also takes a folder or glob of shards, "
+        "which are streamed (pipeline.streaming)"))
     features: list[str] | None = Field(default=None, description="feature columns (csv/parquet)")
     label: str = Field(default="label", description="label column or npz array name")
     features_key: str = Field(default="x", description="npz array holding the features")
@@ -79,15 +81,25 @@ class DataSpec(_Section):
     limit: int | None = Field(default=None, gt=0, description="use at most this many samples")
     num_samples: int = Field(default=5000, gt=0, description="mnist1d: samples to generate")
     endpoint_override: str | None = None
+    shuffle_buffer: int = Field(default=10_000, gt=0,
+                                description="sharded parquet: rows a trial shuffles together")
 
     @model_validator(mode="after")
     def _check(self) -> "DataSpec":
         from pipeline.data import SOURCES
+        from pipeline.streaming import is_pattern
 
         if self.source not in SOURCES:
             raise ValueError(f"source: unknown source '{self.source}' (known: {', '.join(SOURCES)})")
         if SOURCES.needs_path(self.source) and not self.path:
             raise ValueError(f"path: required for source '{self.source}'")
+        if self.path and is_pattern(self.path):
+            if self.source != "parquet":
+                raise ValueError(f"path: a glob of shards is read by source 'parquet' only, "
+                                 f"not '{self.source}'")
+            if self.limit:
+                raise ValueError("limit: not supported for sharded parquet; "
+                                 "choose fewer shards with the path's glob instead")
         if self.validation_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 "validation_fraction: validation + test fractions must leave >= 10% for training"
@@ -459,6 +471,7 @@ def check_environment(spec: Spec) -> None:
     import searchers
     from pipeline.data import SOURCES
     from pipeline.models import BUILDERS
+    from pipeline.streaming import is_pattern, list_shards
 
     errors: list[str] = []
     refs = [("model.builder", spec.model.builder)] if spec.model.builder not in BUILDERS else []
@@ -471,7 +484,13 @@ def check_environment(spec: Spec) -> None:
             errors.append(f"{field}: {problem}")
     path = spec.data.path
     if path and SOURCES.needs_path(spec.data.source) and ("://" not in path or path.startswith("file://")):
-        if not Path(path.removeprefix("file://")).exists():
+        local = path.removeprefix("file://")
+        if is_pattern(local) or (spec.data.source == "parquet" and Path(local).is_dir()):
+            try:
+                list_shards(local)
+            except ValueError as exc:
+                errors.append(str(exc))
+        elif not Path(local).exists():
             errors.append(f"data.path: file not found: {path}")
     restore = spec.searcher.restore_from
     if restore and "://" not in restore and not list(Path(restore).glob("searcher-state-*.pkl")):

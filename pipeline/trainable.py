@@ -29,6 +29,7 @@ from pipeline.models import build_model, resolve_callable
 from pipeline.optimizers import build_optimizer, steps_per_epoch
 from pipeline.spec import Spec
 from pipeline.storage import patiently
+from pipeline.streaming import StreamedDataset
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "state.json"
@@ -64,7 +65,8 @@ def compile_model(model, spec: Spec, hp: dict[str, Any],
     )
 
 
-def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]]):
+def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]],
+                    extra: dict[str, Any] | None = None):
     import keras
     import ray
     from ray import tune
@@ -96,6 +98,7 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]]):
                 raise TrialDiverged(f"loss became {loss} at epoch {epoch + 1}: trial diverged")
             metrics["epoch"] = epoch + 1
             metrics["node_id"] = node_id
+            metrics.update(extra or {})
             done = epoch + 1
             history.append(metrics)
             if done == last_epoch or (every and done % every == 0):
@@ -358,7 +361,7 @@ class _TrialThread:
 on_trial_thread = _TrialThread().run
 
 
-def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
+def train_keras(config: dict[str, Any], data: Dataset | StreamedDataset, spec: Spec,
                 build_fn: Callable[..., Any] | None = None) -> None:
     """Ray Tune function trainable for one Keras trial.
 
@@ -368,25 +371,29 @@ def train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
     on_trial_thread(_train_keras, config, data, spec, build_fn)
 
 
-def _train_keras(config: dict[str, Any], data: Dataset, spec: Spec,
+def _train_keras(config: dict[str, Any], data: Dataset | StreamedDataset, spec: Spec,
                  build_fn: Callable[..., Any] | None) -> None:
     res = spec.resources
     with trial_session(res.cpu, res.gpu, memory_growth=res.gpu_memory_growth, seed=spec.seed):
         _fit_trial(config, data, spec, build_fn)
 
 
-def _fit_trial(config: dict[str, Any], data: Dataset, spec: Spec,
+def _fit_trial(config: dict[str, Any], data: Dataset | StreamedDataset, spec: Spec,
                build_fn: Callable[..., Any] | None) -> None:
     hp = hyperparameters(spec, config)
     model, done, history, own = restore_trial(spec, hp)
     batch_size = int(hp.get("batch_size", spec.training.batch_size))
+    streamed = isinstance(data, StreamedDataset)
     if model is None:
         builder = hp.pop("builder", spec.model.builder)  # the builder itself may be searched
-        # the training split only: preprocessing fitted inside the model never sees val/test
-        model = build_model(build_fn or builder, hp, data.input_shape, data.num_classes,
-                            x_train=data.x_train, y_train=data.y_train)
+        # the training split only: preprocessing fitted inside the model never sees val/test;
+        # streamed data hands the statistics computed once on the driver instead of arrays
+        train = ({"train_stats": data.train_stats} if streamed
+                 else {"x_train": data.x_train, "y_train": data.y_train})
+        model = build_model(build_fn or builder, hp, data.input_shape, data.num_classes, **train)
         if not model.compiled:
-            compile_model(model, spec, hp, steps_per_epoch(len(data.x_train), batch_size))
+            n_train = data.rows("train") if streamed else len(data.x_train)
+            compile_model(model, spec, hp, steps_per_epoch(n_train, batch_size))
     epochs = spec.training.epochs
     if done >= epochs and own:
         # Paused on its last epoch (the median rule yields time even then) and resumed: all
@@ -397,14 +404,19 @@ def _fit_trial(config: dict[str, Any], data: Dataset, spec: Spec,
         # validation metrics, so the trial's history ends with its own result.
         from ray import tune
 
-        values = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)
+        val = (data.eval_inputs("val", batch_size) if streamed
+               else {"x": data.x_val, "y": data.y_val})
+        values = model.evaluate(**val, verbose=0, return_dict=True)
         tune.report({**{f"val_{k}": float(v) for k, v in values.items()}, "epoch": done,
                      "num_params": model.count_params()})
         return
+    # streamed: each epoch's row says which shards the trial trained and validated on
+    extra = {"data_split": data.fingerprint} if streamed else None
     model.fit(
-        **fit_inputs(data, batch_size, spec.seed),
+        **(data.fit_inputs(batch_size, spec.seed) if streamed
+           else fit_inputs(data, batch_size, spec.seed)),
         epochs=epochs,
         initial_epoch=done,
         verbose=spec.training.verbose,
-        callbacks=[*_user_callbacks(spec), report_callback(spec, epochs, history)],
+        callbacks=[*_user_callbacks(spec), report_callback(spec, epochs, history, extra)],
     )
