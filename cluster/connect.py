@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 REACH_TIMEOUT_S = 10.0
 
@@ -132,7 +132,7 @@ def _init(address: str | None, dashboard: bool) -> None:
     from pipeline.quiet import SETUP_HOOK
 
     # Workers keep TensorFlow's start-up notes to themselves (pipeline.quiet); errors still show.
-    kwargs = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING",
+    kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING",
               "runtime_env": {"worker_process_setup_hook": SETUP_HOOK}}
     if address:
         check_reachable(address)

@@ -246,7 +246,7 @@ def _stage(project: Path, files: list[str]) -> Path:
     return staging
 
 
-def _size(nbytes: int) -> str:
+def _size(nbytes: float) -> str:
     for unit in ("B", "KiB", "MiB"):
         if nbytes < 1024 or unit == "MiB":
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"

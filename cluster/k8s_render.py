@@ -511,9 +511,9 @@ def render_experiment(
             raise RenderError(f"{field_name}: {value!r} is not a valid Kubernetes object name "
                               "(lowercase letters, digits, '-' and '.', at most 253 characters)")
 
-    for flag, value in (("--cpus-per-worker", cpus_per_worker), ("--gpus-per-worker", gpus_per_worker)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RenderError(f"{flag}: must be a whole number >= 1, got {value!r}")
+    for flag, count in (("--cpus-per-worker", cpus_per_worker), ("--gpus-per-worker", gpus_per_worker)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise RenderError(f"{flag}: must be a whole number >= 1, got {count!r}")
     cpu, gpu = spec.resources.cpu, spec.resources.gpu
     if gpu > gpus_per_worker + _EPS:
         raise RenderError(

@@ -74,7 +74,8 @@ def configure(cpu: float, gpu: float, memory_growth: bool = False) -> dict[str, 
     """
     import keras
 
-    applied: dict[str, object] = {"threads": cpu_threads(cpu)}
+    threads = cpu_threads(cpu)
+    applied: dict[str, object] = {"threads": threads}
     backend = keras.backend.backend()
     if backend == "jax" and 0 < gpu < 1:
         os.environ.update(jax_env(gpu))
@@ -83,8 +84,8 @@ def configure(cpu: float, gpu: float, memory_growth: bool = False) -> dict[str, 
         import tensorflow as tf
 
         try:
-            tf.config.threading.set_intra_op_parallelism_threads(applied["threads"])
-            tf.config.threading.set_inter_op_parallelism_threads(min(2, applied["threads"]))
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
         except RuntimeError:
             pass  # a reused worker: already configured for the same share
         from pipeline.quiet import filtered_stderr

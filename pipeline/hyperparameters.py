@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from pipeline.optimizers import SCHEDULES
 
@@ -59,7 +59,7 @@ def _type_error(name: str, value: Any, builtin: bool) -> str | None:
     return None
 
 
-def check_hyperparameters(values: dict[str, Iterable[Any]], builders: Iterable[str] = (),
+def check_hyperparameters(values: Mapping[str, Iterable[Any]], builders: Iterable[str] = (),
                           builtin: bool = True) -> list[str]:
     """``name: message`` lines for built-in hyperparameters with unknown values or wrong types.
 

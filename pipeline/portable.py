@@ -66,7 +66,7 @@ class PortableLock:
                 self._lock.release()
                 return False
             return True
-        return self._lock.locked()
+        return self._lock.locked()  # type: ignore[union-attr]  # a Lock here
 
     def __enter__(self) -> bool:
         return self._lock.__enter__()

@@ -35,7 +35,7 @@ class Progress(Callback):
         self.start = time.monotonic()
         self._last: dict[str, dict[str, Any]] = {}
         self._states: dict[str, str] = {}
-        self._panel = None
+        self._panel: Any = None  # rich.live.Live once drawn
         self._drawn = 0.0
 
     @property

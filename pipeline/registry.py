@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-F = TypeVar("F", bound=Callable)
+F = TypeVar("F")  # what is registered: a loader, a builder, a method
 
 
 class Registry(Generic[F]):

@@ -79,7 +79,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     from pipeline.data import load_dataset
     from pipeline.progress import Progress
     from pipeline.results import Results
-    from pipeline.streaming import ShardError
+    from pipeline.streaming import ShardError, StreamedDataset
     from pipeline.trainable import train_keras
     from searchers import SCHEDULERS
 
@@ -105,11 +105,11 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
 
     if trainable is None:  # before Ray starts: data errors (missing shards...) end the run first
         try:
-            data = (data or load_dataset(spec.data, spec.seed)).for_trials()
+            shipped: Dataset | StreamedDataset = (data or load_dataset(spec.data, spec.seed)).for_trials()
         except ShardError as exc:  # sharded data is only listed here (it may be on S3)
             raise SpecError([str(exc)]) from None
-        if progress and hasattr(data, "summary"):
-            print(data.summary(), flush=True)
+        if progress and isinstance(shipped, StreamedDataset):
+            print(shipped.summary(), flush=True)
 
     with ray_session(address):
         spec, why = _with_concurrency(spec)
@@ -126,16 +126,16 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
             print(f"{spec.name}: {spec.num_trials} trials, {spec.search.max_concurrent} at a time "
                   f"({why}), on {n_nodes} Ray node(s)", flush=True)
         if trainable is None:
-            trainable = tune.with_parameters(train_keras, data=data, spec=spec, build_fn=build_fn)
+            trainable = tune.with_parameters(train_keras, data=shipped, spec=spec, build_fn=build_fn)
         trainable = tune.with_resources(
             trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
         if resume and tune.Tuner.can_restore(where.path, storage_filesystem=where.fs):
             tuner = tune.Tuner.restore(where.path, trainable, storage_filesystem=where.fs,
                                        resume_unfinished=True, resume_errored=True)
         else:
-            callbacks = [Progress(metric, mode, spec.num_trials, spec.training.epochs,
+            callbacks: list[Any] = [Progress(metric, mode, spec.num_trials, spec.training.epochs,
                                   time_budget_s=spec.search.time_budget_s,
-                                  live={"live": True, "lines": False}.get(progress))
+                                  live={"live": True, "lines": False}.get(str(progress)))
                          ] if progress else []
             callbacks += _loggers(spec)
             if spec.tracking.mlflow_uri:

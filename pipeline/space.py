@@ -213,7 +213,7 @@ class SearchSpace:
         configs: list[dict[str, Any]] = [{}]
         for name, p in self.params.items():
             values = p.grid_values()
-            expanded = []
+            expanded: list[dict[str, Any]] = []
             for cfg in configs:
                 probe = {**cfg, name: values[0]}
                 if self.is_active(name, probe):

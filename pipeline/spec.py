@@ -189,11 +189,11 @@ class ObjectiveSpec(_Section):
 
     @property
     def metrics(self) -> list[str]:
-        return self.metric if isinstance(self.metric, list) else [self.metric]
+        return list(self.metric) if isinstance(self.metric, list) else [self.metric]
 
     @property
     def modes(self) -> list[str]:
-        return self.mode if isinstance(self.mode, list) else [self.mode]
+        return list(self.mode) if isinstance(self.mode, list) else [self.mode]
 
     @property
     def multi(self) -> bool:

@@ -480,17 +480,18 @@ def to_space(defs: dict[str, HyperParameter], grid: bool = False,
             prev = when.get(parent)
             when[parent] = [v for v in allowed if prev is None or v in prev]
         dropped = False
-        for parent, allowed in list(when.items()):
+        for parent, values in list(when.items()):
             parent_def = defs.get(parent)
             if parent not in space or parent_def is None:
                 dropped = True
                 break
+            possible: list[Any] | None
             if space[parent]["type"] == "fixed":
                 possible = [space[parent]["value"]]
             else:
                 possible = _possible(parent_def)
             if possible is not None:
-                when[parent] = [v for v in allowed if v in possible]
+                when[parent] = [v for v in values if v in possible]
             if not when[parent]:
                 dropped = True
         if dropped:

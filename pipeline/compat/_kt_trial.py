@@ -74,7 +74,8 @@ def _callback_classes():
             super().__init__()
             self.spec, self.job, self.last = spec, job, last_epoch
             self.history = list(history or [])  # kept in each checkpoint (pipeline.trainable)
-            self.reported, self.checkpointed, self.last_logs = 0, 0, {}
+            self.reported, self.checkpointed = 0, 0
+            self.last_logs: dict[str, float] = {}
 
         def on_epoch_end(self, epoch, logs=None):
             logs = _with_objective(self.job, logs)

@@ -267,7 +267,7 @@ class Tuner:
         self.address = address
         self.storage = storage or self.directory
         self.notes: list[str] = []
-        self._results = None
+        self._results: Results | None = None
         self._defs = self._discover()
         self._reload()
         self._early = None
@@ -340,7 +340,7 @@ class Tuner:
         else:
             metric, mode = objectives[0].name, objectives[0].direction
         space = self._space()
-        raw = {
+        raw: dict[str, Any] = {
             "name": self.project_name,
             "data": {"source": "external"},  # arrays passed from Python
             "space": space,
@@ -446,7 +446,7 @@ class Tuner:
                       "shuffles ran once here, not every epoch (trials reshuffle the rows each epoch)")
 
         if self._finished():
-            print(f"Reloading results from {self._results.where.path}: the search has finished")
+            print(f"Reloading results from {self.results.where.path}: the search has finished")
             return
         if self._custom_fit() and x is not None:
             self._defs = self._discover(extra=self._dry_fit(data, args, dataset_batch))
@@ -564,8 +564,8 @@ class Tuner:
         return list(self._results.leaderboard(n)["trial_id"])
 
     def _hp_of(self, trial_id: str) -> HyperParameters:
-        space = self._results.spec.search_space()
-        config = self._results.configs.get(trial_id, {})
+        space = self.results.spec.search_space()
+        config = self.results.configs.get(trial_id, {})
         values = {k: v for k, v in space.active(config).items() if k != "__default__"}
         return HyperParameters.replay(self._defs.values(), values)
 
@@ -575,7 +575,7 @@ class Tuner:
 
     def get_best_models(self, num_models: int = 1) -> list:
         """The best trials' models, loaded from their best checkpoints."""
-        return [self._results.load_model(t) for t in self._best_trials(num_models)]
+        return [self.results.load_model(t) for t in self._best_trials(num_models)]
 
     def results_summary(self, num_trials: int = 10) -> None:
         """Print the best trials as KerasTuner does."""

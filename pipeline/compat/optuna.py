@@ -181,7 +181,7 @@ class _StudyHolder:
             state=tell_state, suppress_warning=True)
         params = t.params
         if new_state == TrialState.COMPLETE:
-            self.study._log_completed_trial(values, number, params)
+            self.study._log_completed_trial(values or [], number, params)
         elif new_state == TrialState.PRUNED:
             _optuna.logging.get_logger("optuna.study._optimize").info(f"Trial {number} pruned. ")
         else:
@@ -491,7 +491,7 @@ class Study:
                 create.update(storage=self._storage, load_if_exists=True)
             attrs = {"user": dict(self._study.user_attrs), "metric_names": self._study.metric_names}
             prior = [t for t in self._study.get_trials(deepcopy=True)] if in_memory else []
-            options = {"num_cpus": 0}
+            options: dict[str, Any] = {"num_cpus": 0}
             try:
                 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -499,7 +499,7 @@ class Study:
                     ray.get_runtime_context().get_node_id(), soft=True)
             except Exception:  # noqa: BLE001 - placement is only a preference
                 pass
-            actor = ray.remote(_StudyHolder).options(**options).remote(
+            actor: Any = ray.remote(_StudyHolder).options(**options).remote(
                 create, prior, attrs, callbacks, verbosity)
             try:
                 trainable = tune.with_parameters(

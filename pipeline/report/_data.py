@@ -102,7 +102,7 @@ def optuna_distributions(space: SearchSpace, observed: dict[str, list[Any]] | No
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     observed = observed or {}
-    out = {}
+    out: dict[str, Any] = {}
     for name, p in space:
         seen = [v for v in observed.get(name, []) if v is not None]
         if isinstance(p, FixedParam):
@@ -116,7 +116,8 @@ def optuna_distributions(space: SearchSpace, observed: dict[str, list[Any]] | No
         kind = IntDistribution if is_int else FloatDistribution
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna adjusts `high` to the step, with a warning
-            dist = kind(p.low, p.high, log=p.log, step=p.step if (is_int or p.step) else None)
+            step: Any = p.step if (is_int or p.step) else None  # an int's step is an int
+            dist = kind(p.low, p.high, log=p.log, step=step)
         if all(dist._contains(dist.to_internal_repr(v)) for v in seen):
             out[name] = dist
             continue
@@ -175,19 +176,20 @@ def importances(space: SearchSpace, configs: list[dict[str, Any]], values: list[
                                          distributions={k: dists[k] for k in params}))
         always = [k for k in dists if all(k in cfg for cfg, _ in rows)]
         skipped = [k for k in dists if k not in always and any(k in cfg for cfg, _ in rows)]
-        evaluators = [("PED-ANOVA", PedAnovaImportanceEvaluator(), None),
-                      ("fANOVA", FanovaImportanceEvaluator(seed=0), always)]
-        for label, evaluator, params in evaluators:
-            if params is not None and skipped:
+        evaluators: list[tuple[str, Any, list[str] | None]] = [
+            ("PED-ANOVA", PedAnovaImportanceEvaluator(), None),
+            ("fANOVA", FanovaImportanceEvaluator(seed=0), always)]
+        for label, evaluator, chosen in evaluators:
+            if chosen is not None and skipped:
                 notes.append(f"{metric}, {label}: conditional parameters left out "
                              f"(not active in every trial): {', '.join(skipped)}")
-            if params == []:
+            if chosen == []:
                 notes.append(f"{metric}, {label}: no parameter is active in every trial")
                 continue
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    got = get_param_importances(study, evaluator=evaluator, params=params,
+                    got = get_param_importances(study, evaluator=evaluator, params=chosen,
                                                 normalize=True)
                 except Exception as exc:  # noqa: BLE001 - report, never fail the report
                     notes.append(f"{metric}, {label}: not computed: {type(exc).__name__}: {exc}")

@@ -153,7 +153,8 @@ def _fig_parallel(trials: list[_Trial], space: SearchSpace, metrics: list[str],
     names = [n for n, p in space if not isinstance(p, FixedParam)]
     if not trials or not names:
         return None
-    columns, ticks = [], []
+    columns: list[Any] = []
+    ticks: list[tuple[Any, Any]] = []
     for name in names:
         vals = [t.config.get(name, _MISSING) for t in trials]
         observed = [v for v in vals if v is not _MISSING]
@@ -161,21 +162,20 @@ def _fig_parallel(trials: list[_Trial], space: SearchSpace, metrics: list[str],
         columns.append(pos)
         ticks.append((tpos, tlab))
     for metric in metrics:
-        vals = np.array([t.values[metric] for t in trials], dtype=float)
-        finite = vals[np.isfinite(vals)]
+        scores = np.array([t.values[metric] for t in trials], dtype=float)
+        finite = scores[np.isfinite(scores)]
         lo, hi = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
         span = hi - lo
-        columns.append(list((vals - lo) / span) if span else [0.5 if math.isfinite(v) else math.nan
-                                                              for v in vals])
+        columns.append(list((scores - lo) / span) if span else [0.5 if math.isfinite(v) else math.nan
+                                                                for v in scores])
         ticks.append(([0.0, 0.5, 1.0], [f"{lo:.4g}", f"{(lo + hi) / 2:.4g}", f"{hi:.4g}"])
                      if span else ([0.5], [f"{lo:.4g}"]))
     labels = names + [f"{m} ({mode})" for m, mode in zip(metrics, modes)]
     data = np.array(columns, dtype=float).T  # trials x axes
     primary = np.array([t.values[metrics[0]] for t in trials], dtype=float)
     finite = primary[np.isfinite(primary)]
-    norm = Normalize(*(finite.min(), finite.max()) if len(finite) else (0, 1))
-    if norm.vmin == norm.vmax:
-        norm = Normalize(norm.vmin - 0.5, norm.vmax + 0.5)
+    vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    norm = Normalize(vmin - 0.5, vmax + 0.5) if vmin == vmax else Normalize(vmin, vmax)
     cmap = matplotlib.colormaps["viridis" if modes[0] == "max" else "viridis_r"]
     fig = _figure(max(8.0, 1.9 * len(labels) + 2), 4.6)
     ax = fig.subplots()
