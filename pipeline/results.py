@@ -101,7 +101,7 @@ class Results:
         """
         frames = dict(self._analysis.trial_dataframes)
         for trial in self._analysis.trials:
-            df = frames.get(trial.trial_id)
+            df: Any = frames.get(trial.trial_id)
             stored = df is not None and not df.empty
             have = set(df["epoch"].dropna().astype(int)) if stored and "epoch" in df else set()
             if stored and set(range(1, max(have, default=0) + 1)) <= have:
@@ -245,14 +245,13 @@ class Results:
         """Metrics of the best model on the held-out test split (never seen by the search)."""
         from pipeline.data import Dataset, load_dataset
 
-        data = load_dataset(self.spec.data, self.spec.seed)
-        streamed = not isinstance(data, Dataset)  # sharded: streamed from the test shards
-        if (data.rows("test") if streamed else len(data.x_test)) == 0:
+        data = load_dataset(self.spec.data, self.spec.seed)  # sharded: streamed from the test shards
+        if (len(data.x_test) if isinstance(data, Dataset) else data.rows("test")) == 0:
             raise LookupError("data.test_fraction is 0: there is no test split")
         model = self.best_model()
         batch_size = int(self.best_config.get("batch_size", self.spec.training.batch_size))
-        test = (data.eval_inputs("test", batch_size) if streamed
-                else {"x": data.x_test, "y": data.y_test})
+        test = ({"x": data.x_test, "y": data.y_test} if isinstance(data, Dataset)
+                else data.eval_inputs("test", batch_size))
         values = model.evaluate(**test, verbose=0, return_dict=True)
         return {f"test_{k}": float(v) for k, v in values.items()}
 

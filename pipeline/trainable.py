@@ -85,7 +85,7 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]],
         """
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            metrics: dict[str, Any] = {k: float(v) for k, v in (logs or {}).items()}
             metrics["num_params"] = self.model.count_params()
             missing = [m for m in objectives if m not in metrics]
             if missing:
@@ -383,16 +383,15 @@ def _fit_trial(config: dict[str, Any], data: Dataset | StreamedDataset, spec: Sp
     hp = hyperparameters(spec, config)
     model, done, history, own = restore_trial(spec, hp)
     batch_size = int(hp.get("batch_size", spec.training.batch_size))
-    streamed = isinstance(data, StreamedDataset)
     if model is None:
         builder = hp.pop("builder", spec.model.builder)  # the builder itself may be searched
         # the training split only: preprocessing fitted inside the model never sees val/test;
         # streamed data hands the statistics computed once on the driver instead of arrays
-        train = ({"train_stats": data.train_stats} if streamed
-                 else {"x_train": data.x_train, "y_train": data.y_train})
+        train: dict[str, Any] = ({"train_stats": data.train_stats} if isinstance(data, StreamedDataset)
+                                 else {"x_train": data.x_train, "y_train": data.y_train})
         model = build_model(build_fn or builder, hp, data.input_shape, data.num_classes, **train)
         if not model.compiled:
-            n_train = data.rows("train") if streamed else len(data.x_train)
+            n_train = data.rows("train") if isinstance(data, StreamedDataset) else len(data.x_train)
             compile_model(model, spec, hp, steps_per_epoch(n_train, batch_size))
     epochs = spec.training.epochs
     if done >= epochs and own:
@@ -404,16 +403,16 @@ def _fit_trial(config: dict[str, Any], data: Dataset | StreamedDataset, spec: Sp
         # validation metrics, so the trial's history ends with its own result.
         from ray import tune
 
-        val = (data.eval_inputs("val", batch_size) if streamed
+        val = (data.eval_inputs("val", batch_size) if isinstance(data, StreamedDataset)
                else {"x": data.x_val, "y": data.y_val})
         values = model.evaluate(**val, verbose=0, return_dict=True)
         tune.report({**{f"val_{k}": float(v) for k, v in values.items()}, "epoch": done,
                      "num_params": model.count_params()})
         return
     # streamed: each epoch's row says which shards the trial trained and validated on
-    extra = {"data_split": data.fingerprint} if streamed else None
+    extra = {"data_split": data.fingerprint} if isinstance(data, StreamedDataset) else None
     model.fit(
-        **(data.fit_inputs(batch_size, spec.seed) if streamed
+        **(data.fit_inputs(batch_size, spec.seed) if isinstance(data, StreamedDataset)
            else fit_inputs(data, batch_size, spec.seed)),
         epochs=epochs,
         initial_epoch=done,
