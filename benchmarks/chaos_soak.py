@@ -28,16 +28,20 @@ trials' status, their stored rows -- Tune's ``progress.csv`` -- and their checkp
 * each trial's history (``Results.histories``, rows lost by storage refilled from the
   checkpoint) holds every epoch 1..n, none missing;
 * restarts are recorded where they happened: a stored row whose ``iterations_since_restore``
-  is 1 after the trial's first row is a restart (from a checkpoint, or from scratch);
-  between restarts the epochs go up by one, with one process (``pid``) reporting them --
-  a change of process anywhere else is an unrecorded restart;
-* **work lost per fault** (``E``): for a restart at epoch ``s`` that follows a stored row
-  of epoch ``p``, the epochs ``s..p`` were run (and reported) before and run again:
-  ``max(0, p - s + 1)`` lost epochs. A trial's lost epochs must not exceed one checkpoint
-  interval (``--checkpoint-every``). What this cannot see: the part of the epoch in
-  progress when the fault struck (less than one epoch, never reported), and epochs
-  reported to a killed driver but never stored (their rows are missing, so the stored
-  history shows a jump, refilled from the checkpoint when it has them);
+  is 1 is a restart (from the checkpoint of the epoch before, or from scratch) unless it
+  is the trial's first epoch and first row; between restarts the epochs go up by one,
+  reported by one process (``pid``) -- a change of process anywhere else is an
+  unrecorded restart;
+* **work lost per fault** (``E``): a restart belongs to the last fault injected before it;
+  it lost the epochs the trial had reported before that fault beyond the checkpoint it
+  restarted from (restart at epoch ``s``, ``p`` reported: ``max(0, p - s + 1)``). A trial
+  may lose at most one checkpoint interval (``--checkpoint-every``) per restart. ``p`` is
+  the one figure not read from storage: Tune replaces a restarted trial's stored rows
+  with the copy it last synced, so just before each fault the soak reads the highest
+  epoch of every trial from the drivers' own per-trial files (:meth:`Soak.reach`).
+  Not counted: the part of the epoch in progress when the fault struck (less than one
+  epoch, never reported); a restart whose rows a later restart of the same trial
+  dropped is not seen;
 * the best model loads (``Results.best_model()``).
 
 A trial that fails any of these counts as lost (so does a missing best model). One line
