@@ -8,13 +8,14 @@ its own. For ``--minutes`` minutes, every ``--every LO HI`` seconds (uniform, se
 ``--seed``) it injects one fault, chosen by the seeded RNG:
 
 * ``node``: SIGKILL every process of a worker node (raylet, its Ray workers and its
-  ``ray start``), preferring one that runs a trial, and start a new worker node in its
+  ``ray start``), preferring one training a trial now, and start a new worker node in its
   place (``cluster.local.add_worker``);
 * ``driver``: SIGKILL the driver (its whole process group) and start
   ``python -m pipeline run SPEC --resume`` against the same cluster;
 * ``storage``: stop the S3 server for 5-15 s, then start it again (same data);
 * ``process``: SIGKILL one trial's Ray worker process (a ``ray::ImplicitFunc`` actor
-  in one of the cluster's worker-node sessions).
+  in one of the cluster's worker-node sessions), preferring one training a trial now
+  (reused actors idle between trials).
 
 ``--one-of-each`` injects exactly one fault of each kind, in a seeded order, whatever
 ``--minutes`` says (the short version ``tests/test_chaos.py`` runs). After the window no
@@ -55,7 +56,8 @@ Exit status 0 only if nothing was lost (L is 0 and every check passed).
 Run (from the repository root)::
 
     .venv/bin/python benchmarks/chaos_soak.py                 # 5 minutes, 60 trials
-    .venv/bin/python benchmarks/chaos_soak.py --minutes 2 --one-of-each --every 8 14 --epochs 4
+    .venv/bin/python benchmarks/chaos_soak.py --minutes 2 --one-of-each --every 2 4 \
+        --trials 16 --epochs 6                                # the short version (tests/test_chaos.py)
 
 Everything it starts (S3 server, cluster nodes, drivers) is stopped at the end, by pid,
 even on failure; ``--keep DIR`` keeps the logs and cluster state folder there.
@@ -130,6 +132,7 @@ class Soak:
         self.drivers = 0
         self.cluster = None
         self.reach_at = 0.0
+        self.busy: set[int] = set()  # pids training a trial, as of the last reach()
         self.s3 = RestartableS3()
         self.s3.start()
         from pipeline.storage import filesystem
@@ -220,6 +223,7 @@ class Soak:
 
         self.reach_at = time.time()
         best: dict[str, int] = {}
+        last: dict[str, tuple[float, int, str]] = {}  # the newest row: timestamp, epoch, pid
         root = Path(self.cluster.temp_dir or self.cluster.state_dir) / "h"
         for path in root.glob(f"session_*/artifacts/*/{NAME}/driver_artifacts/*/progress.csv"):
             try:
@@ -228,9 +232,22 @@ class Soak:
                         tid, epoch = row.get("trial_id"), row.get("epoch")
                         if tid and epoch and epoch.isdigit():
                             best[tid] = max(best.get(tid, 0), int(epoch))
-            except (OSError, csv.Error):
+                            when = float(row.get("timestamp") or 0)
+                            if when >= last.get(tid, (-1.0,))[0]:
+                                last[tid] = (when, int(epoch), row.get("pid", ""))
+            except (OSError, csv.Error, ValueError):
                 continue
+        self.busy = {int(pid) for _, epoch, pid in last.values()
+                     if epoch < self.args.epochs and pid.isdigit()}
         return best
+
+    def _busy_first(self, running: dict[int, list[int]]) -> tuple[list[int], list[int]]:
+        """Worker indices and trial pids to hit: those training a trial now (a reused
+        actor also idles between trials), else all that host trial actors."""
+        self.reach()
+        nodes = sorted(i for i, ps in running.items() if self.busy & set(ps)) or sorted(running)
+        pids = sorted(p for ps in running.values() for p in ps)
+        return nodes, sorted(self.busy & set(pids)) or pids
 
     def fault(self, kind: str, spec: Path) -> tuple[str, dict[str, int]] | None:
         """Inject one fault of ``kind``: what was done and :meth:`reach` just before it,
@@ -238,7 +255,7 @@ class Soak:
         if kind == "node":
             running = self.wait_for_trials(60)
             alive = [i for i, _, _ in self._workers()]
-            choices = sorted(running) or alive
+            choices = self._busy_first(running)[0] or alive
             if not choices:
                 return None
             index = self.rng.choice(choices)
@@ -265,8 +282,7 @@ class Soak:
             self.s3.start()
             return f"S3 server stopped for {down:.1f} s, started again", reach
         if kind == "process":
-            running = self.wait_for_trials(60)
-            pids = sorted(p for ps in running.values() for p in ps)
+            pids = self._busy_first(self.wait_for_trials(60))[1]
             if not pids:
                 return None
             pid = self.rng.choice(pids)
