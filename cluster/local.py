@@ -50,8 +50,8 @@ from typing import Any
 from cluster._permissions import _boot_folder, _close_up, _private_dir, _temp_root, world_writable
 from cluster._procs import _reap, _session_members, _signal, _signal_session, _start_time
 
-__all__ = ["LocalCluster", "start", "stop", "kill_worker", "nodes", "load", "running_at",
-           "world_writable"]
+__all__ = ["LocalCluster", "start", "stop", "kill_worker", "add_worker", "nodes", "load",
+           "running_at", "world_writable"]
 
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "token"
@@ -610,3 +610,49 @@ def kill_worker(cluster: LocalCluster, index: int) -> list[int]:
         time.sleep(0.1)
     _reap(leader)
     return killed
+
+
+def add_worker(cluster: LocalCluster, timeout_s: float = 60, object_store_mb: int = 200,
+               gpus: int = 0) -> int:
+    """Start one more worker node (e.g. in place of one :func:`kill_worker` took).
+
+    It advertises ``cluster.cpus_per_worker`` CPUs and ``gpus`` GPUs, has ports of its own
+    and the temp folder ``w<index>``; its pid is appended to ``cluster.pids`` and the
+    record in ``cluster.json`` updated, so :func:`stop` stops it too.
+
+    Returns:
+        The new node's worker index (for :func:`kill_worker`).
+
+    Raises:
+        RuntimeError: it did not finish starting within ``timeout_s`` (it is killed
+            again first; the message has its log's tail).
+    """
+    state_dir = Path(cluster.state_dir)
+    with _locked(state_dir):
+        record = json.loads((state_dir / STATE_FILE).read_text())
+        index = len(cluster.worker_pids)
+        env = _node_env(state_dir, Path(cluster.token_path))
+        launcher = _Launcher(cluster, bool(record.get("owned_temp_dir")), env, object_store_mb)
+        agent_port, metrics_port = _free_ports(2)
+        launcher.launch(f"worker-{index}", [
+            f"--address={cluster.address}",
+            f"--num-cpus={cluster.cpus_per_worker}",
+            f"--num-gpus={gpus}",
+            f"--dashboard-agent-listen-port={agent_port}",
+            f"--metrics-export-port={metrics_port}",
+            f"--object-store-memory={launcher.object_store}",
+            f"--temp-dir={Path(cluster.temp_dir or state_dir) / f'w{index}'}",
+        ], env)
+        cluster.workers += 1
+        launcher.persist()
+    proc, log = launcher.procs[0], launcher.logs[0]
+    deadline = time.monotonic() + timeout_s
+    while _READY_MARK not in _read(log):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            why = f"exit {proc.returncode}" if proc.poll() is not None else f"{timeout_s:.0f}s"
+            kill_worker(cluster, index)
+            raise RuntimeError(f"worker-{index} failed to start ({why}):\n{_tail(log)}")
+        time.sleep(0.2)
+    if cluster.temp_dir is not None:
+        _close_up(cluster.temp_dir / f"w{index}")
+    return index

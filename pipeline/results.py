@@ -116,12 +116,18 @@ class Results:
         return frames
 
     def _checkpoint_history(self, trial) -> list[dict[str, Any]]:
-        from pipeline.trainable import STATE_FILE
+        import posixpath
+
+        from pipeline.trainable import STATE_FILE, newest_own_checkpoint
 
         try:
             checkpoint = self._analysis.get_last_checkpoint(trial)
             if checkpoint is None:
                 return []
+            if self.spec.scheduler.name != "pbt":  # Tune's record may lag behind (see there)
+                checkpoint = newest_own_checkpoint(
+                    checkpoint.filesystem, posixpath.dirname(checkpoint.path.rstrip("/")),
+                    trial.trial_id, checkpoint)
             with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as f:
                 return list(json.loads(f.read().decode()).get("history", []))
         except (OSError, ValueError, KeyError):

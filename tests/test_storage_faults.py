@@ -203,3 +203,29 @@ def test_history_lost_by_storage_is_recovered_from_the_checkpoint(ray_session, t
     assert list(h["from_checkpoint"]) == [e not in kept_epochs for e in range(1, 5)]
     np.testing.assert_allclose(h["val_accuracy"], full["val_accuracy"])
     assert again.dataframe().set_index("trial_id").loc[trial.trial_id, "epochs"] == epochs
+
+
+def test_a_restored_trial_continues_from_its_newest_stored_checkpoint(tmp_path):
+    """Tune's saved state may name an older checkpoint than the trial stored before a driver
+    SIGKILL (found by benchmarks/chaos_soak.py): the newest whole one of its own is taken."""
+    import json
+
+    from pipeline.trainable import MODEL_FILE, STATE_FILE, newest_own_checkpoint
+
+    def save(index: int, epoch: int, trial_id: str = "t1", model: bool = True) -> str:
+        folder = tmp_path / f"checkpoint_{index:06d}"
+        folder.mkdir()
+        (folder / STATE_FILE).write_text(json.dumps({"epoch": epoch, "trial_id": trial_id}))
+        if model:
+            (folder / MODEL_FILE).write_bytes(b"model")
+        return str(folder)
+
+    named = save(0, 4)           # what the experiment state names
+    newest = save(1, 6)          # stored after the state was saved
+    save(2, 8, trial_id="t2")    # another trial's (a PBT donor's folder holds those)
+    save(3, 10, model=False)     # its model never arrived: not whole
+    (tmp_path / "checkpoint_000004").mkdir()  # no state at all
+    fs = pafs.LocalFileSystem()
+    assert newest_own_checkpoint(fs, str(tmp_path), "t1", named).path == newest
+    assert newest_own_checkpoint(fs, str(tmp_path), "t3", "tune's") == "tune's"
+    assert newest_own_checkpoint(fs, str(tmp_path / "missing"), "t1") is None
