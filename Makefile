@@ -38,6 +38,7 @@ LINTED := pipeline searchers cluster tests benchmarks examples
 
 test: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
+	$(PY) -m mypy
 	$(PY) -m pytest -q --durations=15 tests
 
 bench: $(STAMP)

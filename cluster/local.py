@@ -332,7 +332,9 @@ class _Ports:
         # dashboard agent, 3 Prometheus ports; each worker: agent, metrics.
         ports = _free_ports(7 + 2 * workers)
         rest = ports[7:]
-        return cls(*ports[:7], worker_ports=[(rest[2 * i], rest[2 * i + 1]) for i in range(workers)])
+        gcs, dashboard, client, agent, metrics, autoscaler, dashboard_metrics = ports[:7]
+        return cls(gcs, dashboard, client, agent, metrics, autoscaler, dashboard_metrics,
+                   worker_ports=[(rest[2 * i], rest[2 * i + 1]) for i in range(workers)])
 
 
 class _Launcher:
@@ -353,6 +355,11 @@ class _Launcher:
         self.log_dir.mkdir(exist_ok=True)
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
+
+    @property
+    def temp_root(self) -> Path:
+        """Root of the nodes' ``--temp-dir`` folders (the cluster's, else its state folder)."""
+        return Path(self.cluster.temp_dir or self.cluster.state_dir)
 
     def launch(self, name: str, args: list[str], env: dict[str, str]) -> None:
         log = self.log_dir / f"{name}.log"
@@ -403,7 +410,7 @@ class _Launcher:
                 f"--dashboard-agent-listen-port={ports.agent}",
                 f"--metrics-export-port={ports.metrics}",
                 f"--object-store-memory={self.object_store}",
-                f"--temp-dir={self.cluster.temp_dir / 'h'}",
+                f"--temp-dir={self.temp_root / 'h'}",
             ],
             head_env,
         )
@@ -424,7 +431,7 @@ class _Launcher:
                     f"--dashboard-agent-listen-port={agent_port}",
                     f"--metrics-export-port={metrics_port}",
                     f"--object-store-memory={self.object_store}",
-                    f"--temp-dir={self.cluster.temp_dir / f'w{i}'}",
+                    f"--temp-dir={self.temp_root / f'w{i}'}",
                 ],
                 self.env,
             )
