@@ -84,6 +84,11 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     from searchers import SCHEDULERS
 
     spec = effective_spec(spec)
+    if trainable is not None and spec.resources.workers > 1:
+        # a front door's own trainable runs on one worker; never quietly train on fewer
+        raise SpecError([f"resources.workers: {spec.resources.workers} workers per trial need "
+                         "the spec's own Keras trainable (pipeline.run with a spec); this front "
+                         "door runs each trial on one worker"])
     # A Spec built in Python has passed the schema only; the searcher and scheduler are
     # built once here, before anything else is written, so bad options name their field.
     check_environment(spec)
