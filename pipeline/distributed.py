@@ -61,6 +61,9 @@ def train_multiworker(config: dict[str, Any], data: Dataset | StreamedDataset, s
     from ray.train.tensorflow import TensorflowTrainer
     from ray.util.queue import Empty, Queue
 
+    from pipeline.trainable import prepare_worker
+
+    prepare_worker()  # a reused actor waits for this function to end the trial's workers
     res = spec.resources
     trial_id = tune.get_context().get_trial_id()
     root, fs = storage if storage is not None else (spec.storage.path, None)
