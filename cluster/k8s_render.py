@@ -581,8 +581,9 @@ def render_experiment(
     try:
         configmap, job = render_rayjob(
             name=name, spec_text=spec_text, cpu_per_trial=cpu, gpu_per_trial=gpu,
-            # unset, the rendered cluster holds 2 trials at a time (its size is fixed)
-            max_concurrent=spec.search.max_concurrent or min(2, spec.num_trials),
+            # unset, the rendered cluster holds 2 trials at a time (its size is fixed); a trial
+            # of N workers (resources.workers) is sized as N one-worker trials of cpu/gpu each
+            max_concurrent=(spec.search.max_concurrent or min(2, spec.num_trials)) * spec.resources.workers,
             image=image, namespace=namespace, cpus_per_worker=cpus_per_worker,
             gpus_per_worker=gpus_per_worker)
     except ValueError as exc:

@@ -84,6 +84,11 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     from searchers import SCHEDULERS
 
     spec = effective_spec(spec)
+    if trainable is not None and spec.resources.workers > 1:
+        # a front door's own trainable runs on one worker; never quietly train on fewer
+        raise SpecError([f"resources.workers: {spec.resources.workers} workers per trial need "
+                         "the spec's own Keras trainable (pipeline.run with a spec); this front "
+                         "door runs each trial on one worker"])
     # A Spec built in Python has passed the schema only; the searcher and scheduler are
     # built once here, before anything else is written, so bad options name their field.
     check_environment(spec)
@@ -125,10 +130,18 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
         if progress:
             print(f"{spec.name}: {spec.num_trials} trials, {spec.search.max_concurrent} at a time "
                   f"({why}), on {n_nodes} Ray node(s)", flush=True)
-        if trainable is None:
-            trainable = tune.with_parameters(train_keras, data=shipped, spec=spec, build_fn=build_fn)
-        trainable = tune.with_resources(
-            trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+        if trainable is None and spec.resources.workers > 1:
+            from pipeline.distributed import DRIVER_RESOURCES, train_multiworker
+
+            # the trial's driver holds nothing; its Ray Train workers hold the resources
+            trainable = tune.with_resources(tune.with_parameters(
+                train_multiworker, data=shipped, spec=spec, build_fn=build_fn,
+                storage=(where.root, where.fs)), DRIVER_RESOURCES)
+        else:
+            if trainable is None:
+                trainable = tune.with_parameters(train_keras, data=shipped, spec=spec, build_fn=build_fn)
+            trainable = tune.with_resources(
+                trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
         if resume and tune.Tuner.can_restore(where.path, storage_filesystem=where.fs):
             tuner = tune.Tuner.restore(where.path, trainable, storage_filesystem=where.fs,
                                        resume_unfinished=True, resume_errored=True)
@@ -198,7 +211,8 @@ def _with_concurrency(spec: Spec) -> tuple[Spec, str]:
     if spec.search.max_concurrent:
         return spec, "search.max_concurrent"
     total = ray.cluster_resources()
-    fits = [math.floor(total.get(kind, 0) / need + 1e-9)
+    workers = spec.resources.workers  # a multi-worker trial holds workers x (cpu, gpu)
+    fits = [math.floor(total.get(kind, 0) / (need * workers) + 1e-9)
             for kind, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)) if need]
     n = max(1, min([spec.num_trials, *fits]))
     cpus = total.get("CPU", 0)

@@ -245,6 +245,11 @@ class ResourcesSpec(_Section):
     cpu: float = Field(default=1, gt=0)
     gpu: float = Field(default=0, ge=0, description="fractions (0.25) are fenced to that share of memory")
     gpu_memory_growth: bool = Field(default=False, description="grow GPU memory instead of a fixed cap")
+    workers: int = Field(
+        default=1, ge=1,
+        description="data-parallel workers per trial (Ray Train, MultiWorkerMirroredStrategy), "
+                    "each with cpu/gpu above; training.batch_size is per worker "
+                    "(global batch = batch_size x workers)")
 
     @field_validator("gpu")
     @classmethod
@@ -498,6 +503,13 @@ def check_environment(spec: Spec) -> None:
     if spec.tracking.mlflow_uri is not None and importlib.util.find_spec("mlflow") is None:
         errors.append("tracking.mlflow_uri: MLflow tracking needs the mlflow package: "
                       "pip install -e '.[mlflow]'")
+    if spec.resources.workers > 1:
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            errors.append(f"resources.workers: {spec.resources.workers} workers per trial run "
+                          "TensorFlow's MultiWorkerMirroredStrategy; the Keras backend is "
+                          f"{keras.backend.backend()}, set KERAS_BACKEND=tensorflow or workers: 1")
     errors.extend(searchers.check_environment(spec))
     if errors:
         raise SpecError(errors)

@@ -66,7 +66,15 @@ def compile_model(model, spec: Spec, hp: dict[str, Any],
 
 
 def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]],
-                    extra: dict[str, Any] | None = None):
+                    extra: dict[str, Any] | None = None, *,
+                    report: Callable[[dict[str, Any], str | None], None] | None = None,
+                    trial_id: str | None = None):
+    """The Keras callback that reports each epoch and writes the trial's checkpoints.
+
+    ``report(metrics, checkpoint_dir_or_None)`` replaces ``tune.report`` (a multi-worker
+    trial's workers report to Ray Train, :mod:`pipeline.distributed`); ``trial_id`` is
+    then the Tune trial's id, which the workers cannot ask Tune for.
+    """
     import keras
     import ray
     from ray import tune
@@ -75,7 +83,14 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]],
     every = spec.training.checkpoint_every
     tolerance = spec.storage.outage_tolerance_s
     node_id = ray.get_runtime_context().get_node_id()  # where the trial ran (multi-node runs)
-    trial_id = tune.get_context().get_trial_id()
+    if trial_id is None:
+        trial_id = tune.get_context().get_trial_id()
+
+    def to_tune(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
+        tune.report(metrics, checkpoint=None if ckpt_dir is None
+                    else tune.Checkpoint.from_directory(ckpt_dir))
+
+    send = report or to_tune
 
     class TuneReport(keras.callbacks.Callback):
         """Reports every epoch to Tune; checkpoints at the configured cadence.
@@ -109,13 +124,12 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]],
                         json.dumps({"epoch": done, "history": history, "trial_id": trial_id}))
                     # Uploading to storage happens inside report: an outage stalls, not fails, it
                     # (a failed attempt leaves a gap in the checkpoint numbering, nothing else).
-                    patiently(lambda: tune.report(
-                        metrics, checkpoint=tune.Checkpoint.from_directory(tmp)),
-                        f"saving the checkpoint of epoch {done}", tolerance)
+                    patiently(lambda: send(metrics, tmp),
+                              f"saving the checkpoint of epoch {done}", tolerance)
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
             else:
-                tune.report(metrics)
+                send(metrics, None)
 
     return TuneReport()
 
@@ -181,14 +195,21 @@ class Restored(NamedTuple):
     own: bool  # the checkpoint is this trial's (False: PBT's donor, or none)
 
 
-def restore_trial(spec: Spec, hp: dict[str, Any]) -> Restored:
-    """The trial's latest checkpoint (a PBT donor's after an exploit), or ``Restored(None, 0, [], False)``."""
+def restore_trial(spec: Spec, hp: dict[str, Any], checkpoint: Any = None,
+                  trial_id: str | None = None) -> Restored:
+    """The trial's latest checkpoint (a PBT donor's after an exploit), or ``Restored(None, 0, [], False)``.
+
+    ``checkpoint`` and ``trial_id`` default to Tune's (``tune.get_checkpoint()``, the trial's
+    id); a multi-worker trial's workers pass them, as they cannot ask Tune.
+    """
     import keras
     from ray import tune
 
-    checkpoint = tune.get_checkpoint()
+    if trial_id is None:
+        checkpoint = tune.get_checkpoint()
+        trial_id = tune.get_context().get_trial_id()
     if spec.scheduler.name != "pbt":  # PBT's exploits may lower a trial's epoch: Tune's choice
-        checkpoint = _own_checkpoint(checkpoint, tune.get_context().get_trial_id())
+        checkpoint = _own_checkpoint(checkpoint, trial_id)
     if checkpoint is None:
         return Restored(None, 0, [], False)
     import pipeline.preprocessing  # noqa: F401  (registers the custom preprocessing layers)
@@ -207,7 +228,7 @@ def restore_trial(spec: Spec, hp: dict[str, Any]) -> Restored:
                           keras.optimizers.schedules.LearningRateSchedule)
     if "learning_rate" in hp and not schedule:  # PBT may have mutated it since the checkpoint
         model.optimizer.learning_rate.assign(float(hp["learning_rate"]))
-    own = state.get("trial_id") == tune.get_context().get_trial_id()
+    own = state.get("trial_id") == trial_id
     return Restored(model, state["epoch"], list(state.get("history", [])), own)
 
 

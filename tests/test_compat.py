@@ -546,3 +546,18 @@ def test_early_start_that_fails_raises_where_the_session_is_used_and_leaves_no_t
     assert "refused: cannot reach the Ray cluster at 127.0.0.1:1" in proc.stdout
     assert "joined" not in proc.stdout
     assert "owned: False" in proc.stdout and "thread: False" in proc.stdout
+
+
+def test_keras_tuner_distribution_strategy_is_refused_with_the_way_to_multi_worker(tmp_path):
+    """Never silently ignored: KerasTuner's strategies and 'workers' point at the spec path."""
+    import tensorflow as tf
+
+    def build(hp):
+        raise AssertionError("not built: refused before the space is discovered")
+
+    with pytest.raises(ValueError, match=r"^distribution_strategy: MirroredStrategy .*workers: N"):
+        kt.RandomSearch(build, objective="val_loss", directory=str(tmp_path),
+                        distribution_strategy=tf.distribute.MirroredStrategy())
+    with pytest.raises(ValueError, match=r"^resources_per_trial: 'workers'"):
+        kt.RandomSearch(build, objective="val_loss", directory=str(tmp_path),
+                        resources_per_trial={"cpu": 1, "workers": 2})

@@ -237,6 +237,17 @@ def test_gpu_trials_get_the_cuda_image_and_fitting_workers(tmp_path):
     assert group["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
 
 
+
+def test_multi_worker_trials_get_a_worker_pod_per_train_worker(tmp_path):
+    """A trial of N workers is sized as N one-worker trials (the search runs 2 at a time)."""
+    spec = tmp_path / "mw.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(tmp_path, resources={"cpu": 1, "workers": 3},
+                                             storage="s3://b/e")))
+    (job,) = [d for d in render_experiment(spec, cpus_per_worker=2).objects if d["kind"] == "RayJob"]
+    (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert group["replicas"] == 3  # 2 trials x 3 workers x 1 CPU = 6 CPUs on 2-CPU pods
+
+
 # --------------------------------------------------------------------------- the command
 
 

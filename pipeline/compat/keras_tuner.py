@@ -14,6 +14,10 @@ The tuners take KerasTuner's constructor arguments (a build function or a
 * ``address`` (join a Ray cluster) and ``storage`` (results folder or URI,
   instead of ``directory``).
 
+``distribution_strategy`` is refused with an error (never ignored): trials of this
+front door run on one Ray worker each; data-parallel trials over several workers
+are run from a spec with ``resources: {workers: N}`` (:mod:`pipeline.distributed`).
+
 Each tuner becomes a :class:`pipeline.spec.Spec`: the space is discovered by
 building the model with a recording :class:`HyperParameters` (conditions kept),
 the objective's direction is inferred as KerasTuner does, and
@@ -190,7 +194,7 @@ def _has_custom_fit(hypermodel: HyperModel) -> bool:
 
 # -- tuners -----------------------------------------------------------------------------------
 
-_IGNORED = {"logger", "tuner_id", "distribution_strategy", "max_model_size", "oracle", "cleanup"}
+_IGNORED = {"logger", "tuner_id", "max_model_size", "oracle", "cleanup"}
 _TERMINAL = {"TERMINATED", "ERROR"}
 
 
@@ -228,7 +232,20 @@ class Tuner:
                  searcher: str | None = None, searcher_options: dict | None = None,
                  scheduler: str | None = None, scheduler_options: dict | None = None,
                  resources_per_trial: dict | None = None, max_concurrent_trials: int | None = None,
-                 address: str | None = None, storage: str | None = None, **kwargs):
+                 address: str | None = None, storage: str | None = None,
+                 distribution_strategy=None, **kwargs):
+        if distribution_strategy is not None:
+            # KerasTuner trains every trial under this strategy. Multi-worker trials exist on
+            # the spec path (resources.workers, pipeline.distributed), not yet in this front
+            # door, whose trials (HyperModel.fit, executions_per_trial) run on one worker.
+            raise ValueError(
+                f"distribution_strategy: {type(distribution_strategy).__name__} is not supported "
+                "by this front door (each trial runs on one Ray worker; give it GPUs with "
+                "resources_per_trial={'gpu': N}). For data-parallel trials over several workers, "
+                "run a spec with resources: {workers: N} (examples/multiworker.yaml)")
+        if (resources_per_trial or {}).get("workers", 1) != 1:
+            raise ValueError("resources_per_trial: 'workers' is not supported by this front door; "
+                             "run a spec with resources: {workers: N} (examples/multiworker.yaml)")
         unknown = set(kwargs) - _IGNORED
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
