@@ -186,6 +186,7 @@ def _base_env(token_path: Path) -> dict[str, str]:
 
 # Printed by `ray start --block` once the node is fully initialised.
 _READY_MARK = "will now block forever"
+_TIMED_OUT = "The current node timed out during startup"  # Ray's message (node.py)
 
 
 def _read(path: Path) -> str:
@@ -355,13 +356,16 @@ class _Launcher:
         self.log_dir.mkdir(exist_ok=True)
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
+        self.args: list[tuple[list[str], dict[str, str]]] = []  # each launch's, for a relaunch
+        self.relaunched: set[str] = set()
 
     @property
     def temp_root(self) -> Path:
         """Root of the nodes' ``--temp-dir`` folders (the cluster's, else its state folder)."""
         return Path(self.cluster.temp_dir or self.cluster.state_dir)
 
-    def launch(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def launch(self, name: str, args: list[str], env: dict[str, str], index: int | None = None) -> None:
+        """Start node ``name``; ``index``: replace the (exited) process launched at that place."""
         log = self.log_dir / f"{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -373,10 +377,32 @@ class _Launcher:
                 cwd=self.cluster.state_dir,
                 start_new_session=True,
             )
+        if index is not None:
+            self.procs[index], self.args[index] = proc, (args, env)
+            self.cluster.pids[index], self.cluster.start_times[index] = proc.pid, _start_time(proc.pid)
+            return
         self.procs.append(proc)
         self.logs.append(log)
+        self.args.append((args, env))
         self.cluster.pids.append(proc.pid)
         self.cluster.start_times.append(_start_time(proc.pid))
+
+    def relaunch_timed_out(self) -> bool:
+        """Start again, once each, worker nodes whose start timed out; True if any was.
+
+        Ray waits a fixed 30 s for a starting raylet to register; on a cold machine (a
+        fresh install, nodes starting together on 2 CPUs) a worker can miss it and exit.
+        """
+        again = False
+        for i, (proc, log) in enumerate(zip(self.procs, self.logs)):
+            if (proc.poll() is not None and log.stem.startswith("worker-")
+                    and log.stem not in self.relaunched and _TIMED_OUT in _read(log)):
+                self.relaunched.add(log.stem)
+                self.launch(log.stem, *self.args[i], index=i)
+                again = True
+        if again:
+            self.persist()
+        return again
 
     def persist(self) -> None:
         _persist(self.cluster, self.owned_temp)
@@ -442,6 +468,7 @@ class _Launcher:
         expected = self.cluster.workers + 1
         last_err = "no answer from the dashboard yet"
         while time.monotonic() < deadline:
+            self.relaunch_timed_out()
             dead = [f"{self.logs[i].stem} (exit {p.returncode})" for i, p in enumerate(self.procs)
                     if p.poll() is not None]
             if dead:
