@@ -99,7 +99,13 @@ class Results:
         Epochs missing from the stored history are then taken from the history the trial's
         latest checkpoint holds (``from_checkpoint`` is True), and the rows sorted by epoch.
         """
+        from pipeline.trainable import RESTORED_AT_END
+
         frames = dict(self._analysis.trial_dataframes)
+        for tid, frame in list(frames.items()):  # a last epoch reported again on a restore
+            if frame is not None and RESTORED_AT_END in frame:
+                frames[tid] = frame[frame[RESTORED_AT_END] != True].drop(  # noqa: E712
+                    columns=RESTORED_AT_END).reset_index(drop=True)
         for trial in self._analysis.trials:
             df: Any = frames.get(trial.trial_id)
             stored = df is not None and not df.empty

@@ -32,6 +32,9 @@ from pipeline.storage import patiently
 from pipeline.streaming import StreamedDataset
 
 MODEL_FILE = "model.keras"
+# A trial restored with all its epochs done reports its last epoch again, so marked
+# (Tune needs a result from it; the results leave the repeat out of the history).
+RESTORED_AT_END = "restored_at_end"
 STATE_FILE = "state.json"
 
 
@@ -230,6 +233,13 @@ def restore_trial(spec: Spec, hp: dict[str, Any], checkpoint: Any = None,
         model.optimizer.learning_rate.assign(float(hp["learning_rate"]))
     own = state.get("trial_id") == trial_id
     return Restored(model, state["epoch"], list(state.get("history", [])), own)
+
+
+def report_restored_end(history: list[dict[str, Any]]) -> None:
+    """Report the restored trial's last epoch again, marked :data:`RESTORED_AT_END`."""
+    from ray import tune
+
+    tune.report({**history[-1], RESTORED_AT_END: True})
 
 
 def fit_inputs(data: Dataset, batch_size: int, seed: int, shuffle: bool = True) -> dict[str, Any]:
@@ -469,9 +479,11 @@ def _fit_trial(config: dict[str, Any], data: Dataset | StreamedDataset, spec: Sp
             n_train = data.rows("train") if isinstance(data, StreamedDataset) else len(data.x_train)
             compile_model(model, spec, hp, steps_per_epoch(n_train, batch_size))
     epochs = spec.training.epochs
-    if done >= epochs and own:
-        # Paused on its last epoch (the median rule yields time even then) and resumed: all
-        # is reported; returning lets Tune end the trial on its last result, no row repeated.
+    if done >= epochs and own and history:
+        # Its own last checkpoint (paused on its last epoch by the median rule, or a driver
+        # killed before Tune's state named that checkpoint): Tune may hold no result of it,
+        # so the last epoch is reported again, marked, and left out of the stored history.
+        report_restored_end(history)
         return
     if done >= epochs:
         # PBT exploited this trial on its last epoch: report the restored (donor's) model's

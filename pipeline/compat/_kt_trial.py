@@ -205,7 +205,7 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
     import keras
     from ray import tune
 
-    from pipeline.trainable import hyperparameters, restore_trial
+    from pipeline.trainable import hyperparameters, report_restored_end, restore_trial
 
     Reporter, Collector = _callback_classes()
     values = hyperparameters(spec, config)
@@ -218,6 +218,8 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
         if model is None:
             model = _build(job, hp, values, spec)
         if done >= epochs:
+            if history:  # Tune may hold no result of it (a driver killed before its state saved)
+                report_restored_end(history)
             return
         reporter = Reporter(spec, job, epochs, history)
         result = _fit(job, hp, model, data, spec, [*copy.deepcopy(job.callbacks), reporter], done)
