@@ -107,8 +107,9 @@ def _assert_complete(uri: str, endpoint: str, trials: int, epochs: int) -> dict:
     res = Results.open(uri, endpoint_override=endpoint)
     df = res.dataframe()
     assert len(df) == trials, df
-    assert set(df["status"]) == {"TERMINATED"}, df
-    assert (df["epochs"] == epochs).all(), df
+    shown = df[["trial_id", "status", "epochs", "error"]].to_string()  # the whole error, if any
+    assert set(df["status"]) == {"TERMINATED"}, shown
+    assert (df["epochs"] == epochs).all(), shown
     histories = res.histories
     assert len(histories) == trials
     for tid, h in histories.items():
