@@ -285,6 +285,21 @@ def kt_hyperband(job):
 # --------------------------------------------------------------------------- Optuna in-process
 
 
+def _optuna_suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
+    """The problem's space sampled through an Optuna trial (conditional entries when active)."""
+    hp: dict[str, Any] = {}
+    for name, p in space.items():
+        if p.get("when") and not all(hp.get(k) in v for k, v in p["when"].items()):
+            continue
+        if p["type"] == "int":
+            hp[name] = trial.suggest_int(name, p["low"], p["high"], step=p.get("step", 1))
+        elif p["type"] == "float":
+            hp[name] = trial.suggest_float(name, p["low"], p["high"], log=bool(p.get("log")))
+        else:
+            hp[name] = trial.suggest_categorical(name, p["values"])
+    return hp
+
+
 def optuna_hb(job):
     """Optuna TPE + HyperbandPruner in one process, val_accuracy reported every epoch."""
     import keras
@@ -295,17 +310,7 @@ def optuna_hb(job):
     space = PROBLEMS[job["problem"]]["space"]
 
     def suggest(trial):
-        hp: dict[str, Any] = {}
-        for name, p in space.items():
-            if p.get("when") and not all(hp.get(k) in v for k, v in p["when"].items()):
-                continue
-            if p["type"] == "int":
-                hp[name] = trial.suggest_int(name, p["low"], p["high"], step=p.get("step", 1))
-            elif p["type"] == "float":
-                hp[name] = trial.suggest_float(name, p["low"], p["high"], log=bool(p.get("log")))
-            else:
-                hp[name] = trial.suggest_categorical(name, p["values"])
-        return hp
+        return _optuna_suggest(trial, space)
 
     def objective(trial):
         hp = suggest(trial)
@@ -614,14 +619,7 @@ def optuna_front_leak(job):
 
     def objective(trial):
         _note_rss(log)
-        hp = {}
-        for name, p in space.items():
-            if p["type"] == "int":
-                hp[name] = trial.suggest_int(name, p["low"], p["high"], step=p.get("step", 1))
-            elif p["type"] == "float":
-                hp[name] = trial.suggest_float(name, p["low"], p["high"], log=bool(p.get("log")))
-            else:
-                hp[name] = trial.suggest_categorical(name, p["values"])
+        hp = _optuna_suggest(trial, space)
         keras.backend.clear_session()
         model = build_model(hp, data["input_shape"], data["num_classes"])
         hist = _fit(model, data, job, [])
