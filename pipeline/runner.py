@@ -167,9 +167,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
                     search_alg=search_alg,
                     scheduler=scheduler,
                     num_samples=spec.num_trials,
-                    # Ray's variant generator takes the limit itself (see searchers/basic.py)
-                    max_concurrent_trials=None if searchers.SEARCHERS[
-                        spec.searcher.name].variant_generator else spec.search.max_concurrent,
+                    max_concurrent_trials=None,  # the search algorithm limits itself
                     time_budget_s=spec.search.time_budget_s,
                     reuse_actors=spec.search.reuse_actors,
                 ),

@@ -101,9 +101,21 @@ def check_build(spec: Any, space: "SearchSpace") -> list[str]:
 
 
 def build(spec: Any, space: "SearchSpace") -> tuple[Any, dict[str, Any], Any]:
-    """(search algorithm, Tune param_space, scheduler) for a validated spec."""
+    """(search algorithm, Tune param_space, scheduler) for a validated spec.
+
+    The search algorithm is whole: it limits concurrency itself (``search.max_concurrent``)
+    and keeps its state in Tune's experiment state (:mod:`searchers._state`).
+    """
     search_alg, param_space = SEARCHERS[spec.searcher.name].build(spec, space)
-    if spec.searcher.restore_from:
+    if spec.searcher.restore_from:  # the searcher's own state, not its trial count
         search_alg.restore_from_dir(spec.searcher.restore_from)
+    if not SEARCHERS[spec.searcher.name].variant_generator:
+        from ray.tune.search import ConcurrencyLimiter
+
+        from searchers._state import StatefulSearchGenerator
+
+        if spec.search.max_concurrent:
+            search_alg = ConcurrencyLimiter(search_alg, max_concurrent=spec.search.max_concurrent)
+        search_alg = StatefulSearchGenerator(search_alg)
     scheduler = SCHEDULERS[spec.scheduler.name].build(spec, space)
     return search_alg, param_space, scheduler

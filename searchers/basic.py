@@ -9,9 +9,9 @@ from searchers.registry import SEARCHERS, keyword_problems
 
 
 def _random(spec, space):
-    from ray.tune.search import BasicVariantGenerator
+    from searchers._state import StatefulVariantGenerator
 
-    return BasicVariantGenerator(
+    return StatefulVariantGenerator(
         points_to_evaluate=spec.searcher.points_to_evaluate or None,
         random_state=spec.seed,
         max_concurrent=spec.search.max_concurrent or 0,  # 0: Tune's resources decide
@@ -21,9 +21,9 @@ def _random(spec, space):
 
 def _points(spec, space, points: list[dict[str, Any]]):
     """Evaluate exactly ``points``; a parameter a point leaves out is sampled (or inactive)."""
-    from ray.tune.search import BasicVariantGenerator
+    from searchers._state import StatefulVariantGenerator
 
-    return BasicVariantGenerator(
+    return StatefulVariantGenerator(
         points_to_evaluate=points, random_state=spec.seed,
         max_concurrent=spec.search.max_concurrent or 0,
     ), tune_domains(space)
