@@ -102,15 +102,19 @@ class Results:
         from pipeline.trainable import RESTORED_AT_END
 
         frames = dict(self._analysis.trial_dataframes)
-        for tid, frame in list(frames.items()):  # a last epoch reported again on a restore
-            if frame is not None and RESTORED_AT_END in frame:
+        reached: dict[str, int] = {}  # the last epoch a trial reported, repeats included
+        for tid, frame in list(frames.items()):
+            if frame is not None and "epoch" in frame and frame["epoch"].notna().any():
+                reached[tid] = int(frame["epoch"].max())
+            if frame is not None and RESTORED_AT_END in frame:  # a last epoch reported again
                 frames[tid] = frame[frame[RESTORED_AT_END] != True].drop(  # noqa: E712
                     columns=RESTORED_AT_END).reset_index(drop=True)
         for trial in self._analysis.trials:
             df: Any = frames.get(trial.trial_id)
             stored = df is not None and not df.empty
             have = set(df["epoch"].dropna().astype(int)) if stored and "epoch" in df else set()
-            if stored and set(range(1, max(have, default=0) + 1)) <= have:
+            last = max(max(have, default=0), reached.get(trial.trial_id, 0))
+            if stored and set(range(1, last + 1)) <= have:
                 continue  # nothing missing: don't read the checkpoint
             kept = [r for r in self._checkpoint_history(trial)
                     if isinstance(r.get("epoch"), int) and r["epoch"] not in have]
