@@ -93,7 +93,7 @@ def _write_tfrecord(fs: Any, name: str, x: np.ndarray, y: np.ndarray, gzip: bool
                     "x": Feature(float_list=tf.train.FloatList(value=row)),
                     "label": Feature(int64_list=tf.train.Int64List(value=[label]))})).SerializeToString())
         if local != name:
-            with open(local, "rb") as src, fs.open_output_stream(name) as dst:
+            with open(local, "rb") as src, fs.open_output_stream(name, compression=None) as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
 
 
