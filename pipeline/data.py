@@ -160,6 +160,20 @@ def _parquet(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
         return _table(spec, pq.read_table(f))
 
 
+@SOURCES.register("tfrecord", needs_path=True)
+def _tfrecord(spec: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One TFRecord file, read whole (a folder or glob of them is streamed instead)."""
+    from pipeline.streaming import ShardError, TFRecordShards
+
+    reader = TFRecordShards.from_spec(spec)
+    fs, inside = open_filesystem(spec.path, spec.endpoint_override)
+    batches = list(reader.read(fs, inside, reader.features(spec, fs, [inside]), spec.label))
+    if not batches:
+        raise ShardError(f"data.path: no records in {spec.path}")
+    return (np.concatenate([x for x, _ in batches]).astype("float32"),
+            np.concatenate([y for _, y in batches]))
+
+
 def _encode_labels(y: np.ndarray) -> tuple[np.ndarray, int]:
     classes, encoded = np.unique(y, return_inverse=True)
     return encoded.astype("int64"), len(classes)
@@ -168,14 +182,13 @@ def _encode_labels(y: np.ndarray) -> tuple[np.ndarray, int]:
 def load_dataset(spec: Any, seed: int) -> "Dataset | StreamedDataset":
     """Load ``spec.source`` and split it into train/validation/test by ``seed``.
 
-    A ``parquet`` path that is a folder or a glob of shards is not loaded: it gives a
-    :class:`~pipeline.streaming.StreamedDataset` that trials read batch by batch.
+    A ``parquet`` or ``tfrecord`` path that is a folder or a glob of shards is not loaded:
+    it gives a :class:`~pipeline.streaming.StreamedDataset` that trials read batch by batch.
     """
-    if spec.source == "parquet":
-        from pipeline.streaming import is_sharded, load_shards
+    from pipeline.streaming import FORMATS, is_sharded, load_shards
 
-        if is_sharded(spec.path, spec.endpoint_override):
-            return load_shards(spec, seed)
+    if spec.source in FORMATS and is_sharded(spec.path, spec.endpoint_override):
+        return load_shards(spec, seed)
     x, y = SOURCES[spec.source](spec, seed)
     if len(x) != len(y):
         raise ValueError(f"data: {len(x)} feature rows but {len(y)} labels")

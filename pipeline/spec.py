@@ -69,11 +69,17 @@ class _Section(BaseModel):
 
 
 class DataSpec(_Section):
-    source: str = Field(default="digits", description="digits | mnist1d | npz | csv | parquet")
+    source: str = Field(default="digits", description="digits | mnist1d | npz | csv | parquet | tfrecord")
     path: str | None = Field(default=None, description=(
-        "file path or URI for npz/csv/parquet; parquet also takes a folder or glob of shards, "
-        "which are streamed (pipeline.streaming)"))
-    features: list[str] | None = Field(default=None, description="feature columns (csv/parquet)")
+        "file path or URI for npz/csv/parquet/tfrecord; parquet and tfrecord also take a folder "
+        "or glob of shards, which are streamed (pipeline.streaming)"))
+    features: list[str] | None = Field(default=None, description=(
+        "feature columns (csv/parquet); tfrecord: required, the features of its tf.train.Example records"))
+    dtypes: dict[str, str] = Field(default_factory=dict, description=(
+        "tfrecord: a feature's or the label's type, float | int | bytes (the label only), "
+        "with [n] for n values per record (float[64]); default float features and an int label"))
+    compression: Literal["auto", "gzip", "none"] = Field(
+        default="auto", description="tfrecord: auto = GZIP when the file name ends in .gz")
     label: str = Field(default="label", description="label column or npz array name")
     features_key: str = Field(default="x", description="npz array holding the features")
     validation_fraction: float = Field(default=0.2, gt=0, lt=1)
@@ -82,29 +88,57 @@ class DataSpec(_Section):
     num_samples: int = Field(default=5000, gt=0, description="mnist1d: samples to generate")
     endpoint_override: str | None = None
     shuffle_buffer: int = Field(default=10_000, gt=0,
-                                description="sharded parquet: rows a trial shuffles together")
+                                description="sharded parquet/tfrecord: rows a trial shuffles together")
 
     @model_validator(mode="after")
     def _check(self) -> "DataSpec":
         from pipeline.data import SOURCES
-        from pipeline.streaming import is_pattern
+        from pipeline.streaming import FORMATS, is_pattern
 
         if self.source not in SOURCES:
             raise ValueError(f"source: unknown source '{self.source}' (known: {', '.join(SOURCES)})")
         if SOURCES.needs_path(self.source) and not self.path:
             raise ValueError(f"path: required for source '{self.source}'")
         if self.path and is_pattern(self.path):
-            if self.source != "parquet":
-                raise ValueError(f"path: a glob of shards is read by source 'parquet' only, "
-                                 f"not '{self.source}'")
+            if self.source not in FORMATS:
+                raise ValueError(f"path: a glob of shards is read by sources "
+                                 f"{' and '.join(repr(f) for f in FORMATS)} only, not '{self.source}'")
             if self.limit:
-                raise ValueError("limit: not supported for sharded parquet; "
+                raise ValueError(f"limit: not supported for sharded {self.source}; "
                                  "choose fewer shards with the path's glob instead")
+        self._check_records()
         if self.validation_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 "validation_fraction: validation + test fractions must leave >= 10% for training"
             )
         return self
+
+    def _check_records(self) -> None:
+        """TFRecord holds no schema: the features are named, their types valid (or defaults)."""
+        from pipeline.streaming import parse_dtype
+
+        if self.source != "tfrecord":
+            for name, given in (("dtypes", bool(self.dtypes)), ("compression", self.compression != "auto")):
+                if given:
+                    raise ValueError(f"{name}: for source 'tfrecord' only, not '{self.source}'")
+            return
+        if not self.features:
+            raise ValueError("features: required for source 'tfrecord' (its records hold no schema): "
+                             "list the features to read")
+        if self.label in self.features:
+            raise ValueError(f"features: '{self.label}' is the label (data.label), not a feature")
+        for name, text in self.dtypes.items():
+            parsed = parse_dtype(text)
+            if name != self.label and name not in self.features:
+                raise ValueError(f"dtypes: '{name}' is not declared: neither in data.features "
+                                 f"nor the label '{self.label}'")
+            if parsed is None:
+                raise ValueError(f"dtypes: '{name}': '{text}' is not a type "
+                                 "(float, int or bytes, with [n] for n values: float[64])")
+            if name == self.label and parsed[1] != 1:
+                raise ValueError(f"dtypes: the label '{name}' has one value per record, not {text}")
+            if name != self.label and parsed[0] == "bytes":
+                raise ValueError(f"dtypes: feature '{name}' must be float or int (bytes: the label only)")
 
 
 def _check_reference(ref: str) -> str:
@@ -480,7 +514,7 @@ def check_environment(spec: Spec) -> None:
     import searchers
     from pipeline.data import SOURCES
     from pipeline.models import BUILDERS
-    from pipeline.streaming import is_pattern, list_shards
+    from pipeline.streaming import FORMATS, is_pattern, list_shards
 
     errors: list[str] = []
     refs = [("model.builder", spec.model.builder)] if spec.model.builder not in BUILDERS else []
@@ -494,9 +528,9 @@ def check_environment(spec: Spec) -> None:
     path = spec.data.path
     if path and SOURCES.needs_path(spec.data.source) and ("://" not in path or path.startswith("file://")):
         local = path.removeprefix("file://")
-        if is_pattern(local) or (spec.data.source == "parquet" and Path(local).is_dir()):
+        if is_pattern(local) or (spec.data.source in FORMATS and Path(local).is_dir()):
             try:
-                list_shards(local)
+                list_shards(local, source=spec.data.source)
             except ValueError as exc:
                 errors.append(str(exc))
         elif not Path(local).exists():

@@ -1,12 +1,23 @@
-"""Sharded parquet data larger than memory: described on the driver, streamed in each trial.
+"""Sharded data larger than memory (parquet, TFRecord): described on the driver, streamed in each trial.
 
-A ``parquet`` source whose ``data.path`` is a folder (every ``*.parquet`` file under
-it) or a glob (``s3://bucket/train/*.parquet``, ``data/part-*.parquet``) is never
+A ``parquet`` or ``tfrecord`` source whose ``data.path`` is a folder (every
+``*.parquet``, or ``*.tfrecord``/``*.tfrecords`` and their ``.gz``, under it) or a
+glob (``s3://bucket/train/*.parquet``, ``data/part-*.tfrecord.gz``) is never
 loaded whole. :func:`load_shards` returns a :class:`StreamedDataset`: a small,
 picklable description that goes to every trial through the object store -- the
-shard list with each shard's row count (from the parquet footers), the split,
-the label classes and the training split's feature statistics. Each trial then
-reads its batches from the shards itself, one row group at a time.
+shard list with each shard's row count, the split, the label classes and the
+training split's feature statistics. Each trial then reads its batches from the
+shards itself, one row group (parquet) or 8,192 records (TFRecord) at a time.
+
+What differs between the formats is a :class:`ShardFormat` (listing patterns,
+the features and how one shard is read); listing, splitting, the statistics pass,
+batching and shuffling are shared. Parquet shards name and type their columns in
+their footers; TFRecord files of ``tf.train.Example`` records have no schema, so
+the spec declares it: ``data.features`` (required), ``data.label`` and
+``data.dtypes`` (``float``, ``int``, ``bytes`` for a text label, ``[n]`` for n
+values per record; default ``float`` features and an ``int`` label). TFRecord
+bytes are read with pyarrow (local or S3, GZIP when the name ends in ``.gz`` or
+``data.compression: gzip``) and parsed with ``tf.io.parse_example``.
 
 **Split rule: by shard.** Shards are ranked by a hash of the spec's ``seed`` and
 the shard's path relative to the folder (or to the glob's fixed prefix); the first
@@ -22,8 +33,8 @@ streams the training shards and keeps, per label class, the row count and each
 feature's mean and sum of squared deviations (merged batch by batch), plus each
 feature's min and max: enough for ``scaling`` (standard, minmax) and for
 ``select_k``'s ANOVA F-scores, which the trials then never recompute. The same
-pass reads the label column of the validation and test shards, so the classes
-are those of the whole data, as for in-memory sources.
+pass reads the labels of the validation and test shards, so the classes are
+those of the whole data, as for in-memory sources, and counts every shard's rows.
 
 Example (a local folder of four shards):
     >>> import tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
@@ -46,9 +57,10 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
@@ -58,6 +70,9 @@ SPLITS = ("train", "val", "test")
 _PATTERN = "*?["
 _READ_ROWS = 8192  # rows per batch read from a shard (a row group is read whole, then sliced)
 _FOOTER_THREADS = 16
+_STREAM_BUFFER = 1 << 20  # bytes read at a time from a TFRecord shard
+_MAX_RECORD = 1 << 28  # a longer TFRecord record is taken for a damaged file
+_DTYPE = re.compile(r"(float|int|bytes)(?:\[([1-9][0-9]*)\])?")
 
 
 class ShardError(ValueError):
@@ -85,18 +100,25 @@ def _base(path: str) -> str:
     return _split_pattern(path)[0] if is_pattern(path) else path.rstrip("/")
 
 
-def list_shards(path: str, endpoint_override: str | None = None) -> tuple[Any, str, list[str]]:
+def list_shards(path: str, endpoint_override: str | None = None,
+                source: str = "parquet") -> tuple[Any, str, list[str]]:
     """(filesystem, base inside it, shard paths inside it, sorted) for a folder or a glob.
 
-    A folder gives every ``*.parquet`` file below it; a glob, every file it matches
-    (``*`` also crosses ``/``). Names starting with ``_`` or ``.`` (``_SUCCESS``) are skipped.
+    A folder gives every file of ``source``'s kind below it (``*.parquet``; ``*.tfrecord``,
+    ``*.tfrecords`` and their ``.gz``); a glob, every file it matches (``*`` also crosses
+    ``/``). Names starting with ``_`` or ``.`` (``_SUCCESS``) are skipped.
     """
     import pyarrow.fs as pafs
 
-    base, pattern = _base(path), _split_pattern(path)[1] if is_pattern(path) else "**.parquet"
+    patterns: tuple[str, ...]
+    if is_pattern(path):
+        patterns = (_split_pattern(path)[1],)
+        recursive = "/" in patterns[0] or patterns[0].startswith("**")
+    else:
+        patterns, recursive = FORMATS[source].folder_patterns, True
+    base = _base(path)
     fs, inside = open_filesystem(base, endpoint_override)
     inside = inside.rstrip("/")
-    recursive = "/" in pattern or pattern.startswith("**")
     try:
         infos = fs.get_file_info(pafs.FileSelector(inside, recursive=recursive, allow_not_found=True))
     except OSError as exc:
@@ -105,10 +127,11 @@ def list_shards(path: str, endpoint_override: str | None = None) -> tuple[Any, s
     for info in infos:
         rel = info.path[len(inside):].lstrip("/")
         hidden = any(part.startswith(("_", ".")) for part in rel.split("/"))
-        if info.type == pafs.FileType.File and not hidden and fnmatch.fnmatchcase(rel, pattern):
+        if (info.type == pafs.FileType.File and not hidden
+                and any(fnmatch.fnmatchcase(rel, pattern) for pattern in patterns)):
             found.append(info.path)
     if not found:
-        raise ShardError(f"data.path: no parquet shards match {path}")
+        raise ShardError(f"data.path: no {source} shards match {path}")
     return fs, inside, sorted(found)
 
 
@@ -222,6 +245,258 @@ class Shard:
     rows: int
 
 
+def parse_dtype(text: str) -> tuple[str, int] | None:
+    """A ``data.dtypes`` value as (kind, values per record); None if it is not one.
+
+    >>> parse_dtype("float"), parse_dtype("int[3]"), parse_dtype("double")
+    (('float', 1), ('int', 3), None)
+    """
+    match = _DTYPE.fullmatch(text.strip()) if isinstance(text, str) else None
+    return (match[1], int(match[2] or 1)) if match else None
+
+
+class ShardFormat:
+    """How the shards of one ``data.source`` are found and read; the rest is shared.
+
+    A format lists its folder patterns, names the features it reads (checked against
+    the shards) and reads one shard as ``(features, raw labels)`` numpy batches.
+    Instances are small and picklable: they travel with the :class:`StreamedDataset`.
+    """
+
+    name: ClassVar[str]
+    folder_patterns: ClassVar[tuple[str, ...]]  # the files a folder given as data.path holds
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> "ShardFormat":
+        return cls()
+
+    def width(self, features: tuple[str, ...]) -> int:
+        """Model inputs the features make: one per value."""
+        return len(features)
+
+    def features(self, spec: Any, fs: Any, paths: list[str]) -> list[str]:
+        """The features to read, checked against the shards (raises :class:`ShardError`)."""
+        raise NotImplementedError
+
+    def read(self, fs: Any, path: str, features: tuple[str, ...] | list[str], label: str,
+             with_features: bool = True) -> Iterator[tuple[Any, np.ndarray]]:
+        """One shard in batches of ``(x, labels)`` (x: rows x width; None unless ``with_features``)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ParquetShards(ShardFormat):
+    """Parquet shards: the columns and their types come from the footers."""
+
+    name: ClassVar[str] = "parquet"
+    folder_patterns: ClassVar[tuple[str, ...]] = ("*.parquet",)
+
+    def features(self, spec: Any, fs: Any, paths: list[str]) -> list[str]:
+        """Every shard must have the columns, numeric (all but the label unless named)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        def footer(path: str):
+            try:
+                with fs.open_input_file(path) as f:
+                    return pq.ParquetFile(f).metadata.schema.to_arrow_schema()
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise ShardError(f"data.path: cannot read the parquet footer of {path}: {exc}") from None
+
+        with ThreadPoolExecutor(min(_FOOTER_THREADS, len(paths))) as pool:
+            schemas = list(pool.map(footer, paths))
+        schema = schemas[0]
+        cols = schema.names
+        if spec.label not in cols:
+            raise ShardError(f"data.label: column '{spec.label}' not in {paths[0]} "
+                             f"(columns: {', '.join(cols)})")
+        features = spec.features or [c for c in cols if c != spec.label]
+        for path, other in zip(paths, schemas):
+            missing = [c for c in [*features, spec.label] if c not in other.names]
+            if missing:
+                raise ShardError(f"data.features: columns not in shard {path}: {', '.join(missing)}")
+        odd = [c for c in features if not (pa.types.is_integer(schema.field(c).type)
+                                           or pa.types.is_floating(schema.field(c).type)
+                                           or pa.types.is_boolean(schema.field(c).type))]
+        if odd:
+            raise ShardError(f"data.features: streamed features must be numeric columns; "
+                             f"not: {', '.join(f'{c} ({schema.field(c).type})' for c in odd)}")
+        return features
+
+    def read(self, fs: Any, path: str, features: tuple[str, ...] | list[str], label: str,
+             with_features: bool = True) -> Iterator[tuple[Any, np.ndarray]]:
+        """One row group in memory at a time, sliced into batches."""
+        import pyarrow.parquet as pq
+
+        columns = [*features, label] if with_features else [label]
+        with fs.open_input_file(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=_READ_ROWS, columns=columns):
+                x = (np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in features])
+                     if with_features else None)
+                yield x, batch.column(label).to_numpy(zero_copy_only=False)
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C, rotated and offset (pure Python: for short fields only).
+
+    >>> hex(masked_crc32c(b"123456789"))  # the CRC-32C check value is 0xe3069283
+    '0xc78ab0e5'
+    """
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecords(stream: Any, path: str, compressed: bool = False) -> Iterator[bytes]:
+    """The records of a TFRecord file read from ``stream`` (a pyarrow input stream).
+
+    A record is its length (uint64, little-endian), the length's masked CRC-32C, the bytes
+    and their CRC. The first length's CRC is checked (a file of another format, or GZIP
+    read as plain, fails there); the data CRCs are not (a damaged record fails to parse).
+    """
+    first = True
+    while True:
+        head = stream.read(12)
+        if not head:
+            return
+        size = int.from_bytes(head[:8], "little") if len(head) == 12 else -1
+        if first and size >= 0 and masked_crc32c(head[:8]) != int.from_bytes(head[8:], "little"):
+            hint = (" (it is GZIP-compressed: name it *.gz or set data.compression: gzip)"
+                    if head[:2] == b"\x1f\x8b" and not compressed else "")
+            raise ShardError(f"data.{'compression' if hint else 'path'}: {path} is not a TFRecord file"
+                             f"{hint}")
+        first = False
+        body = stream.read(size + 4) if 0 <= size <= _MAX_RECORD else b""
+        if len(body) != size + 4:
+            raise ShardError(f"data.path: {path} is cut short (its last record is incomplete)")
+        yield body[:size]
+
+
+_KINDS = {"float": "float_list", "int": "int64_list", "bytes": "bytes_list"}
+
+
+@dataclass(frozen=True)
+class TFRecordShards(ShardFormat):
+    """TFRecord shards of ``tf.train.Example`` records: no schema in the files, so the spec
+    declares it (``data.features``, ``data.label``, ``data.dtypes``). Read with pyarrow
+    (local or S3, GZIP or not) and parsed by ``tf.io.parse_example``.
+    """
+
+    name: ClassVar[str] = "tfrecord"
+    folder_patterns: ClassVar[tuple[str, ...]] = ("*.tfrecord", "*.tfrecords", "*.tfrecord.gz",
+                                                  "*.tfrecords.gz")
+    types: tuple[tuple[str, str, int], ...] = ()  # (name, kind, values) per feature, the label last
+    compression: str = "auto"  # auto (GZIP when the name ends in .gz) | gzip | none
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> "TFRecordShards":
+        declared = spec.dtypes or {}
+
+        def kind(name: str, default: str) -> tuple[str, str, int]:
+            parsed = parse_dtype(declared.get(name, default))
+            if parsed is None:  # the spec checks this first
+                raise ShardError(f"data.dtypes: '{name}': not a type: {declared[name]!r}")
+            return (name, *parsed)
+
+        return cls(tuple(kind(f, "float") for f in spec.features or ()) + (kind(spec.label, "int"),),
+                   spec.compression)
+
+    def width(self, features: tuple[str, ...]) -> int:
+        return sum(n for _, _, n in self.types[:-1])
+
+    def features(self, spec: Any, fs: Any, paths: list[str]) -> list[str]:
+        """As declared: each shard's first record is checked as it is read."""
+        return [name for name, _, _ in self.types[:-1]]
+
+    def _check(self, record: bytes, path: str) -> None:
+        """Raise a :class:`ShardError` naming the field if ``record`` lacks a declared feature."""
+        from google.protobuf.message import DecodeError
+        from tensorflow.core.example.example_pb2 import Example
+
+        try:
+            have = Example.FromString(record).features.feature
+        except DecodeError:
+            raise ShardError(f"data.path: the records of {path} are not tf.train.Example") from None
+        for i, (name, kind, n) in enumerate(self.types):
+            field = "data.label" if i == len(self.types) - 1 else "data.features"
+            if name not in have:
+                raise ShardError(f"{field}: '{name}' is not in the records of {path} "
+                                 f"(they hold: {', '.join(sorted(have))})")
+            stored = have[name].WhichOneof("kind")
+            count = len(getattr(have[name], stored).value) if stored else 0
+            if stored != _KINDS[kind] or count != n:
+                got = {v: k for k, v in _KINDS.items()}.get(stored or "", "empty")
+                got += f"[{count}]" if count != 1 else ""
+                raise ShardError(f"data.dtypes: '{name}' is {got} in the records of {path}, "
+                                 f"declared {kind}{f'[{n}]' if n != 1 else ''}")
+
+    def read(self, fs: Any, path: str, features: tuple[str, ...] | list[str], label: str,
+             with_features: bool = True) -> Iterator[tuple[Any, np.ndarray]]:
+        """Records framed here, parsed ``_READ_ROWS`` at a time (the features as declared)."""
+        import tensorflow as tf
+
+        dtypes = {"float": tf.float32, "int": tf.int64, "bytes": tf.string}
+        wanted = self.types if with_features else self.types[-1:]
+        last = self.types[-1][0]
+        parse = {name: tf.io.FixedLenFeature([] if name == last else [n], dtypes[kind])
+                 for name, kind, n in wanted}
+        compressed = self.compression == "gzip" or (self.compression == "auto" and path.endswith(".gz"))
+
+        def batch(records: list[bytes]) -> tuple[Any, np.ndarray]:
+            try:
+                out = tf.io.parse_example(records, parse)
+            except tf.errors.InvalidArgumentError as exc:
+                for record in records:  # name the field of the first record that differs
+                    self._check(record, path)
+                raise ShardError(f"data.dtypes: a record of {path} does not parse as declared: "
+                                 f"{exc.message.splitlines()[0]}") from None
+            y = out[last].numpy()
+            if y.dtype == object:  # bytes labels: text, like parquet's string columns
+                y = np.array([v.decode("utf-8", "backslashreplace") for v in y], dtype=object)
+            x = (np.concatenate([out[name].numpy() for name, _, _ in self.types[:-1]], axis=1)
+                 if with_features else None)
+            return x, y
+
+        try:
+            with fs.open_input_stream(path, compression="gzip" if compressed else None,
+                                      buffer_size=_STREAM_BUFFER) as stream:
+                records: list[bytes] = []
+                for i, record in enumerate(tfrecords(stream, path, compressed)):
+                    if i == 0:  # every shard's first record, as parquet's footers are
+                        self._check(record, path)
+                    records.append(record)
+                    if len(records) == _READ_ROWS:
+                        yield batch(records)
+                        records = []
+                if records:
+                    yield batch(records)
+        except OSError as exc:
+            raise ShardError(f"data.path: cannot read {path}: {exc}") from None
+
+
+FORMATS: dict[str, type[ShardFormat]] = {f.name: f for f in (ParquetShards, TFRecordShards)}
+
+
+def shard_format(spec: Any) -> ShardFormat:
+    """The :class:`ShardFormat` of ``spec.source`` (``parquet`` or ``tfrecord``)."""
+    return FORMATS[spec.source].from_spec(spec)
+
+
 @dataclass(frozen=True)
 class StreamedDataset:
     """Sharded data read in batches where it is used; see the module docstring.
@@ -237,10 +512,11 @@ class StreamedDataset:
     shards: dict[str, tuple[Shard, ...]]  # split -> its shards
     train_stats: TrainStats
     shuffle_buffer: int
+    reader: ShardFormat  # how the shards are read (parquet, tfrecord)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return (len(self.features),)
+        return (self.reader.width(self.features),)
 
     @property
     def num_classes(self) -> int:
@@ -263,32 +539,27 @@ class StreamedDataset:
     def summary(self) -> str:
         counts = ", ".join(f"{split} {len(self.shards[split])} ({self.rows(split):,} rows)"
                            for split in SPLITS)
-        return f"data: {sum(len(s) for s in self.shards.values())} shards streamed: {counts}"
+        return (f"data: {sum(len(s) for s in self.shards.values())} {self.reader.name} shards "
+                f"streamed: {counts}")
 
-    def _read(self, shards: list[Shard], columns: list[str]) -> Iterator[Any]:
-        """Record batches of ``columns``, shard after shard (one row group in memory at a time)."""
-        import pyarrow.parquet as pq
-
+    def _raw(self, shards: list[Shard], with_features: bool = True) -> Iterator[tuple[Any, np.ndarray]]:
+        """``(x, raw labels)`` batches, shard after shard (a batch or row group in memory at a time)."""
         fs, _ = open_filesystem(_base(self.path), self.endpoint_override)
         for shard in shards:
-            with fs.open_input_file(shard.path) as f:
-                yield from pq.ParquetFile(f).iter_batches(batch_size=_READ_ROWS, columns=columns)
+            yield from self.reader.read(fs, shard.path, self.features, self.label, with_features)
 
     def _arrays(self, shards: list[Shard]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         classes = np.asarray(self.classes)
         text = classes.dtype.kind in "US"
         classes = classes.astype(object) if text else classes
-        for batch in self._read(shards, [*self.features, self.label]):
-            x = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False)
-                                 for c in self.features]).astype("float32")
-            raw = batch.column(self.label).to_numpy(zero_copy_only=False)
+        for x, raw in self._raw(shards):
             raw = raw.astype(object) if text else raw
             y = np.searchsorted(classes, raw)
             bad = (y >= len(classes)) | (classes[np.minimum(y, len(classes) - 1)] != raw)
             if bad.any():
                 raise ShardError(f"data.label: value {raw[bad][0]!r} was not among the classes "
                                  f"counted when the run started: the shards under {self.path} changed")
-            yield x, y.astype("int64")
+            yield x.astype("float32"), y.astype("int64")
 
     def batches(self, split: str, batch_size: int,
                 shuffle_seed: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -346,7 +617,7 @@ class StreamedDataset:
             return itertools.chain.from_iterable(one_pass() for _ in itertools.count())
         import tensorflow as tf
 
-        signature = (tf.TensorSpec((None, len(self.features)), tf.float32),
+        signature = (tf.TensorSpec((None, *self.input_shape), tf.float32),
                      tf.TensorSpec((None,), tf.int64))
         return tf.data.Dataset.from_generator(one_pass, output_signature=signature).repeat().prefetch(2)
 
@@ -363,64 +634,37 @@ class StreamedDataset:
                 "steps": math.ceil(self.rows(split) / batch_size)}
 
 
-def _columns(spec: Any, fs, shards: list[str]) -> tuple[list[str], list[int]]:
-    """(feature columns, rows per shard), from the footers; every shard must have the columns."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    def footer(path: str):
-        try:
-            with fs.open_input_file(path) as f:
-                meta = pq.ParquetFile(f).metadata
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise ShardError(f"data.path: cannot read the parquet footer of {path}: {exc}") from None
-        return meta.schema.to_arrow_schema(), meta.num_rows
-
-    with ThreadPoolExecutor(min(_FOOTER_THREADS, len(shards))) as pool:
-        footers = list(pool.map(footer, shards))
-    schema = footers[0][0]
-    cols = schema.names
-    if spec.label not in cols:
-        raise ShardError(f"data.label: column '{spec.label}' not in {shards[0]} "
-                         f"(columns: {', '.join(cols)})")
-    features = spec.features or [c for c in cols if c != spec.label]
-    for path, (other, _) in zip(shards, footers):
-        missing = [c for c in [*features, spec.label] if c not in other.names]
-        if missing:
-            raise ShardError(f"data.features: columns not in shard {path}: {', '.join(missing)}")
-    odd = [c for c in features if not (pa.types.is_integer(schema.field(c).type)
-                                       or pa.types.is_floating(schema.field(c).type)
-                                       or pa.types.is_boolean(schema.field(c).type))]
-    if odd:
-        raise ShardError(f"data.features: streamed features must be numeric columns; "
-                         f"not: {', '.join(f'{c} ({schema.field(c).type})' for c in odd)}")
-    return features, [rows for _, rows in footers]
-
-
 def load_shards(spec: Any, seed: int) -> StreamedDataset:
-    """Describe the shards of ``spec.path``: split, classes, training statistics (one pass)."""
+    """Describe the shards of ``spec.path``: split, row counts, classes, training statistics.
+
+    One pass: features and labels of the training shards, labels of the others, each
+    shard's rows counted as it is read (the same code for every :class:`ShardFormat`).
+    """
+    reader = shard_format(spec)
     if spec.limit:
-        raise ShardError("data.limit: not supported for sharded parquet; "
+        raise ShardError(f"data.limit: not supported for sharded {reader.name}; "
                          "choose fewer shards with the path's glob instead")
-    fs, base, paths = list_shards(spec.path, spec.endpoint_override)
-    features, counts = _columns(spec, fs, paths)
+    fs, base, paths = list_shards(spec.path, spec.endpoint_override, reader.name)
+    features = tuple(reader.features(spec, fs, paths))
     names = [p[len(base):].lstrip("/") for p in paths]
     split = assign_splits(names, seed, spec.validation_fraction, spec.test_fraction)
-    shards = {s: tuple(Shard(paths[i], counts[i]) for i in split[s]) for s in SPLITS}
+    moments = _Moments(reader.width(features))
+    labels: set[Any] = set()
+    shards: dict[str, tuple[Shard, ...]] = {}
+    for name in SPLITS:
+        counted = []
+        for i in split[name]:
+            rows = 0
+            for x, y in reader.read(fs, paths[i], features, spec.label, with_features=name == "train"):
+                if x is not None:
+                    moments.add(x, y)
+                labels.update(np.unique(y).tolist())
+                rows += len(y)
+            counted.append(Shard(paths[i], rows))
+        shards[name] = tuple(counted)
     empty = [s for s in ("train", "val") if sum(x.rows for x in shards[s]) == 0]
     if empty:
         raise ShardError(f"data.path: the {' and '.join(empty)} shards of {spec.path} hold no rows")
-    # One pass: features and labels of the training shards, labels of the others.
-    probe = StreamedDataset(spec.path, spec.endpoint_override, tuple(features), spec.label, (),
-                            shards, TrainStats(*[np.zeros(0)] * 5), spec.shuffle_buffer)
-    moments = _Moments(len(features))
-    labels: set[Any] = set()
-    for batch in probe._read(list(shards["train"]), [*features, spec.label]):
-        x = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in features])
-        y = batch.column(spec.label).to_numpy(zero_copy_only=False)
-        moments.add(x, y)
-        labels.update(np.unique(y).tolist())
-    for batch in probe._read([*shards["val"], *shards["test"]], [spec.label]):
-        labels.update(np.unique(batch.column(0).to_numpy(zero_copy_only=False)).tolist())
     classes = sorted(labels)
-    return replace(probe, classes=tuple(classes), train_stats=moments.stats(classes))
+    return StreamedDataset(spec.path, spec.endpoint_override, features, spec.label, tuple(classes),
+                           shards, moments.stats(classes), spec.shuffle_buffer, reader)

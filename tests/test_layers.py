@@ -326,6 +326,6 @@ def test_a_new_file_data_source_is_one_registration(tmp_path):
     sources.register("tsv", needs_path=True)(lambda spec, seed: None)
     sources.register("noise")(lambda spec, seed: None)
     assert sources.needs_path("tsv") and not sources.needs_path("noise")
-    assert [s for s in SOURCES if SOURCES.needs_path(s)] == ["npz", "csv", "parquet"]
+    assert [s for s in SOURCES if SOURCES.needs_path(s)] == ["npz", "csv", "parquet", "tfrecord"]
     with pytest.raises(ValueError, match="path: required for source 'csv'"):
         DataSpec(source="csv")

@@ -80,7 +80,7 @@ def test_errors_name_the_field(tmp_path, shards):
     assert lines({"source": "parquet", "path": nothing}) == \
         f"data.path: no parquet shards match {nothing}"
     assert lines({"source": "csv", "path": nothing}, environment=False) == \
-        "data.path: a glob of shards is read by source 'parquet' only, not 'csv'"
+        "data.path: a glob of shards is read by sources 'parquet' and 'tfrecord' only, not 'csv'"
     assert lines({"source": "parquet", "path": f"{shards}/*.parquet", "limit": 10},
                  environment=False).startswith("data.limit: not supported for sharded parquet")
     with pytest.raises(ShardError, match="^data.label: column 'y' not in"):
