@@ -392,6 +392,7 @@ def check(uri: str, endpoint: str, trials: int, epochs: int, every: int,
     it restarted from.
     """
     from pipeline.results import Results
+    from pipeline.trainable import RESTORED_AT_END
 
     res = Results.open(f"{uri}/{NAME}", endpoint_override=endpoint)
     df = res.dataframe()
@@ -416,7 +417,9 @@ def check(uri: str, endpoint: str, trials: int, epochs: int, every: int,
             missing = sorted(set(range(1, epochs + 1)) - seen)
             mine.append(f"history epochs missing: {missing}")
         stored = raw.get(tid)
-        rows = stored.to_dict("records") if stored is not None else []
+        # a trial restored with all its epochs done reports its last one again, marked so
+        rows = [r for r in (stored.to_dict("records") if stored is not None else [])
+                if r.get(RESTORED_AT_END) is not True]
         finals = sum(int(r["epoch"]) == epochs for r in rows)
         if finals > 1:
             mine.append(f"ran to completion {finals} times")
