@@ -463,6 +463,59 @@ def test_optuna_front_door_names_what_cannot_travel_before_ray_starts(tmp_path):
         study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2, callbacks=[Logger()])
 
 
+SCORES: list = []
+
+
+def test_optuna_front_door_warns_of_changes_an_objective_makes_outside_itself(tmp_path):
+    """A list of scores, a dict of models, a counter, ``self.`` of a callable object:
+    changed in a worker, never in the script. ``optimize`` says so, naming each, once."""
+    import threading
+    import warnings
+
+    lock = threading.Lock()  # ends optimize before Ray starts, after the warnings
+    models: dict = {}
+
+    def objective(trial):
+        value = trial.suggest_float("x", 0.0, 1.0)
+        SCORES.append(value)
+        models[trial.number] = lock
+        return value
+
+    class Objective:
+        def __init__(self):
+            self.best = None
+
+        def __call__(self, trial):
+            self.best = trial.suggest_float("x", 0.0, 1.0)
+            return self.best
+
+    def pure(trial):
+        return trial.suggest_float("x", 0.0, 1.0) + len(SCORES)
+
+    study = optuna.create_study(results_path=str(tmp_path / "results"), study_name="w")
+    for func, expected in ((objective, "`SCORES`, `models`"), (Objective(), "`self.best`"), (pure, None)):
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(TypeError):
+            warnings.simplefilter("always")
+            study.optimize(func, n_trials=2, callbacks=[lambda s, t: lock])
+        said = [str(w.message) for w in caught if "outside itself" in str(w.message)]
+        if expected is None:
+            assert said == []
+        else:
+            assert len(said) == 1 and said[0].startswith(f"the objective changes {expected} outside"), said
+            assert "trial.set_user_attr" in said[0]
+            assert caught[0].filename == __file__  # points at the optimize call
+    assert SCORES == [] and not (tmp_path / "results").exists()
+
+
+def test_driver_state_doctests():
+    import doctest
+
+    from pipeline.compat import _driver_state
+
+    result = doctest.testmod(_driver_state)
+    assert result.attempted >= 3 and result.failed == 0
+
+
 def test_keras_tuner_front_door_names_what_cannot_travel(tmp_path):
     import threading
 

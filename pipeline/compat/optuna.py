@@ -34,7 +34,10 @@ not given as many at a time as the cluster's CPUs hold (said on stderr when
 order); Tune's schedulers count reports, not ``step`` values; an objective
 failing with an exception not in ``catch`` re-raises it after all trials ran
 (Optuna stops at once); ``callbacks`` run in the study actor after each trial;
-``study.stop()`` is not supported inside objectives.
+``study.stop()`` is not supported inside objectives. An objective or callback that changes
+state outside itself (a global list of scores, a dict of models, ``self.`` attributes of a
+callable object) changes it in another process: ``optimize`` warns, naming it
+(:mod:`pipeline.compat._driver_state`).
 """
 
 from __future__ import annotations
@@ -307,6 +310,17 @@ class Trial:
         return ray.get(self._actor.finish.remote(self.number, result, state, error))
 
 
+def _warn_outer_changes(func: Callable, callbacks: list) -> None:
+    """Say where ``optimize`` is called that changes the objective makes outside itself are lost."""
+    from pipeline.compat._driver_state import changes_message, outer_changes
+
+    named = [("the objective", func)] + [(f"callbacks[{i}]", c) for i, c in enumerate(callbacks)]
+    for what, function in named:
+        changed = outer_changes(function)
+        if changed:
+            warnings.warn(changes_message(what, changed), UserWarning, stacklevel=3)
+
+
 def _objective_trainable(config: dict[str, Any], objective: Callable, actor,
                          setup: dict[str, Any]) -> None:
     """Ray Tune function trainable: one Optuna trial of the user's objective.
@@ -474,6 +488,7 @@ class Study:
             raise ValueError("give n_trials or timeout (a Tune search needs an end)")
         catch = tuple(catch) if isinstance(catch, Iterable) else (catch,)
         callbacks = list(callbacks or [])
+        _warn_outer_changes(func, callbacks)
         self._check_shippable(func, callbacks)
         verbosity = _optuna.logging.get_verbosity()
         in_memory = self._storage is None or isinstance(self._storage, _optuna.storages.InMemoryStorage)
