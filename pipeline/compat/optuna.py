@@ -37,7 +37,9 @@ failing with an exception not in ``catch`` re-raises it after all trials ran
 ``study.stop()`` is not supported inside objectives. An objective or callback that changes
 state outside itself (a global list of scores, a dict of models, ``self.`` attributes of a
 callable object) changes it in another process: ``optimize`` warns, naming it
-(:mod:`pipeline.compat._driver_state`).
+(:mod:`pipeline.compat._driver_state`). Each worker unpickles the objective once per
+``optimize`` and runs all its trials on that copy: state the objective keeps carries
+over between one worker's trials, not between workers.
 """
 
 from __future__ import annotations
@@ -321,15 +323,41 @@ def _warn_outer_changes(func: Callable, callbacks: list) -> None:
             warnings.warn(changes_message(what, changed), UserWarning, stacklevel=3)
 
 
+# The objective each worker process runs, by ``optimize`` call: the copy its first trial got.
+_OBJECTIVES: dict[str, Callable] = {}
+
+
+def _same_objective(objective: Callable, run_id: str) -> Callable:
+    """The objective as this worker first deserialized it in this ``optimize`` call.
+
+    ``tune.with_parameters`` unpickles the objective again for every trial, and an
+    objective defined in the user's script (pickled by value) then brings new code
+    objects each time. TensorFlow interns the Python stack trace of every op it traces in
+    a process-wide map keyed by the frames (code object, instruction) and never drops an
+    entry: the same code traces to the same entries, a new copy's code to new ones. A
+    ``model.fit`` called from a new copy each trial grew a reused worker ~1.2 MB per
+    trial (``benchmarks/compare.py --only D.optuna_front``). Running every trial of a
+    worker on one copy also matches Optuna, which calls one objective for all its trials
+    (state the objective keeps in its closure carries over between a worker's trials).
+    """
+    kept = _OBJECTIVES.get(run_id)
+    if kept is None:
+        _OBJECTIVES.clear()  # an earlier optimize call's objective is not needed again
+        _OBJECTIVES[run_id] = kept = objective
+    return kept
+
+
 def _objective_trainable(config: dict[str, Any], objective: Callable, actor,
                          setup: dict[str, Any]) -> None:
     """Ray Tune function trainable: one Optuna trial of the user's objective.
 
     Runs on the worker's one trial thread (:func:`pipeline.trainable.on_trial_thread`),
-    so a Keras objective does not leave TensorFlow's per-thread state behind per trial.
+    so a Keras objective does not leave TensorFlow's per-thread state behind per trial,
+    and always on the worker's first copy of the objective (:func:`_same_objective`).
     """
     from pipeline.trainable import on_trial_thread
 
+    objective = _same_objective(objective, setup["run_id"])
     on_trial_thread(_run_objective, config, objective, actor, setup)
 
 
@@ -519,7 +547,7 @@ class Study:
             try:
                 trainable = tune.with_parameters(
                     _objective_trainable, objective=func, actor=actor,
-                    setup={"metrics": metrics, "ask_pruner": ask_pruner,
+                    setup={"run_id": uuid.uuid4().hex, "metrics": metrics, "ask_pruner": ask_pruner,
                            "cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
                 try:
                     results = run(spec, address=self.address, progress=show_progress_bar,
