@@ -144,38 +144,7 @@ def _init(address: str | None, dashboard: bool) -> None:
                     "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)")
             raise ClusterConnectError(f"could not join the Ray cluster at {address}: {exc}{hint}") from None
     else:
-        _init_local(dashboard, kwargs)
-
-
-def _init_local(dashboard: bool, kwargs: dict[str, Any]) -> None:
-    """Start Ray on this machine with its workers warm.
-
-    A job with a ``runtime_env`` gets no worker started ahead of its first task or actor;
-    without one, Ray starts a worker per CPU as the driver connects, and Tune's first trial
-    actors take them. So the setup hook goes to the workers through the environment that
-    Ray's processes inherit from this one (the variable Ray itself sets for a
-    ``worker_process_setup_hook``), and that hook also imports Keras in the background
-    (:func:`pipeline.quiet.warm`): the first epoch starts seconds earlier.
-    """
-    import ray
-
-    try:
-        from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR as hook_var
-    except ImportError:  # another Ray: the documented way, workers started on demand
         ray.init(include_dashboard=dashboard, **kwargs)
-        return
-    from pipeline.quiet import WARM_HOOK
-
-    local = {k: v for k, v in kwargs.items() if k != "runtime_env"}
-    before = os.environ.get(hook_var)
-    os.environ[hook_var] = WARM_HOOK
-    try:
-        ray.init(include_dashboard=dashboard, **local)
-    finally:  # only the processes Ray started just now inherit it
-        if before is None:
-            os.environ.pop(hook_var, None)
-        else:
-            os.environ[hook_var] = before
 
 
 class _NotMainThread(logging.Filter):

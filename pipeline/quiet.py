@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 SETUP_HOOK = "pipeline.quiet.install"
-WARM_HOOK = "pipeline.quiet.warm"
 
 # absl's INFO lines (I<mmdd> <time> <thread> <file>:<line>]) and its note about them
 _INFO = re.compile(r"^I\d{4} [\d:.]+ +\d+ [\w./-]+:\d+\]")
@@ -113,25 +112,3 @@ def install() -> None:
     """Ray's ``worker_process_setup_hook``: quiet TensorFlow's import in this worker."""
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietFinder())
-
-
-def warm() -> None:
-    """:func:`install`, then import Keras (and TensorFlow) in the background.
-
-    The hook of a Ray this machine starts for one run (:mod:`cluster.connect`): Ray starts
-    a worker per CPU as the driver connects, before any trial asks for one, and Tune's
-    trial actors take those workers; a trial then finds TensorFlow imported or importing
-    (Python's import lock makes it wait for the rest), instead of paying the whole import
-    after its worker was handed to it.
-    """
-    import threading
-
-    install()
-
-    def _import() -> None:
-        try:
-            import keras  # noqa: F401 - imports TensorFlow, quietly
-        except Exception:  # noqa: BLE001 - the trial's own import reports it
-            pass
-
-    threading.Thread(target=_import, name="pipeline-warm-import", daemon=True).start()
