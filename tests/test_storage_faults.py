@@ -131,7 +131,7 @@ def test_s3_outage_mid_run_is_waited_out_and_nothing_is_lost(tmp_path, s3):
 
 def test_s3_outage_past_tolerance_is_a_clear_error_and_resumes(tmp_path, s3):
     """An outage longer than storage.outage_tolerance_s ends the run clearly; --resume completes it."""
-    epochs, trials = 6, 3
+    epochs, trials = 4, 2
     spec_path, uri = _spec(tmp_path, "longoutage", s3.endpoint,
                            search={"trials": trials, "max_concurrent": 1},
                            training={"epochs": epochs, "checkpoint_every": 1},
