@@ -629,16 +629,40 @@ def test_early_start_that_fails_raises_where_the_session_is_used_and_leaves_no_t
     assert "owned: False" in proc.stdout and "thread: False" in proc.stdout
 
 
-def test_keras_tuner_distribution_strategy_is_refused_with_the_way_to_multi_worker(tmp_path):
-    """Never silently ignored: KerasTuner's strategies and 'workers' point at the spec path."""
+def test_keras_tuner_distribution_strategy_mirrored_runs_other_strategies_refused(tmp_path, ray_session):
+    """A MirroredStrategy is rebuilt in each trial's worker and the model built under it, as
+    KerasTuner does in its process; others (and 'workers') point at the spec path."""
     import tensorflow as tf
 
-    def build(hp):
+    def never(hp):
         raise AssertionError("not built: refused before the space is discovered")
 
-    with pytest.raises(ValueError, match=r"^distribution_strategy: MirroredStrategy .*workers: N"):
-        kt.RandomSearch(build, objective="val_loss", directory=str(tmp_path),
-                        distribution_strategy=tf.distribute.MirroredStrategy())
+    with pytest.raises(ValueError, match=r"^distribution_strategy: _DefaultDistributionStrategy .*workers: N"):
+        kt.RandomSearch(never, objective="val_loss", directory=str(tmp_path),
+                        distribution_strategy=tf.distribute.get_strategy())
     with pytest.raises(ValueError, match=r"^resources_per_trial: 'workers'"):
-        kt.RandomSearch(build, objective="val_loss", directory=str(tmp_path),
+        kt.RandomSearch(never, objective="val_loss", directory=str(tmp_path),
                         resources_per_trial={"cpu": 1, "workers": 2})
+
+    from tensorflow import keras
+
+    driver = os.getpid()  # the driver discovers the space unscoped; trials build in workers
+
+    def build(hp):
+        strategy = tf.distribute.get_strategy()
+        if os.getpid() != driver and not isinstance(strategy, tf.distribute.MirroredStrategy):
+            raise AssertionError(f"built under {type(strategy).__name__}")
+        model = keras.Sequential([keras.Input((64,)),
+                                  keras.layers.Dense(hp.Choice("units", [8, 16]), activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=2, seed=0,
+                            directory=str(tmp_path), project_name="mirrored",
+                            distribution_strategy=tf.distribute.MirroredStrategy())
+    assert tuner.resources["gpu"] == 0  # a strategy over the CPU asks for no GPU
+    x, y = _digits(600)
+    tuner.search(x[:400], y[:400], epochs=1, validation_data=(x[400:600], y[400:600]), verbose=0)
+    assert set(tuner.results.dataframe()["status"]) == {"TERMINATED"}
+    assert len(tuner.results.dataframe()) == 2

@@ -7,6 +7,7 @@ lives in :mod:`pipeline.compat.keras_tuner`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class _Job:
     custom_fit: bool = False
     pass_epochs: bool = True
     dataset_batch: int | None = None  # search() got a tf.data dataset batched so: a custom fit gets one
+    mirrored: bool = False  # distribution_strategy=MirroredStrategy: build under one in the worker
 
 
 def _with_objective(job: _Job, logs: dict[str, Any] | None) -> dict[str, float]:
@@ -128,7 +130,21 @@ def _returned_metrics(job: _Job, result: Any) -> dict[str, float] | None:
     return None
 
 
+def _strategy_scope(job: _Job):
+    """The scope models of this trial are built (and restored) in: the user's strategy, if any."""
+    if not job.mirrored:
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy().scope()  # over the devices this worker was given
+
+
 def _build(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
+    with _strategy_scope(job):
+        return _build_model(job, hp, values, spec)
+
+
+def _build_model(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
     from pipeline.trainable import compile_model
 
     model = job.hypermodel.build(hp)
@@ -213,7 +229,8 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
     epochs = spec.training.epochs
 
     if job.executions == 1:
-        model, done, history, _ = restore_trial(spec, values)
+        with _strategy_scope(job):
+            model, done, history, _ = restore_trial(spec, values)
         hp = HyperParameters.replay(job.defs, values)
         if model is None:
             model = _build(job, hp, values, spec)

@@ -14,9 +14,12 @@ The tuners take KerasTuner's constructor arguments (a build function or a
 * ``address`` (join a Ray cluster) and ``storage`` (results folder or URI,
   instead of ``directory``).
 
-``distribution_strategy`` is refused with an error (never ignored): trials of this
-front door run on one Ray worker each; data-parallel trials over several workers
-are run from a spec with ``resources: {workers: N}`` (:mod:`pipeline.distributed`).
+``distribution_strategy``: a ``MirroredStrategy`` or ``OneDeviceStrategy`` is rebuilt in
+each trial's worker over the devices Ray gives it (its GPU count becomes
+``resources_per_trial["gpu"]`` unless given) and the model is built under its scope, as
+KerasTuner does in its process; other strategies are refused with an error (never
+ignored): data-parallel trials over several workers run from a spec with
+``resources: {workers: N}`` (:mod:`pipeline.distributed`).
 
 Each tuner becomes a :class:`pipeline.spec.Spec`: the space is discovered by
 building the model with a recording :class:`HyperParameters` (conditions kept),
@@ -179,6 +182,30 @@ class HyperModel:
         return model.fit(*args, **kwargs)
 
 
+def _mirrored_gpus(strategy: Any) -> int | None:
+    """``distribution_strategy=`` as the trials take it: None (no strategy), else GPUs per trial.
+
+    KerasTuner builds and fits every trial under the strategy, in its one process. A
+    ``MirroredStrategy`` (or ``OneDeviceStrategy``) is rebuilt inside each trial's worker
+    over the devices Ray gives it, and the model is built under its scope: a strategy
+    over N GPUs asks ``resources_per_trial={"gpu": N}`` unless given, one over the CPU
+    asks none (0). Strategies across machines are refused: trials over several workers
+    run from a spec (``resources: {workers: N}``, :mod:`pipeline.distributed`).
+    """
+    if strategy is None:
+        return None
+    import tensorflow as tf
+
+    if not isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.OneDeviceStrategy)):
+        raise ValueError(
+            f"distribution_strategy: {type(strategy).__name__} is not supported by this front "
+            "door (it takes MirroredStrategy and OneDeviceStrategy, rebuilt in each trial over "
+            "the devices Ray gives it). For data-parallel trials over several workers, run a "
+            "spec with resources: {workers: N} (examples/multiworker.yaml)")
+    devices = list(getattr(strategy.extended, "worker_devices", ()))
+    return sum("GPU" in d.upper() for d in devices)
+
+
 class _FunctionHyperModel(HyperModel):
     def __init__(self, build_fn: Callable[[HyperParameters], Any]):
         super().__init__(getattr(build_fn, "__name__", None))
@@ -234,15 +261,9 @@ class Tuner:
                  resources_per_trial: dict | None = None, max_concurrent_trials: int | None = None,
                  address: str | None = None, storage: str | None = None,
                  distribution_strategy=None, **kwargs):
-        if distribution_strategy is not None:
-            # KerasTuner trains every trial under this strategy. Multi-worker trials exist on
-            # the spec path (resources.workers, pipeline.distributed), not yet in this front
-            # door, whose trials (HyperModel.fit, executions_per_trial) run on one worker.
-            raise ValueError(
-                f"distribution_strategy: {type(distribution_strategy).__name__} is not supported "
-                "by this front door (each trial runs on one Ray worker; give it GPUs with "
-                "resources_per_trial={'gpu': N}). For data-parallel trials over several workers, "
-                "run a spec with resources: {workers: N} (examples/multiworker.yaml)")
+        self.mirrored_gpus = _mirrored_gpus(distribution_strategy)
+        if self.mirrored_gpus and "gpu" not in (resources_per_trial or {}):
+            resources_per_trial = {**(resources_per_trial or {}), "gpu": self.mirrored_gpus}
         if (resources_per_trial or {}).get("workers", 1) != 1:
             raise ValueError("resources_per_trial: 'workers' is not supported by this front door; "
                              "run a spec with resources: {workers: N} (examples/multiworker.yaml)")
@@ -485,7 +506,7 @@ class Tuner:
             fit_kwargs=fit_kwargs_out, executions=self.executions_per_trial,
             compile_kwargs=self.compile_kwargs, custom_fit=self._custom_fit(),
             pass_epochs=epochs is not None or isinstance(self, Hyperband),
-            dataset_batch=dataset_batch,
+            dataset_batch=dataset_batch, mirrored=self.mirrored_gpus is not None,
         )
         resume = self._results is not None
         check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,
