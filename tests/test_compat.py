@@ -324,6 +324,14 @@ def test_optuna_seed_example(tmp_path, monkeypatch, ray_session, capsys):
     assert set(df["status"]) == {"TERMINATED"}
     assert sorted(df["value"]) == pytest.approx(sorted(t.value for t in trials))
     assert len(study.trials_dataframe()) == 2
+    # a real optuna.Study: what takes one (visualization, isinstance checks) takes it
+    import matplotlib
+    import optuna as plain_optuna
+
+    matplotlib.use("Agg")
+    assert isinstance(study, plain_optuna.Study)
+    for plot in ("plot_optimization_history", "plot_slice", "plot_edf"):
+        getattr(plain_optuna.visualization.matplotlib, plot)(study)
 
 
 def test_optuna_pruner_stops_trials_early_through_tune(tmp_path, ray_session):

@@ -415,14 +415,21 @@ def _experiment_name(study_name: str) -> str:
     return name[:63]
 
 
-class Study:
-    """An Optuna study whose ``optimize`` runs on Ray Tune; everything else is Optuna's."""
+class Study(_optuna.Study):
+    """An Optuna study whose ``optimize`` runs on Ray Tune; everything else is Optuna's.
+
+    It is an ``optuna.Study`` (so ``optuna.visualization`` and any code that checks
+    ``isinstance(study, optuna.Study)`` take it), built around the real study it wraps:
+    Optuna's own methods and properties run on it and read that study's state (its
+    storage, id, sampler, pruner), which the wrapper never copies.
+    """
 
     def __init__(self, study: "_optuna.Study", *, storage: Any, pruner: Any, results_path: str,
                  address: str | None, resources_per_trial: dict[str, float] | None):
+        # no super().__init__: the attributes Optuna's methods read come from ``study``
         self._study = study
-        self._storage = storage
-        self._pruner = pruner
+        self._storage_arg = storage
+        self._pruner_arg = pruner
         self.results_path = results_path
         self.address = address
         self.resources_per_trial = dict(resources_per_trial or {})
@@ -435,6 +442,12 @@ class Study:
         if name.startswith("__") or name == "_study":
             raise AttributeError(name)
         return getattr(self._study, name)
+
+    def __getstate__(self) -> dict[str, Any]:  # Optuna's drops an attribute only it has
+        return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         n = len(self._study.trials)
@@ -454,7 +467,7 @@ class Study:
         multi = len(directions) > 1
         metrics = ["value"] if not multi else [f"values_{i}" for i in range(len(directions))]
         modes = ["min" if d == "minimize" else "max" for d in directions]
-        scheduler, options, max_t, ask_pruner = scheduler_for(self._pruner)
+        scheduler, options, max_t, ask_pruner = scheduler_for(self._pruner_arg)
         if multi:
             scheduler, options, max_t = "fifo", {}, None
         raw = {
@@ -519,7 +532,7 @@ class Study:
         _warn_outer_changes(func, callbacks)
         self._check_shippable(func, callbacks)
         verbosity = _optuna.logging.get_verbosity()
-        in_memory = self._storage is None or isinstance(self._storage, _optuna.storages.InMemoryStorage)
+        in_memory = self._storage_arg is None or isinstance(self._storage_arg, _optuna.storages.InMemoryStorage)
         early, self._early = self._early, None
         with ray_session(self.address, early=early):
             concurrency, why = self._concurrency(n_jobs)
@@ -531,7 +544,7 @@ class Study:
             create = {"directions": list(self._study.directions), "sampler": self._study.sampler,
                       "pruner": self._study.pruner, "study_name": self._study.study_name}
             if not in_memory:
-                create.update(storage=self._storage, load_if_exists=True)
+                create.update(storage=self._storage_arg, load_if_exists=True)
             attrs = {"user": dict(self._study.user_attrs), "metric_names": self._study.metric_names}
             prior = [t for t in self._study.get_trials(deepcopy=True)] if in_memory else []
             options: dict[str, Any] = {"num_cpus": 0}
@@ -581,8 +594,8 @@ class Study:
         portable_locks(self._study.pruner)
         shipped = {"sampler": self._study.sampler, "pruner": self._study.pruner,
                    "objective": func, "callbacks": callbacks}
-        if self._storage is not None:
-            shipped["storage"] = self._storage
+        if self._storage_arg is not None:
+            shipped["storage"] = self._storage_arg
         check_portable(shipped)
 
     def _absorb(self, trials: list, sampler: Any, in_memory: bool) -> None:
@@ -597,7 +610,7 @@ class Study:
             if old.metric_names:
                 new.set_metric_names(old.metric_names)
         else:
-            new = _optuna.load_study(study_name=old.study_name, storage=self._storage,
+            new = _optuna.load_study(study_name=old.study_name, storage=self._storage_arg,
                                      sampler=sampler, pruner=old.pruner)
         self._study = new
 
