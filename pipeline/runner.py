@@ -12,6 +12,9 @@ from pipeline.storage import SPEC_FILE, StorageUnavailable, locate, patiently
 if TYPE_CHECKING:
     from pipeline.data import Dataset
     from pipeline.results import Results
+    from pipeline.space import SearchSpace
+    from pipeline.storage import Location
+    from pipeline.streaming import StreamedDataset
 
 
 def effective_spec(spec: Spec) -> Spec:
@@ -75,20 +78,50 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     from ray import tune
 
     import searchers
-    from cluster.connect import alive_nodes, nodes_not_seeing, ray_session
-    from pipeline.data import load_dataset
-    from pipeline.progress import Progress
+    from cluster.connect import ray_session
     from pipeline.results import Results
-    from pipeline.streaming import ShardError, StreamedDataset
-    from pipeline.trainable import train_keras
-    from searchers import SCHEDULERS
 
     spec = effective_spec(spec)
+    _check_front_door(spec, trainable)
+    space = _checked_space(spec)
+    where = _storage_for(spec, resume)
+    spec = _warm_started(spec)
+    # Progress comes from our one-line-per-trial callback; Tune's own tables stay off.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # before Ray starts: data errors (missing shards...) end the run first
+    shipped = _shipped_data(spec, data, progress) if trainable is None else None
+
+    with ray_session(address):
+        spec, why = _with_concurrency(spec)
+        search_alg, param_space, scheduler = searchers.build(spec, space)
+        n_nodes = _check_nodes_see_storage(spec, where)
+        if progress:
+            print(f"{spec.name}: {spec.num_trials} trials, {spec.search.max_concurrent} at a time "
+                  f"({why}), on {n_nodes} Ray node(s)", flush=True)
+        trainable = _trainable(spec, where, trainable, shipped, build_fn)
+        if resume and tune.Tuner.can_restore(where.path, storage_filesystem=where.fs):
+            tuner = tune.Tuner.restore(where.path, trainable, storage_filesystem=where.fs,
+                                       resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = _new_tuner(spec, where, trainable, progress, search_alg, param_space, scheduler)
+            where.write_text(SPEC_FILE, spec.to_yaml())
+        _fit(tuner, where)
+    _check_saved(where, spec.storage.outage_tolerance_s)
+    return Results(where)
+
+
+def _check_front_door(spec: Spec, trainable: "Callable[[dict], Any] | None") -> None:
+    """A front door's own trainable runs on one worker: never quietly train on fewer."""
     if trainable is not None and spec.resources.workers > 1:
-        # a front door's own trainable runs on one worker; never quietly train on fewer
         raise SpecError([f"resources.workers: {spec.resources.workers} workers per trial need "
                          "the spec's own Keras trainable (pipeline.run with a spec); this front "
                          "door runs each trial on one worker"])
+
+
+def _checked_space(spec: Spec) -> "SearchSpace":
+    """The spec's search space, once its environment, searcher and scheduler check out."""
+    import searchers
+
     # A Spec built in Python has passed the schema only; the searcher and scheduler are
     # built once here, before anything else is written, so bad options name their field.
     check_environment(spec)
@@ -96,104 +129,136 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     errors = searchers.check_build(spec, space)
     if errors:
         raise SpecError(errors)
-    # Schedulers that exploit other trials' checkpoints (PBT) must find them still there.
-    keep = None if SCHEDULERS[spec.scheduler.name].needs_checkpoints else 2
+    return space
+
+
+def _storage_for(spec: Spec, resume: bool) -> "Location":
+    """The experiment's storage, writable, and holding no experiment of that name unless resuming."""
     where = locate(spec.storage.path, spec.name, spec.storage.endpoint_override)
     _check_storage(where)
     if where.exists() and not resume:
         raise SpecError([f"name: experiment '{spec.name}' already exists at {where.path}; "
                          "pass --resume to continue it or choose another name"])
-    spec = _warm_started(spec)
+    return where
+
+
+def _shipped_data(spec: Spec, data: "Dataset | None",
+                  progress: bool | str) -> "Dataset | StreamedDataset":
+    """The dataset as the trials get it; sharded data is only listed here (it may be on S3)."""
+    from pipeline.data import load_dataset
+    from pipeline.streaming import ShardError, StreamedDataset
+
+    try:
+        shipped: Dataset | StreamedDataset = (data or load_dataset(spec.data, spec.seed)).for_trials()
+    except ShardError as exc:
+        raise SpecError([str(exc)]) from None
+    if progress and isinstance(shipped, StreamedDataset):
+        print(shipped.summary(), flush=True)
+    return shipped
+
+
+def _check_nodes_see_storage(spec: Spec, where: "Location") -> int:
+    """Local storage must be visible on every node of a cluster; return the number of nodes."""
+    from cluster.connect import alive_nodes, nodes_not_seeing
+
+    n_nodes = alive_nodes()
+    if where.fs is None and not spec.storage.shared and n_nodes > 1:
+        blind = nodes_not_seeing(where.root)
+        if blind:
+            raise SpecError([
+                f"storage.path: '{spec.storage.path}' ({where.root}) is not visible on "
+                f"{len(blind)} of the cluster's {n_nodes} nodes ({', '.join(blind)}); "
+                "use shared storage (s3://, gs://) or a folder every node mounts"])
+    return n_nodes
+
+
+def _trainable(spec: Spec, where: "Location", trainable: "Callable[[dict], Any] | None",
+               shipped: "Dataset | StreamedDataset | None", build_fn: "Callable[..., Any] | None") -> Any:
+    """The Tune trainable with its resources: the front door's, the Keras one, or multi-worker."""
+    from ray import tune
+
+    from pipeline.trainable import train_keras
+
+    if trainable is None and spec.resources.workers > 1:
+        from pipeline.distributed import DRIVER_RESOURCES, train_multiworker
+
+        # the trial's driver holds nothing; its Ray Train workers hold the resources
+        return tune.with_resources(tune.with_parameters(
+            train_multiworker, data=shipped, spec=spec, build_fn=build_fn,
+            storage=(where.root, where.fs)), DRIVER_RESOURCES)
+    if trainable is None:
+        trainable = tune.with_parameters(train_keras, data=shipped, spec=spec, build_fn=build_fn)
+    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def _new_tuner(spec: Spec, where: "Location", trainable: Any, progress: bool | str,
+               search_alg: Any, param_space: dict, scheduler: Any) -> Any:
+    """A fresh ``tune.Tuner`` for the experiment: its search, storage, checkpoints and callbacks."""
+    from ray import tune
+
+    from searchers import SCHEDULERS
+
+    callbacks = _callbacks(spec, progress)
     metric, mode = spec.objective.primary
-    # Progress comes from our one-line-per-trial callback; Tune's own tables stay off.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Schedulers that exploit other trials' checkpoints (PBT) must find them still there.
+    keep = None if SCHEDULERS[spec.scheduler.name].needs_checkpoints else 2
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=None if spec.objective.multi else metric,
+            mode=None if spec.objective.multi else mode,
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=spec.num_trials,
+            max_concurrent_trials=None,  # the search algorithm limits itself
+            time_budget_s=spec.search.time_budget_s,
+            reuse_actors=spec.search.reuse_actors,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=where.root,
+            storage_filesystem=where.fs,
+            failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=keep,  # the best and (always kept by Tune) the latest
+                checkpoint_score_attribute=None if spec.objective.multi else metric,
+                checkpoint_score_order=mode,
+            ),
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )
 
-    if trainable is None:  # before Ray starts: data errors (missing shards...) end the run first
-        try:
-            shipped: Dataset | StreamedDataset = (data or load_dataset(spec.data, spec.seed)).for_trials()
-        except ShardError as exc:  # sharded data is only listed here (it may be on S3)
-            raise SpecError([str(exc)]) from None
-        if progress and isinstance(shipped, StreamedDataset):
-            print(shipped.summary(), flush=True)
 
-    with ray_session(address):
-        spec, why = _with_concurrency(spec)
-        search_alg, param_space, scheduler = searchers.build(spec, space)
-        n_nodes = alive_nodes()
-        if where.fs is None and not spec.storage.shared and n_nodes > 1:
-            blind = nodes_not_seeing(where.root)
-            if blind:
-                raise SpecError([
-                    f"storage.path: '{spec.storage.path}' ({where.root}) is not visible on "
-                    f"{len(blind)} of the cluster's {n_nodes} nodes ({', '.join(blind)}); "
-                    "use shared storage (s3://, gs://) or a folder every node mounts"])
-        if progress:
-            print(f"{spec.name}: {spec.num_trials} trials, {spec.search.max_concurrent} at a time "
-                  f"({why}), on {n_nodes} Ray node(s)", flush=True)
-        if trainable is None and spec.resources.workers > 1:
-            from pipeline.distributed import DRIVER_RESOURCES, train_multiworker
+def _callbacks(spec: Spec, progress: bool | str) -> list[Any]:
+    """Our progress lines or panel, Tune's result files, and MLflow if the spec tracks there."""
+    from pipeline.progress import Progress
 
-            # the trial's driver holds nothing; its Ray Train workers hold the resources
-            trainable = tune.with_resources(tune.with_parameters(
-                train_multiworker, data=shipped, spec=spec, build_fn=build_fn,
-                storage=(where.root, where.fs)), DRIVER_RESOURCES)
-        else:
-            if trainable is None:
-                trainable = tune.with_parameters(train_keras, data=shipped, spec=spec, build_fn=build_fn)
-            trainable = tune.with_resources(
-                trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-        if resume and tune.Tuner.can_restore(where.path, storage_filesystem=where.fs):
-            tuner = tune.Tuner.restore(where.path, trainable, storage_filesystem=where.fs,
-                                       resume_unfinished=True, resume_errored=True)
-        else:
-            callbacks: list[Any] = [Progress(metric, mode, spec.num_trials, spec.training.epochs,
-                                  time_budget_s=spec.search.time_budget_s,
-                                  live={"live": True, "lines": False}.get(str(progress)))
-                         ] if progress else []
-            callbacks += _loggers(spec)
-            if spec.tracking.mlflow_uri:
-                from ray.air.integrations.mlflow import MLflowLoggerCallback
+    metric, mode = spec.objective.primary
+    callbacks: list[Any] = [Progress(metric, mode, spec.num_trials, spec.training.epochs,
+                                     time_budget_s=spec.search.time_budget_s,
+                                     live={"live": True, "lines": False}.get(str(progress)))
+                            ] if progress else []
+    callbacks += _loggers(spec)
+    if spec.tracking.mlflow_uri:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-                if spec.tracking.mlflow_uri.startswith("file:"):  # a local file store, on purpose
-                    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-                callbacks.append(MLflowLoggerCallback(tracking_uri=spec.tracking.mlflow_uri,
-                                                      experiment_name=spec.name))
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space,
-                tune_config=tune.TuneConfig(
-                    metric=None if spec.objective.multi else metric,
-                    mode=None if spec.objective.multi else mode,
-                    search_alg=search_alg,
-                    scheduler=scheduler,
-                    num_samples=spec.num_trials,
-                    max_concurrent_trials=None,  # the search algorithm limits itself
-                    time_budget_s=spec.search.time_budget_s,
-                    reuse_actors=spec.search.reuse_actors,
-                ),
-                run_config=tune.RunConfig(
-                    name=spec.name,
-                    storage_path=where.root,
-                    storage_filesystem=where.fs,
-                    failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=keep,  # the best and (always kept by Tune) the latest
-                        checkpoint_score_attribute=None if spec.objective.multi else metric,
-                        checkpoint_score_order=mode,
-                    ),
-                    callbacks=callbacks,
-                    verbose=0,
-                ),
-            )
-            where.write_text(SPEC_FILE, spec.to_yaml())
-        try:
-            with _env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):  # ours are in the callbacks
-                tuner.fit()
-        except OSError:  # Tune reads the experiment back from storage as it ends
-            if where.fs is None:
-                raise
-    _check_saved(where, spec.storage.outage_tolerance_s)
-    return Results(where)
+        if spec.tracking.mlflow_uri.startswith("file:"):  # a local file store, on purpose
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        callbacks.append(MLflowLoggerCallback(tracking_uri=spec.tracking.mlflow_uri,
+                                              experiment_name=spec.name))
+    return callbacks
+
+
+def _fit(tuner: Any, where: "Location") -> None:
+    """Run the trials; on local storage a failure to read the experiment back is an error."""
+    try:
+        with _env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):  # ours are in the callbacks
+            tuner.fit()
+    except OSError:  # Tune reads the experiment back from storage as it ends
+        if where.fs is None:
+            raise
 
 
 def _with_concurrency(spec: Spec) -> tuple[Spec, str]:

@@ -7,6 +7,8 @@ import base64
 import datetime as _dt
 import html
 import math
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ from pipeline.report._data import (
     STOPPED,
     Importances,
     _collect,
+    _Trial,
     importances,
 )
 from pipeline.report._figures import (
@@ -31,10 +34,11 @@ from pipeline.report._figures import (
 )
 from pipeline.results import pareto_mask
 from pipeline.safe_io import write_file
-from pipeline.space import FixedParam
+from pipeline.space import FixedParam, SearchSpace
 
 if TYPE_CHECKING:
     from pipeline.results import Results
+    from pipeline.spec import Spec
 
 INDEX = "index.html"
 TOP_N = 10
@@ -156,62 +160,133 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
     """Write ``out_dir/index.html`` (self-contained) and the figures as PNGs; return the HTML path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec = results.spec
-    space = spec.search_space()
-    metrics, modes = spec.objective.metrics, spec.objective.modes
-    metric, mode = metrics[0], modes[0]
-    planned = spec.training.epochs
-    trials = _collect(results)
-    searched = [n for n, p in space if not isinstance(p, FixedParam)]
+    run = _Run.of(results)
+    sections = [
+        _summary_section(run),
+        _best_so_far_section(run),
+        _learning_curves_section(run),
+        _parallel_section(run),
+        _importances_section(run),
+        _top_trials_section(run),
+    ]
+    if run.spec.objective.multi:
+        sections.append(_pareto_section(run))
+    for image in run.images:
+        write_file(out_dir / image.name, image.data, overwrite=True)
+    index = out_dir / INDEX
+    write_file(index, _page(run, sections), overwrite=True)
+    return index
 
-    images: list[_Image] = []
 
-    def keep(image: _Image | None) -> _Image | None:
+_Section = tuple[str, str, str]  # (id, title, body html)
+
+
+@dataclass
+class _Run:
+    """What the sections share: the stored spec, its trials and leaderboard, the figures so far."""
+
+    results: "Results"
+    spec: "Spec"
+    space: SearchSpace
+    trials: list[_Trial]
+    board: pd.DataFrame
+    images: list[_Image] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, results: "Results") -> "_Run":
+        """Read the spec, the trials and the leaderboard of ``results``."""
+        spec = results.spec
+        space = spec.search_space()
+        trials = _collect(results)
+        return cls(results, spec, space, trials, results.leaderboard())
+
+    @property
+    def metrics(self) -> list[str]:
+        """The objective's metrics, the primary first."""
+        return self.spec.objective.metrics
+
+    @property
+    def modes(self) -> list[str]:
+        """Each metric's mode (min or max)."""
+        return self.spec.objective.modes
+
+    @property
+    def metric(self) -> str:
+        """The primary metric: the one figures and rankings use."""
+        return self.metrics[0]
+
+    @property
+    def mode(self) -> str:
+        """The primary metric's mode."""
+        return self.modes[0]
+
+    @property
+    def planned(self) -> int:
+        """The epochs each trial was planned to train."""
+        return self.spec.training.epochs
+
+    @cached_property
+    def searched(self) -> list[str]:
+        """The searched (not fixed) parameters' names."""
+        return [n for n, p in self.space if not isinstance(p, FixedParam)]
+
+    @cached_property
+    def counts(self) -> dict[str, int]:
+        """How many trials ended in each outcome."""
+        return {o: sum(t.outcome == o for t in self.trials) for o in OUTCOMES}
+
+    @cached_property
+    def finished(self) -> list[_Trial]:
+        """The trials Tune ended (TERMINATED): completed or stopped early."""
+        return [t for t in self.trials if t.status == "TERMINATED"]
+
+    def keep(self, image: _Image | None) -> _Image | None:
+        """Remember a figure to be written next to the page; pass it on."""
         if image is not None:
-            images.append(image)
+            self.images.append(image)
         return image
 
-    sections: list[tuple[str, str, str]] = []  # (id, title, body html)
 
-    # summary
-    counts = {o: sum(t.outcome == o for t in trials) for o in OUTCOMES}
-    board = results.leaderboard()
+def _summary_section(run: _Run) -> _Section:
+    """The experiment at a glance: where, how searched, trial outcomes, the best config."""
+    spec, trials, board = run.spec, run.trials, run.board
     best = board.iloc[0] if not board.empty else None
     items = [
-        ("experiment", spec.name), ("stored at", str(results.where.path)),
+        ("experiment", spec.name), ("stored at", str(run.results.where.path)),
         ("searcher / scheduler", f"{spec.searcher.name} / {spec.scheduler.name}"),
-        ("objective", ", ".join(f"{m} ({md})" for m, md in zip(metrics, modes))),
-        ("planned epochs per trial", planned),
+        ("objective", ", ".join(f"{m} ({md})" for m, md in zip(run.metrics, run.modes))),
+        ("planned epochs per trial", run.planned),
         ("trials", f"{len(trials)} of {spec.num_trials} planned: " + ", ".join(
-            f"{n} {o}" for o, n in counts.items() if n) if trials else "none"),
-        ("search space", "; ".join(space.describe())),
+            f"{n} {o}" for o, n in run.counts.items() if n) if trials else "none"),
+        ("search space", "; ".join(run.space.describe())),
     ]
     if best is not None:
-        items.append((f"best {metric}", f"{_fmt(float(best[metric]))} (trial {best['trial_id']})"))
+        items.append((f"best {run.metric}", f"{_fmt(float(best[run.metric]))} (trial {best['trial_id']})"))
         cfg = {c.removeprefix("config/"): best[c] for c in board.columns
                if c.startswith("config/") and pd.notna(best[c])}
         items.append(("best config", ", ".join(f"{k}={_fmt(v)}" for k, v in cfg.items())))
     body = "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) + "</dl>"
     if not trials:
         body += _notes(["the experiment has no trials yet"])
-    sections.append(("summary", "Summary", body))
+    return ("summary", "Summary", body)
 
-    # best so far
-    img = keep(_fig_best_so_far(trials, metric, mode))
-    sections.append(("best-so-far", "Best so far", _img(img, f"best {metric} so far") + (
+
+def _best_so_far_section(run: _Run) -> _Section:
+    """The best value over time: every epoch report, and each trial's best as trials finished."""
+    metric = run.metric
+    img = run.keep(_fig_best_so_far(run.trials, metric, run.mode))
+    return ("best-so-far", "Best so far", _img(img, f"best {metric} so far") + (
         f'<p class="muted">Left: every epoch report of every trial in wall-clock order, and the '
         f'best {_e(metric)} seen up to then. Right: each trial\'s best {_e(metric)} in the order '
         f'trials finished.' + (" Multi-objective run: the first objective is shown."
-                                if spec.objective.multi else "") + "</p>")))
+                                if run.spec.objective.multi else "") + "</p>"))
 
-    # learning curves + per-trial outcome table
-    img = keep(_fig_learning_curves(trials, metric, planned))
-    rows, classes = [], []
-    for t in trials:
-        rows.append([t.trial_id, _badge(t.outcome), t.status, t.epochs,
-                     *[t.values[m] for m in metrics], t.error or ""])
-        classes.append("")
-    stopped = counts[STOPPED]
+
+def _learning_curves_section(run: _Run) -> _Section:
+    """Every trial's learning curve, then a table of each trial's outcome and values."""
+    metric, planned, trials = run.metric, run.planned, run.trials
+    img = run.keep(_fig_learning_curves(trials, metric, planned))
+    stopped = run.counts[STOPPED]
     silent = [t.trial_id for t in trials if t.outcome == FAILED and metric not in t.history]
     body = _img(img, "learning curves") + (
         f'<p class="muted">A trial is <b>stopped early</b> when the scheduler ended it '
@@ -219,26 +294,36 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
         f'({stopped} trial{"s" if stopped != 1 else ""}). <b>Failed</b> trials (ERROR) are red '
         f'and dotted.' + (f' Failed before reporting an epoch (no curve): {_e(", ".join(silent))}.'
                         if silent else "") + "</p>")
-    body += _table(["trial", "outcome", "status", "epochs", *metrics, "error"], rows, classes,
-                   text_cols=(0, 1, 2, 4 + len(metrics)))
-    sections.append(("learning-curves", "Learning curves", body))
+    body += _outcome_table(run)
+    return ("learning-curves", "Learning curves", body)
 
-    # parallel coordinates
-    img = keep(_fig_parallel(trials, space, metrics, modes))
-    sections.append(("parallel-coordinates", "Parallel coordinates", _img(
+
+def _outcome_table(run: _Run) -> str:
+    """One row per trial: its outcome, status, epochs, objective values and error."""
+    metrics = run.metrics
+    rows, classes = [], []
+    for t in run.trials:
+        rows.append([t.trial_id, _badge(t.outcome), t.status, t.epochs,
+                     *[t.values[m] for m in metrics], t.error or ""])
+        classes.append("")
+    return _table(["trial", "outcome", "status", "epochs", *metrics, "error"], rows, classes,
+                  text_cols=(0, 1, 2, 4 + len(metrics)))
+
+
+def _parallel_section(run: _Run) -> _Section:
+    """The parallel-coordinates figure: one line per trial across the searched parameters."""
+    img = run.keep(_fig_parallel(run.trials, run.space, run.metrics, run.modes))
+    return ("parallel-coordinates", "Parallel coordinates", _img(
         img, "parallel coordinates") + '<p class="muted">One line per trial, coloured by '
-        f'{_e(metric)}. Numeric axes span the searched range (log-scaled where the space is); '
+        f'{_e(run.metric)}. Numeric axes span the searched range (log-scaled where the space is); '
         'categorical values sit at evenly spaced positions; a thin dashed line bridges a '
-        'conditional parameter that was inactive in the trial.</p>'))
+        'conditional parameter that was inactive in the trial.</p>')
 
-    # importances
-    finished = [t for t in trials if t.status == "TERMINATED"]
-    try:
-        imp = importances(space, [t.config for t in finished],
-                          [[t.values[m] for m in metrics] for t in finished], metrics, modes)
-    except Exception as exc:  # noqa: BLE001 - a report never fails on one section
-        imp = Importances(None, [f"importances not computed: {type(exc).__name__}: {exc}"], 0)
-    img = keep(_fig_importances(imp))
+
+def _importances_section(run: _Run) -> _Section:
+    """Hyperparameter importances of the finished trials: figure, table and notes."""
+    imp = _importances_of(run)
+    img = run.keep(_fig_importances(imp))
     body = _img(img, "hyperparameter importances") if img else ""
     if imp.table is not None:
         body += _table(["parameter", *imp.table.columns],
@@ -246,15 +331,28 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
     body += _notes(imp.notes)
     body += (f'<p class="muted">Optuna\'s PED-ANOVA and fANOVA evaluators on an in-memory study '
              f'of the {imp.trials_used} finished trials (those stopped early count with their '
-             f'best value). Searched parameters: {_e(", ".join(searched) or "none")}.</p>')
-    sections.append(("importances", "Hyperparameter importances", body))
+             f'best value). Searched parameters: {_e(", ".join(run.searched) or "none")}.</p>')
+    return ("importances", "Hyperparameter importances", body)
 
-    # top trials
+
+def _importances_of(run: _Run) -> Importances:
+    """Importances of the finished trials; a failure becomes a note, never an error."""
+    metrics, finished = run.metrics, run.finished
+    try:
+        return importances(run.space, [t.config for t in finished],
+                           [[t.values[m] for m in metrics] for t in finished], metrics, run.modes)
+    except Exception as exc:  # noqa: BLE001 - a report never fails on one section
+        return Importances(None, [f"importances not computed: {type(exc).__name__}: {exc}"], 0)
+
+
+def _top_trials_section(run: _Run) -> _Section:
+    """The leaderboard's best ``TOP_N`` trials with their values and configs."""
+    board, metrics = run.board, run.metrics
     top = board.head(TOP_N)
     cfg_cols = [c for c in top.columns if c.startswith("config/")]
     header = ["#", "trial", "outcome", "epochs", *metrics,
               *[c.removeprefix("config/") for c in cfg_cols]]
-    by_id = {t.trial_id: t for t in trials}
+    by_id = {t.trial_id: t for t in run.trials}
     rows = [[i + 1, r["trial_id"], _badge(by_id[r["trial_id"]].outcome), int(r["epochs"]),
              *[float(r[m]) for m in metrics],
              *[None if pd.isna(r[c]) else r[c] for c in cfg_cols]]
@@ -262,47 +360,48 @@ def write_report(results: "Results", out_dir: Path | str) -> Path:
     body = (_table(header, rows, text_cols=(1, 2)) if rows
             else _notes(["no trial reported the objective metric"]))
     body += (f'<p class="muted">Best {min(TOP_N, len(board))} of {len(board)} trials by '
-             f'{_e(metric)} ({mode}).</p>')
-    sections.append(("top-trials", "Top trials", body))
+             f'{_e(run.metric)} ({run.mode}).</p>')
+    return ("top-trials", "Top trials", body)
 
-    # Pareto front
-    if spec.objective.multi:
-        points = [t for t in finished if all(math.isfinite(t.values[m]) for m in metrics)]
-        mask = pareto_mask(np.array([[t.values[m] for m in metrics] for t in points]), modes)
-        img = keep(_fig_pareto(metrics, modes, mask, points))
-        front = sorted((t for t, on in zip(points, mask) if on), key=lambda t: t.values[metrics[0]],
-                       reverse=modes[0] == "max")
-        rows = [[t.trial_id, _badge(t.outcome), *[t.values[m] for m in metrics],
-                 *[t.config.get(n) for n in searched]] for t in front]
-        body = _img(img, "Pareto front")
-        body += _table(["trial", "outcome", *metrics, *searched], rows, text_cols=(0, 1)) if rows \
-            else _notes(["no finished trial reported every objective"])
-        goals = ", ".join(f"{m} {md}" for m, md in zip(metrics, modes))
-        body += (f'<p class="muted">{len(front)} Pareto-optimal of {len(points)} finished trials '
-                 f'that reported every objective ({_e(goals)}).</p>')
-        sections.append(("pareto", "Pareto front", body))
 
-    for image in images:
-        write_file(out_dir / image.name, image.data, overwrite=True)
+def _pareto_section(run: _Run) -> _Section:
+    """Multi-objective runs: the Pareto front of the finished trials, figure and table."""
+    metrics, modes, searched = run.metrics, run.modes, run.searched
+    points = [t for t in run.finished if all(math.isfinite(t.values[m]) for m in metrics)]
+    mask = pareto_mask(np.array([[t.values[m] for m in metrics] for t in points]), modes)
+    img = run.keep(_fig_pareto(metrics, modes, mask, points))
+    front = sorted((t for t, on in zip(points, mask) if on), key=lambda t: t.values[metrics[0]],
+                   reverse=modes[0] == "max")
+    rows = [[t.trial_id, _badge(t.outcome), *[t.values[m] for m in metrics],
+             *[t.config.get(n) for n in searched]] for t in front]
+    body = _img(img, "Pareto front")
+    body += _table(["trial", "outcome", *metrics, *searched], rows, text_cols=(0, 1)) if rows \
+        else _notes(["no finished trial reported every objective"])
+    goals = ", ".join(f"{m} {md}" for m, md in zip(metrics, modes))
+    body += (f'<p class="muted">{len(front)} Pareto-optimal of {len(points)} finished trials '
+             f'that reported every objective ({_e(goals)}).</p>')
+    return ("pareto", "Pareto front", body)
+
+
+def _page(run: _Run, sections: list[_Section]) -> str:
+    """The whole page: head (policy, script, style), header, navigation and the sections."""
     when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    name = run.spec.name
     nav = "".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _ in sections)
     content = "".join(f'<section id="{sid}"><h2>{_e(title)}</h2>{body}</section>'
                       for sid, title, body in sections)
-    page = f"""<!DOCTYPE html>
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(spec.name)}: tuning report</title>
+<title>{_e(name)}: tuning report</title>
 <link rel="icon" href="data:,">
 <script>{_CHECK_SCRIPT}</script>
 <style>{_CSS}</style></head>
-<body><header><h1>{_e(spec.name)}: tuning report</h1>
-<p>{_e(results.summary())} · generated {_e(when)}</p></header>
+<body><header><h1>{_e(name)}: tuning report</h1>
+<p>{_e(run.results.summary())} · generated {_e(when)}</p></header>
 <nav>{nav}</nav>
 <main>{content}</main>
 <div id="check" data-images-ok="pending" data-errors="0" data-loaded="0"></div>
 </body></html>
 """
-    index = out_dir / INDEX
-    write_file(index, page, overwrite=True)
-    return index
