@@ -287,13 +287,14 @@ def _with_concurrency(spec: Spec) -> tuple[Spec, str]:
 
 
 def _loggers(spec: Spec) -> list:
-    """Tune's per-trial result files: JSON and CSV (what Results reads), TensorBoard if asked.
+    """Tune's per-trial result files: JSON and CSV (what Results reads; never shortened by a
+    trial's restart, :mod:`pipeline.result_files`), TensorBoard if asked.
 
     Tune would add all three itself, TensorBoard's whenever tensorboardX is installed.
     """
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from pipeline.result_files import CsvRows, JsonRows
 
-    loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
+    loggers: list = [JsonRows(), CsvRows()]
     if spec.tracking.tensorboard:
         from ray.tune.logger import TBXLoggerCallback
 

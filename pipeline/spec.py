@@ -380,10 +380,6 @@ class Spec(_Section):
             except ValueError as exc:
                 errors.append(f"space.builder: {exc}")
         errors.extend(self._check_builder_values(space))
-        if self.resources.workers > 1 and self.scheduler.name == "pbt":
-            # a hand run lost the donor's stored history rows (see README): refused, not risked
-            errors.append("resources.workers: PBT (scheduler: pbt) is not supported with more than "
-                          "one worker per trial yet; use workers: 1 or another scheduler")
         errors = errors or searchers.check(self, space)
         if errors:
             raise _CrossErrors(errors)
