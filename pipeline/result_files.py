@@ -31,9 +31,12 @@ def _stored_is_longer(file_name: str, trial: "Trial") -> bool:
     local = Path(trial.local_path or "", file_name)
     if not local.exists():
         return True
-    remote = Path(trial.storage.trial_fs_path, file_name).as_posix()
+    storage = trial.storage
+    if storage is None:
+        return False
+    remote = Path(storage.trial_fs_path, file_name).as_posix()
     try:
-        info = trial.storage.storage_filesystem.get_file_info(remote)
+        info = storage.storage_filesystem.get_file_info(remote)
     except OSError:
         return False  # storage unreachable: keep what the driver has
     return info.size is not None and info.size > local.stat().st_size
