@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from pipeline.spec import Spec, SpecError, check_environment
 from pipeline.storage import SPEC_FILE, StorageUnavailable, locate, patiently
@@ -60,7 +60,8 @@ def _check_storage(where) -> None:
 def run(spec: Spec, *, address: str | None = None, resume: bool = False,
         progress: bool | str = True, data: "Dataset | None" = None,
         build_fn: "Callable[..., Any] | None" = None,
-        trainable: "Callable[[dict], Any] | None" = None) -> "Results":
+        trainable: "Callable[[dict], Any] | None" = None,
+        callbacks: "Sequence[Any]" = (), stop: Any = None) -> "Results":
     """Run the experiment described by ``spec`` and return its results.
 
     ``resume=True`` continues an interrupted experiment of the same name and
@@ -73,7 +74,10 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     objects: ``data`` (a :class:`~pipeline.data.Dataset` instead of
     ``spec.data``), ``build_fn`` (a model-building callable instead of
     ``spec.model.builder``), or a whole Tune function ``trainable(config)``
-    instead of the Keras trainable.
+    instead of the Keras trainable. They may also add ``callbacks`` (more
+    ``ray.tune.Callback`` objects, after the pipeline's own) and a ``stop``
+    (a ``ray.tune.Stopper``); both apply to a new experiment only (a resumed one
+    keeps the run configuration it was started with).
     """
     from ray import tune
 
@@ -103,7 +107,8 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
             tuner = tune.Tuner.restore(where.path, trainable, storage_filesystem=where.fs,
                                        resume_unfinished=True, resume_errored=True)
         else:
-            tuner = _new_tuner(spec, where, trainable, progress, search_alg, param_space, scheduler)
+            tuner = _new_tuner(spec, where, trainable, progress, search_alg, param_space, scheduler,
+                               extra_callbacks=callbacks, stop=stop)
             where.write_text(SPEC_FILE, spec.to_yaml())
         _fit(tuner, where)
     _check_saved(where, spec.storage.outage_tolerance_s)
@@ -192,13 +197,14 @@ def _trainable(spec: Spec, where: "Location", trainable: "Callable[[dict], Any] 
 
 
 def _new_tuner(spec: Spec, where: "Location", trainable: Any, progress: bool | str,
-               search_alg: Any, param_space: dict, scheduler: Any) -> Any:
+               search_alg: Any, param_space: dict, scheduler: Any, *,
+               extra_callbacks: "Sequence[Any]" = (), stop: Any = None) -> Any:
     """A fresh ``tune.Tuner`` for the experiment: its search, storage, checkpoints and callbacks."""
     from ray import tune
 
     from searchers import SCHEDULERS
 
-    callbacks = _callbacks(spec, progress)
+    callbacks = _callbacks(spec, progress) + list(extra_callbacks)
     metric, mode = spec.objective.primary
     # Schedulers that exploit other trials' checkpoints (PBT) must find them still there.
     keep = None if SCHEDULERS[spec.scheduler.name].needs_checkpoints else 2
@@ -226,6 +232,7 @@ def _new_tuner(spec: Spec, where: "Location", trainable: Any, progress: bool | s
                 checkpoint_score_order=mode,
             ),
             callbacks=callbacks,
+            stop=stop,
             verbose=0,
         ),
     )

@@ -438,6 +438,107 @@ def test_optuna_front_door_runs_a_workers_trials_on_one_copy_of_the_objective(tm
         assert all(calls_so_far[:-1] == seen[i - 1] for i, calls_so_far in enumerate(seen) if i)
 
 
+# -- callbacks: on the driver, as Optuna calls them ------------------------------------------
+
+
+def test_optuna_callbacks_run_on_the_driver_after_each_trial(tmp_path, ray_session):
+    """Each callback is called once per finished trial (COMPLETE, PRUNED, FAIL), in order,
+    in this process, with the user's study up to date; it need not be picklable."""
+    import threading
+    import warnings
+
+    from optuna.trial import TrialState
+
+    class Recorder:
+        def __init__(self):
+            self.lock = threading.Lock()  # cannot travel to Ray: it never has to
+            self.seen: list = []
+
+        def __call__(self, study, frozen):
+            with self.lock:
+                best = study.best_value if frozen.state == TrialState.COMPLETE else None
+                self.seen.append((frozen.number, frozen.state, len(study.trials), best, study))
+
+    def objective(trial):
+        x = trial.suggest_int("x", 0, 9)
+        if trial.number == 1:
+            raise optuna.TrialPruned()
+        if trial.number == 2:
+            raise ValueError("no good")
+        return float(10 + x if trial.number == 3 else x)
+
+    recorder = Recorder()
+    study = optuna.create_study(results_path=str(tmp_path), study_name="callbacks",
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study.optimize(objective, n_trials=4, n_jobs=1, catch=(ValueError,), callbacks=[recorder])
+    assert not [w for w in caught if "outside itself" in str(w.message)]  # state of the driver's own
+    x0 = study.trials[0].params["x"]
+    assert [row[:4] for row in recorder.seen] == [
+        (0, TrialState.COMPLETE, 1, x0), (1, TrialState.PRUNED, 2, None),
+        (2, TrialState.FAIL, 3, None), (3, TrialState.COMPLETE, 4, x0)]
+    assert all(row[4] is study for row in recorder.seen)
+    assert [t.state for t in study.trials] == [row[1] for row in recorder.seen]
+
+
+def test_optuna_callback_prunes_as_tune_stops_the_trial(tmp_path, ray_session):
+    """A trial Tune's ASHA stopped is PRUNED, and its callback called, when Tune stops it."""
+    from optuna.trial import TrialState
+
+    seen: list = []
+
+    def objective(trial):
+        quality = 0.1 if trial.number == 1 else 1.0
+        for step in range(4):
+            trial.report(quality * (step + 1), step)
+        return quality * 4
+
+    study = optuna.create_study(
+        direction="maximize", results_path=str(tmp_path), study_name="asha-callbacks",
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
+    study.optimize(objective, n_trials=3, n_jobs=1,
+                   callbacks=[lambda s, t: seen.append((t.number, t.state, len(s.trials)))])
+    assert seen == [(0, TrialState.COMPLETE, 1), (1, TrialState.PRUNED, 2), (2, TrialState.COMPLETE, 3)]
+
+
+def test_optuna_max_trials_callback_stops_the_study(tmp_path, ray_session):
+    """``study.stop()`` from a callback (Optuna's MaxTrialsCallback) ends optimize early."""
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(results_path=str(tmp_path), study_name="max-trials")
+    with pytest.raises(RuntimeError, match="supposed to be invoked inside"):
+        study.stop()  # as Optuna: only inside optimize
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=20, n_jobs=1,
+                   callbacks=[optuna.study.MaxTrialsCallback(2, states=(TrialState.COMPLETE,))])
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 2 and len(states) <= 2 + 1, states
+    assert len(study.results.dataframe()) < 20
+    with pytest.raises(RuntimeError, match="supposed to be invoked inside"):
+        study.stop()
+    study._optimize_pid = -1  # what a copy of the study in a Ray worker sees during optimize
+    with pytest.raises(RuntimeError, match="inside an objective is not supported"):
+        study.stop()
+
+
+def test_optuna_callback_exception_comes_out_of_optimize(tmp_path, ray_session):
+    """As in Optuna, a callback that raises stops the study and optimize raises it;
+    the finished trials stay in the study."""
+    class Enough(Exception):
+        pass
+
+    def callback(study, frozen):
+        if frozen.number == 1:
+            raise Enough(f"stop at {frozen.number}")
+
+    study = optuna.create_study(results_path=str(tmp_path), study_name="raising")
+    with pytest.raises(Enough, match="stop at 1"):
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=10, n_jobs=1,
+                       callbacks=[callback])
+    states = [t.state.name for t in study.trials]
+    assert states[:2] == ["COMPLETE", "COMPLETE"] and len(states) <= 3, states
+
+
 def _digits(n: int):
     from sklearn.datasets import load_digits
 
@@ -487,16 +588,7 @@ def test_optuna_front_door_names_what_cannot_travel_before_ray_starts(tmp_path):
     assert message.startswith("objective (function) cannot be sent to Ray workers")
     assert "at objective.<closure connection>" in message
     assert not (tmp_path / "results").exists()  # nothing started, nothing written
-
-    class Logger:
-        def __init__(self):
-            self.lock = [threading.Lock()]
-
-        def __call__(self, study, trial):
-            pass
-
-    with pytest.raises(TypeError, match=r"callbacks \(list\).*at callbacks\[0\]\.lock\[0\]"):
-        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2, callbacks=[Logger()])
+    # callbacks stay on the driver: one holding a lock is fine (test_optuna_callbacks_run_on_the_driver...)
 
 
 SCORES: list = []
@@ -505,16 +597,15 @@ SCORES: list = []
 def test_optuna_front_door_warns_of_changes_an_objective_makes_outside_itself(tmp_path):
     """A list of scores, a dict of models, a counter, ``self.`` of a callable object:
     changed in a worker, never in the script. ``optimize`` says so, naming each, once."""
-    import threading
     import warnings
 
-    lock = threading.Lock()  # ends optimize before Ray starts, after the warnings
+    model = object()
     models: dict = {}
 
     def objective(trial):
         value = trial.suggest_float("x", 0.0, 1.0)
         SCORES.append(value)
-        models[trial.number] = lock
+        models[trial.number] = model
         return value
 
     class Objective:
@@ -528,11 +619,18 @@ def test_optuna_front_door_warns_of_changes_an_objective_makes_outside_itself(tm
     def pure(trial):
         return trial.suggest_float("x", 0.0, 1.0) + len(SCORES)
 
+    def unshippable(func):  # ends optimize before Ray starts, after the warnings
+        raise TypeError("stop here")
+
+    def callback(study, frozen):  # runs on the driver: its changes are the script's own
+        SCORES.append(frozen.value)
+
     study = optuna.create_study(results_path=str(tmp_path / "results"), study_name="w")
+    study._check_shippable = unshippable  # type: ignore[method-assign]
     for func, expected in ((objective, "`SCORES`, `models`"), (Objective(), "`self.best`"), (pure, None)):
-        with warnings.catch_warnings(record=True) as caught, pytest.raises(TypeError):
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(TypeError, match="stop here"):
             warnings.simplefilter("always")
-            study.optimize(func, n_trials=2, callbacks=[lambda s, t: lock])
+            study.optimize(func, n_trials=2, callbacks=[callback])
         said = [str(w.message) for w in caught if "outside itself" in str(w.message)]
         if expected is None:
             assert said == []

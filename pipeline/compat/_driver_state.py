@@ -7,7 +7,8 @@ process, so such a change stays in that process and the script's copy never sees
 assignment to a ``global`` or ``nonlocal`` name, an item or attribute set on an outer
 object, a call of a mutating method such as ``append`` or ``update``, the same on
 ``self`` in a callable object's ``__call__``) so that the front door can say so once,
-where ``optimize`` is called.
+where ``optimize`` is called. Only the objective is checked: ``optimize``'s callbacks run
+on the driver (:mod:`pipeline.compat._optuna_driver`), so what they change is the script's.
 
 >>> scores = []
 >>> def objective(trial):

@@ -33,9 +33,17 @@ not given as many at a time as the cluster's CPUs hold (said on stderr when
 ``optimize`` starts; ``n_jobs=1`` runs them one after another, in Optuna's
 order); Tune's schedulers count reports, not ``step`` values; an objective
 failing with an exception not in ``catch`` re-raises it after all trials ran
-(Optuna stops at once); ``callbacks`` run in the study actor after each trial;
-``study.stop()`` is not supported inside objectives. An objective or callback that changes
-state outside itself (a global list of scores, a dict of models, ``self.`` attributes of a
+(Optuna stops at once); ``study.stop()`` is not supported inside objectives (it raises
+there; call it from a callback). ``callbacks`` run as in Optuna: on the driver, in the
+process calling ``optimize``, as ``callback(study, frozen_trial)`` once after each trial
+finishes (COMPLETE, PRUNED or FAIL), in finishing order, with ``study`` (this object)
+up to date (:mod:`pipeline.compat._optuna_driver`); they need not be picklable. A
+callback calling ``study.stop()`` (e.g. ``optuna.study.MaxTrialsCallback``) ends
+``optimize``: no new trial starts, and trials still running are stopped by Tune
+(recorded PRUNED if they reported an intermediate value, FAIL otherwise). A callback
+that raises stops the run the same way, and ``optimize`` raises its exception once Ray
+has wound down, with the finished trials in the study. An objective that changes state
+outside itself (a global list of scores, a dict of models, ``self.`` attributes of a
 callable object) changes it in another process: ``optimize`` warns, naming it
 (:mod:`pipeline.compat._driver_state`). Each worker unpickles the objective once per
 ``optimize`` and runs all its trials on that copy: state the objective keeps carries
@@ -133,7 +141,7 @@ class _StudyHolder:
     """Holds the real ``optuna.Study``; runs as a Ray actor next to the driver."""
 
     def __init__(self, create_kwargs: dict[str, Any], prior: list, study_attrs: dict[str, Any],
-                 callbacks: list, verbosity: int):
+                 queue: bool, verbosity: int):
         import optuna
 
         optuna.logging.set_verbosity(min(verbosity, optuna.logging.WARNING))
@@ -145,15 +153,20 @@ class _StudyHolder:
             self.study.set_user_attr(key, value)
         if study_attrs.get("metric_names"):
             self.study.set_metric_names(study_attrs["metric_names"])
-        self.callbacks = callbacks
+        self.queue: list | None = [] if queue else None  # finished trials, for the driver's callbacks
         self.trials: dict[int, Any] = {}
         self.by_tune_id: dict[str, int] = {}
         self.errors: list[tuple[int, BaseException]] = []
+        self.closed = False
 
-    def ask(self, tune_trial_id: str) -> int:
+    def ask(self, tune_trial_id: str) -> int | None:
+        """The trial number of this Tune trial (a new Optuna trial, or its own if retried);
+        None once the study stopped: the Tune trial then ends without one."""
         number = self.by_tune_id.get(tune_trial_id)
         if number is not None and number in self.trials:  # a retried Tune trial keeps its Optuna trial
             return number
+        if self.closed:
+            return None
         t = self.study.ask()
         self.trials[t.number] = t
         self.by_tune_id[tune_trial_id] = t.number
@@ -171,7 +184,8 @@ class _StudyHolder:
 
     def finish(self, number: int, result: Any, state: str | None,
                error: BaseException | None = None) -> tuple[str, list[float] | None]:
-        """Tell the study how the trial ended, log it as ``study.optimize`` does, run callbacks."""
+        """Tell the study how the trial ended and log it as ``study.optimize`` does; its frozen
+        trial is queued for the driver, which runs the callbacks (:meth:`drain`)."""
         from optuna.study._tell import _tell_with_warning
 
         t = self.trials.pop(number, None)
@@ -197,23 +211,39 @@ class _StudyHolder:
             logger.warning(f"Trial {number} failed with value {result!r}.")
             if error is not None:
                 self.errors.append((number, error))
-        frozen = self.study._storage.get_trial(t._trial_id)
-        for callback in self.callbacks:
-            try:
-                callback(self.study, frozen)
-            except Exception as exc:  # noqa: BLE001 - a callback must not lose the trial
-                _optuna.logging.get_logger("optuna").warning(f"callback {callback!r} failed: {exc!r}")
+        if self.queue is not None:
+            self.queue.append(self.study._storage.get_trial(t._trial_id))
         return new_state.name, values
 
+    def settle(self, tune_id: str, status: str) -> None:
+        """A Tune trial ended (``TERMINATED`` or ``ERROR``) without its objective telling the
+        study (Tune's scheduler stopped it, or its worker was lost): PRUNED if it reported
+        an intermediate value and Tune stopped it, FAIL otherwise."""
+        number = self.by_tune_id.get(tune_id)
+        if number is None or number not in self.trials:
+            return
+        t = self.trials[number]
+        stopped = status == "TERMINATED"
+        has_steps = bool(self.study._storage.get_trial(t._trial_id).intermediate_values)
+        self.finish(number, None, "PRUNED" if stopped and has_steps else "FAIL")
+
     def reconcile(self, tune_status: dict[str, str]) -> None:
-        """Trials Tune stopped (or lost) without the objective reporting back."""
-        for tune_id, number in self.by_tune_id.items():
-            if number not in self.trials:
-                continue
-            t = self.trials[number]
-            stopped = tune_status.get(tune_id) == "TERMINATED"
-            has_steps = bool(self.study._storage.get_trial(t._trial_id).intermediate_values)
-            self.finish(number, None, "PRUNED" if stopped and has_steps else "FAIL")
+        """Trials Tune stopped (or lost) without the objective reporting back, at the end."""
+        for tune_id in list(self.by_tune_id):
+            self.settle(tune_id, tune_status.get(tune_id, "ERROR"))
+
+    def close(self) -> None:
+        """The study stopped: Tune trials that start from now on get no Optuna trial."""
+        self.closed = True
+
+    def drain(self, with_trials: bool) -> tuple[list, list | None]:
+        """The frozen trials finished since the last call, in finishing order (then
+        forgotten), and, if asked and there are any, all the study's trials now."""
+        if self.queue is None:
+            return [], None
+        finished, self.queue = self.queue, []
+        trials = self.study.get_trials(deepcopy=True) if with_trials and finished else None
+        return finished, trials
 
     def export(self) -> tuple[list, Any, list[tuple[int, BaseException]]]:
         return self.study.get_trials(deepcopy=True), self.study.sampler, self.errors
@@ -312,15 +342,17 @@ class Trial:
         return ray.get(self._actor.finish.remote(self.number, result, state, error))
 
 
-def _warn_outer_changes(func: Callable, callbacks: list) -> None:
-    """Say where ``optimize`` is called that changes the objective makes outside itself are lost."""
+def _warn_outer_changes(func: Callable) -> None:
+    """Say where ``optimize`` is called that changes the objective makes outside itself are lost.
+
+    Callbacks run on the driver (:mod:`pipeline.compat._optuna_driver`): what they change is
+    the script's own state, so they are not checked.
+    """
     from pipeline.compat._driver_state import changes_message, outer_changes
 
-    named = [("the objective", func)] + [(f"callbacks[{i}]", c) for i, c in enumerate(callbacks)]
-    for what, function in named:
-        changed = outer_changes(function)
-        if changed:
-            warnings.warn(changes_message(what, changed), UserWarning, stacklevel=3)
+    changed = outer_changes(func)
+    if changed:
+        warnings.warn(changes_message("the objective", changed), UserWarning, stacklevel=3)
 
 
 # The objective each worker process runs, by ``optimize`` call: the copy its first trial got.
@@ -376,6 +408,8 @@ def _objective_trial(config: dict[str, Any], objective: Callable, actor,
     from ray import tune
 
     number = ray.get(actor.ask.remote(tune.get_context().get_trial_id()))
+    if number is None:  # study.stop() was called: no new trials
+        return
     t = Trial(actor, number, setup["metrics"][0], len(setup["metrics"]) > 1, setup["ask_pruner"])
     try:
         result = objective(t)
@@ -424,6 +458,9 @@ class Study(_optuna.Study):
     storage, id, sampler, pruner), which the wrapper never copies.
     """
 
+    _optimize_pid: int | None = None  # the driver's process while optimize runs
+    _stop_requested = False  # study.stop() was called in this optimize
+
     def __init__(self, study: "_optuna.Study", *, storage: Any, pruner: Any, results_path: str,
                  address: str | None, resources_per_trial: dict[str, float] | None):
         # no super().__init__: the attributes Optuna's methods read come from ``study``
@@ -452,6 +489,27 @@ class Study(_optuna.Study):
     def __repr__(self) -> str:
         n = len(self._study.trials)
         return f"<pipeline.compat.optuna.Study {self._study.study_name!r} ({n} trials)>"
+
+    def stop(self) -> None:
+        """Optuna's ``Study.stop``, from a callback: ``optimize`` starts no new trial and returns.
+
+        Callbacks run on the driver after each trial (as in Optuna). Trials still running
+        when a callback calls it are stopped by Tune, not waited for (each is recorded
+        PRUNED if it reported an intermediate value, FAIL otherwise, as with ``timeout``).
+        Outside ``optimize`` it raises Optuna's ``RuntimeError``; inside an objective, which
+        runs in a Ray worker, it is not supported and raises a ``RuntimeError`` saying so.
+        """
+        import os
+
+        if self._optimize_pid is None:
+            raise RuntimeError("`Study.stop` is supposed to be invoked inside an objective "
+                               "function or a callback.")
+        if os.getpid() != self._optimize_pid:
+            raise RuntimeError(
+                "study.stop() inside an objective is not supported here: the objective runs "
+                "in a Ray worker. Call it from a callback (study.optimize(..., callbacks=[...]) "
+                "runs them on the driver after each trial, e.g. optuna.study.MaxTrialsCallback).")
+        self._stop_requested = True
 
     @property
     def results(self):
@@ -518,19 +576,38 @@ class Study(_optuna.Study):
                  n_jobs: int | None = None, catch: Iterable[type[Exception]] | type[Exception] = (),
                  callbacks: Iterable[Callable] | None = None, gc_after_trial: bool = False,
                  show_progress_bar: bool = False) -> None:
-        """Run ``n_trials`` trials of ``func`` (or until ``timeout`` seconds) as Ray Tune trials."""
-        import ray
-        from ray import tune
+        """Run ``n_trials`` trials of ``func`` (or until ``timeout`` seconds) as Ray Tune trials.
 
-        from cluster.connect import ray_session
-        from pipeline.runner import run
+        ``callbacks`` are called on the driver as Optuna calls them: ``callback(study,
+        frozen_trial)`` once after each trial finishes (COMPLETE, PRUNED or FAIL), in
+        finishing order, with this study brought up to date. A callback may call
+        :meth:`stop`; one that raises stops the run, and its exception is raised here once
+        Ray has wound down (the finished trials are in the study).
+        """
+        import os
 
         if n_trials is None and timeout is None:
             raise ValueError("give n_trials or timeout (a Tune search needs an end)")
         catch = tuple(catch) if isinstance(catch, Iterable) else (catch,)
         callbacks = list(callbacks or [])
-        _warn_outer_changes(func, callbacks)
-        self._check_shippable(func, callbacks)
+        _warn_outer_changes(func)
+        self._check_shippable(func)
+        self._optimize_pid, self._stop_requested = os.getpid(), False
+        try:
+            self._optimize(func, n_trials, timeout, n_jobs, catch, callbacks, show_progress_bar)
+        finally:
+            self._optimize_pid, self._stop_requested = None, False
+
+    def _optimize(self, func: Callable, n_trials: int | None, timeout: float | None,
+                  n_jobs: int | None, catch: tuple[type[Exception], ...], callbacks: list[Callable],
+                  show_progress_bar: bool) -> None:
+        import ray
+        from ray import tune
+
+        from cluster.connect import ray_session
+        from pipeline.compat._optuna_driver import StudyCallbacks
+        from pipeline.runner import run
+
         verbosity = _optuna.logging.get_verbosity()
         in_memory = self._storage_arg is None or isinstance(self._storage_arg, _optuna.storages.InMemoryStorage)
         early, self._early = self._early, None
@@ -556,7 +633,8 @@ class Study(_optuna.Study):
             except Exception:  # noqa: BLE001 - placement is only a preference
                 pass
             actor: Any = ray.remote(_StudyHolder).options(**options).remote(
-                create, prior, attrs, callbacks, verbosity)
+                create, prior, attrs, bool(callbacks), verbosity)
+            driver = StudyCallbacks(self, actor, callbacks, in_memory)
             try:
                 trainable = tune.with_parameters(
                     _objective_trainable, objective=func, actor=actor,
@@ -564,7 +642,7 @@ class Study(_optuna.Study):
                            "cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
                 try:
                     results = run(spec, address=self.address, progress=show_progress_bar,
-                                  trainable=trainable)
+                                  trainable=trainable, callbacks=[driver], stop=driver.stopper)
                 finally:
                     _optuna.logging.set_verbosity(verbosity)  # the searcher quietens Optuna
                 from pipeline.results import Results
@@ -573,19 +651,22 @@ class Study(_optuna.Study):
                 self.results_list.append(results)
                 status = {row.trial_id: row.status for row in results.dataframe().itertuples()}
                 ray.get(actor.reconcile.remote(status))
+                driver.drain()  # the callbacks of the trials only the end settled
                 trials, sampler, errors = ray.get(actor.export.remote())
             finally:
                 ray.kill(actor)
         self._absorb(trials, sampler, in_memory)
+        if driver.error is not None:
+            raise driver.error
         for _, error in errors:
             if not isinstance(error, catch):
                 raise error
 
-    def _check_shippable(self, func: Callable, callbacks: list) -> None:
+    def _check_shippable(self, func: Callable) -> None:
         """Fail before Ray starts, naming the object, if what the trials need cannot travel.
 
-        The sampler, pruner, storage and callbacks go to the study actor, the objective to
-        every trial, all pickled by Ray. Locks the sampler keeps (Optuna 5.1's NSGA-II) are
+        The sampler, pruner and storage go to the study actor, the objective to every
+        trial, all pickled by Ray (callbacks stay on the driver). Locks the sampler keeps (Optuna 5.1's NSGA-II) are
         made portable first; anything else that cannot be pickled is a ``TypeError``.
         """
         from pipeline.portable import check_portable, portable_locks
@@ -593,10 +674,14 @@ class Study(_optuna.Study):
         portable_locks(self._study.sampler)
         portable_locks(self._study.pruner)
         shipped = {"sampler": self._study.sampler, "pruner": self._study.pruner,
-                   "objective": func, "callbacks": callbacks}
+                   "objective": func}
         if self._storage_arg is not None:
             shipped["storage"] = self._storage_arg
         check_portable(shipped)
+
+    def _sync(self, trials: list) -> None:
+        """During ``optimize``, with in-memory storage: the actor's trials, for callbacks."""
+        self._absorb(trials, self._study.sampler, True)
 
     def _absorb(self, trials: list, sampler: Any, in_memory: bool) -> None:
         """Make the driver's study what the actor's became (same trials, sampler state)."""
