@@ -30,7 +30,8 @@ COMBOS = {
     # each trial on two Ray Train workers; an exploited trial restarts its worker group.
     # Snapshots at Tune's own pace here (every step would hide it): Tune's JSON logger then
     # sometimes dropped the rows reported since the last sync (tests/test_result_files.py
-    # checks the loggers deterministically; this run lost them in 1 of 3 runs on them)
+    # checks the loggers deterministically; with them a hand run of this shape lost 3 of a
+    # trial's 4 rows, while one test run of it failed and another passed)
     "random+pbt+2workers": ("random", "pbt", {"training": {"epochs": 3}, "search": {"trials": 2},
                                               "resources": {"workers": 2, "cpu": 0.5},
                                               "scheduler_options": {"perturbation_interval": 1},
