@@ -155,8 +155,9 @@ class DepthAndBatch(kt.HyperModel):
 
 
 def test_conditional_hypermodel_with_its_own_fit(tmp_path, ray_session):
+    # a pathlib.Path directory, as KerasTuner's own tests pass pytest's tmp_path
     tuner = kt.RandomSearch(DepthAndBatch(), objective="val_accuracy", max_trials=4, seed=3,
-                            directory=str(tmp_path), project_name="cond")
+                            directory=tmp_path, project_name="cond")
     x, y = _digits(300)
     tuner.search(x, y, epochs=1, validation_data=(x[-60:], y[-60:]), verbose=0)
 
@@ -427,7 +428,7 @@ def test_optuna_front_door_runs_a_workers_trials_on_one_copy_of_the_objective(tm
         trial.set_user_attr("calls", list(calls))
         return trial.suggest_float("x", 0.0, 1.0)
 
-    study = optuna.create_study(results_path=str(tmp_path), study_name="one-copy")
+    study = optuna.create_study(results_path=tmp_path, study_name="one-copy")  # a Path too
     study.optimize(objective, n_trials=4, n_jobs=1)
     by_worker: dict[int, list[list[int]]] = {}
     for t in study.trials:

@@ -65,6 +65,7 @@ import importlib.util
 import inspect
 import logging
 import math
+import os
 import random
 import shutil
 from typing import Any, Callable
@@ -288,7 +289,7 @@ class Tuner:
         self.seed = random.randint(1, 10 ** 6) if seed is None else int(seed)
         self.tune_new_entries, self.allow_new_entries = tune_new_entries, allow_new_entries
         self._declared = hyperparameters
-        self.directory = directory or "."
+        self.directory = os.fspath(directory) if directory else "."  # a str or a pathlib.Path
         self.project_name = project_name or "untitled_project"
         self.overwrite = overwrite
         self.compile_kwargs = {k: v for k, v in (("optimizer", optimizer), ("loss", loss),
@@ -303,7 +304,7 @@ class Tuner:
         self.resources = {"cpu": 1, "gpu": 0, **(resources_per_trial or {})}
         self.max_concurrent_trials = max_concurrent_trials
         self.address = address
-        self.storage = storage or self.directory
+        self.storage = os.fspath(storage) if storage else self.directory
         self.notes: list[str] = []
         self._results: Results | None = None
         self._defs = self._discover()

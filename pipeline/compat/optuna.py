@@ -52,6 +52,7 @@ over between one worker's trials, not between workers.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import sys
@@ -467,7 +468,7 @@ class Study(_optuna.Study):
         self._study = study
         self._storage_arg = storage
         self._pruner_arg = pruner
-        self.results_path = results_path
+        self.results_path = os.fspath(results_path)  # a str or a pathlib.Path
         self.address = address
         self.resources_per_trial = dict(resources_per_trial or {})
         self.results_list: list = []
