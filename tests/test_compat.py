@@ -773,3 +773,22 @@ def test_keras_tuner_distribution_strategy_mirrored_runs_other_strategies_refuse
     tuner.search(x[:400], y[:400], epochs=1, validation_data=(x[400:600], y[400:600]), verbose=0)
     assert set(tuner.results.dataframe()["status"]) == {"TERMINATED"}
     assert len(tuner.results.dataframe()) == 2
+
+
+def test_keras_tuner_run_trial_override_is_refused_where_the_tuner_is_made(tmp_path):
+    """KerasTuner's custom-trial hook cannot run here: a clear error names the supported way."""
+
+    class MyTuner(kt.RandomSearch):
+        def run_trial(self, trial, *args, **kwargs):
+            return trial.hyperparameters.Float("x", 0.0, 1.0)
+
+    with pytest.raises(NotImplementedError, match=r"run_trial is not supported.*HyperModel's fit"):
+        MyTuner(max_trials=3, directory=tmp_path)
+    assert not (tmp_path / "untitled_project").exists()  # nothing written
+
+
+@pytest.mark.parametrize("name", ["Oracle", "oracles", "Int"])
+def test_keras_tuner_names_not_provided_say_why(name):
+    with pytest.raises(AttributeError, match=rf"keras_tuner\.{name}: .* not (part of|provided)"):
+        getattr(kt, name)
+    assert not hasattr(kt, name)

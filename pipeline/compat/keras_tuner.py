@@ -223,6 +223,13 @@ def _has_custom_fit(hypermodel: HyperModel) -> bool:
 # -- tuners -----------------------------------------------------------------------------------
 
 _IGNORED = {"logger", "tuner_id", "max_model_size", "oracle", "cleanup"}
+_RUN_TRIAL = (
+    "overriding Tuner.run_trial is not supported by this front door: its trials run as Ray Tune "
+    "trials in other processes, and the search space is found before they start by calling the "
+    "build function, which a run_trial override would have to train for. Put the training in a "
+    "HyperModel's fit(self, hp, model, *args, **kwargs) instead (declare hyperparameters there "
+    "with hp.*; return a History, a float or a dict of metrics): it is supported, with its own "
+    "hyperparameters searched")
 _TERMINAL = {"TERMINATED", "ERROR"}
 
 
@@ -268,6 +275,8 @@ class Tuner:
         if (resources_per_trial or {}).get("workers", 1) != 1:
             raise ValueError("resources_per_trial: 'workers' is not supported by this front door; "
                              "run a spec with resources: {workers: N} (examples/multiworker.yaml)")
+        if type(self).run_trial is not Tuner.run_trial:
+            raise NotImplementedError(_RUN_TRIAL)
         unknown = set(kwargs) - _IGNORED
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
@@ -521,6 +530,10 @@ class Tuner:
         self._results = Results(results.where)
         self._check_failures()
 
+    def run_trial(self, trial, *args, **kwargs):
+        """KerasTuner's hook for a custom trial; not supported here (say so where it is defined)."""
+        raise NotImplementedError(_RUN_TRIAL)
+
     def _custom_fit(self) -> bool:
         return _has_custom_fit(self.hypermodel)
 
@@ -769,3 +782,26 @@ class Hyperband(Tuner):
 
     def _epochs(self, epochs: int | None) -> int:
         return self.max_epochs  # KerasTuner's Hyperband sets the epochs itself
+
+
+# KerasTuner's public names this front door does not provide, and why (module __getattr__:
+# ``kt.Oracle`` and the like raise an AttributeError that says so, not a bare "no attribute").
+_NOT_PROVIDED = {
+    **dict.fromkeys(
+        ("Oracle", "oracles", "RandomSearchOracle", "BayesianOptimizationOracle", "HyperbandOracle",
+         "GridSearchOracle", "synchronized"),
+        "KerasTuner's oracles are not part of this front door: Ray Tune's searchers choose the "
+        "trials (pick one with the tuner class or searcher=...); tuner.oracle is a read-only "
+        "view of the trials"),
+    **dict.fromkeys(
+        ("Int", "Float", "Choice", "Boolean", "Fixed"),
+        "standalone hyperparameter objects are not provided: declare hyperparameters with "
+        "hp.Int/hp.Float/hp.Choice/hp.Boolean/hp.Fixed on a kt.HyperParameters"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NOT_PROVIDED:
+        raise AttributeError(f"keras_tuner.{name}: {_NOT_PROVIDED[name]} "
+                             "(README: Coming from KerasTuner or Optuna)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
