@@ -439,6 +439,33 @@ def test_optuna_front_door_runs_a_workers_trials_on_one_copy_of_the_objective(tm
         assert all(calls_so_far[:-1] == seen[i - 1] for i, calls_so_far in enumerate(seen) if i)
 
 
+def test_optuna_objective_uploads_artifacts_through_its_trial(tmp_path, ray_session):
+    """optuna.artifacts.upload_artifact(study_or_trial=trial) from the objective (an Optuna
+    example's pattern): the trial is an optuna Trial whose storage calls reach the study."""
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
+    from optuna.artifacts import upload_artifact
+
+    store_dir = tmp_path / "artifacts"
+    store_dir.mkdir()
+    store = FileSystemArtifactStore(base_path=str(store_dir))
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        path = tmp_path / f"note-{trial.number}.txt"
+        path.write_text(f"x={x}")
+        upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+        assert isinstance(trial, optuna.trial.Trial)
+        return x
+
+    study = optuna.create_study(results_path=tmp_path, study_name="artifacts")
+    study.optimize(objective, n_trials=2, n_jobs=1)
+    for frozen in study.trials:
+        (meta,) = get_all_artifact_meta(frozen, storage=study._storage)
+        out = tmp_path / f"back-{frozen.number}.txt"
+        download_artifact(artifact_store=store, artifact_id=meta.artifact_id, file_path=str(out))
+        assert out.read_text() == f"x={frozen.params['x']}"
+
+
 # -- callbacks: on the driver, as Optuna calls them ------------------------------------------
 
 

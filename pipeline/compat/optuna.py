@@ -86,7 +86,16 @@ SAMPLER_SEARCHERS = {
 _SUGGEST = {"suggest_float", "suggest_int", "suggest_categorical", "suggest_uniform",
             "suggest_loguniform", "suggest_discrete_uniform"}
 _TRIAL_CALLS = _SUGGEST | {"report", "should_prune", "set_user_attr", "params", "distributions",
-                           "user_attrs", "datetime_start", "number"}
+                           "user_attrs", "datetime_start", "number", "_trial_id",
+                           "set_constraint", "constraints"}
+# What an objective may ask of the study's storage (``trial.storage``): attributes of trials
+# and of the study, as Optuna's artifact and integration helpers do.
+_STORAGE_CALLS = {"set_trial_system_attr", "set_trial_user_attr", "get_trial", "get_trial_params",
+                  "get_trial_param", "get_trial_user_attrs", "get_trial_system_attrs",
+                  "set_study_user_attr", "set_study_system_attr", "get_study_user_attrs",
+                  "get_study_system_attrs", "get_all_trials", "get_n_trials", "get_best_trial",
+                  "get_study_directions", "get_study_name_from_id", "get_study_id_from_name",
+                  "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id"}
 
 
 def __getattr__(name: str) -> Any:  # anything else of Optuna's top level
@@ -216,6 +225,12 @@ class _StudyHolder:
             self.queue.append(self.study._storage.get_trial(t._trial_id))
         return new_state.name, values
 
+    def storage_call(self, method: str, args: tuple, kwargs: dict) -> Any:
+        """A call an objective makes on ``trial.storage`` (:class:`_StudyStorage`)."""
+        if method not in _STORAGE_CALLS:
+            raise AttributeError(f"the study's storage cannot be called for {method!r} from an objective")
+        return getattr(self.study._storage, method)(*args, **kwargs)
+
     def settle(self, tune_id: str, status: str) -> None:
         """A Tune trial ended (``TERMINATED`` or ``ERROR``) without its objective telling the
         study (Tune's scheduler stopped it, or its worker was lost): PRUNED if it reported
@@ -260,19 +275,73 @@ def _deprecated(method: str, args: str) -> None:
                   f"Use suggest_float{args} instead.", FutureWarning, stacklevel=3)
 
 
-class Trial:
-    """What the objective receives: Optuna's ``Trial`` API, answered by the study actor."""
+class _StudyStorage:
+    """The study's storage as an objective reaches it (``trial.storage``), e.g. through
+    ``optuna.artifacts.upload_artifact(study_or_trial=trial, ...)``: its calls run on the
+    study actor, where the storage is (an in-memory one included)."""
+
+    def __init__(self, actor):
+        self._actor = actor
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name not in _STORAGE_CALLS:
+            raise AttributeError(f"the study's storage cannot be called for {name!r} from an objective")
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import ray
+
+            return ray.get(self._actor.storage_call.remote(name, args, kwargs))
+
+        return call
+
+
+class Trial(_optuna.trial.Trial):
+    """What the objective receives: Optuna's ``Trial`` API, answered by the study actor.
+
+    It is an ``optuna.trial.Trial`` (code that checks for one, such as Optuna's artifact
+    upload, takes it); its state lives in the study actor, never in this object.
+    """
 
     def __init__(self, actor, number: int, metric: str, multi: bool, ask_pruner: bool):
-        self._actor, self.number = actor, number
+        # no super().__init__: every call goes to the study actor
+        self._actor, self._number = actor, number
         self._metric, self._multi, self._ask_pruner = metric, multi, ask_pruner
         self._reports = 0
         self._told = False
 
+    @property
+    def number(self) -> int:
+        return self._number
+
+    @property
+    def _trial_id(self) -> int:  # type: ignore[override]  # the storage's id, for storage calls
+        return self._call("_trial_id")
+
+    @property
+    def storage(self) -> Any:  # type: ignore[override]
+        return _StudyStorage(self._actor)
+
+    @property
+    def study(self) -> Any:  # type: ignore[override]
+        raise AttributeError("trial.study is not available in an objective here: the objective runs "
+                             "in a Ray worker and the study on the driver (use trial.set_user_attr, "
+                             "or read the study after optimize)")
+
+    @property
+    def relative_params(self) -> dict[str, Any]:
+        return {}  # the study actor's Trial samples relative parameters itself
+
+    def set_constraint(self, key: str, value: float) -> None:
+        self._call("set_constraint", key, value)
+
+    @property
+    def constraints(self) -> dict[str, float]:
+        return self._call("constraints")
+
     def _call(self, method: str, *args, **kwargs) -> Any:
         import ray
 
-        return ray.get(self._actor.call.remote(self.number, method, args, kwargs))
+        return ray.get(self._actor.call.remote(self._number, method, args, kwargs))
 
     # suggestions: Optuna's own Trial methods, run in the study
     def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
@@ -340,7 +409,7 @@ class Trial:
         if self._told:
             return None, None
         self._told = True
-        return ray.get(self._actor.finish.remote(self.number, result, state, error))
+        return ray.get(self._actor.finish.remote(self._number, result, state, error))
 
 
 def _warn_outer_changes(func: Callable) -> None:
