@@ -442,8 +442,7 @@ def test_optuna_front_door_runs_a_workers_trials_on_one_copy_of_the_objective(tm
 def test_optuna_objective_uploads_artifacts_through_its_trial(tmp_path, ray_session):
     """optuna.artifacts.upload_artifact(study_or_trial=trial) from the objective (an Optuna
     example's pattern): the trial is an optuna Trial whose storage calls reach the study."""
-    from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
-    from optuna.artifacts import upload_artifact
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
 
     store_dir = tmp_path / "artifacts"
     store_dir.mkdir()
