@@ -668,13 +668,33 @@ def test_optuna_front_door_warns_of_changes_an_objective_makes_outside_itself(tm
     assert SCORES == [] and not (tmp_path / "results").exists()
 
 
-def test_driver_state_doctests():
+@pytest.mark.parametrize("module", ["pipeline.compat._driver_state", "pipeline.compat._hyperparameters",
+                                    "pipeline.result_files"])
+def test_doctests(module):
     import doctest
+    import importlib
 
-    from pipeline.compat import _driver_state
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted >= 2 and result.failed == 0
 
-    result = doctest.testmod(_driver_state)
-    assert result.attempted >= 3 and result.failed == 0
+
+def test_hyperparameters_merge_and_hand_set_values_as_keras_tuner():
+    hp, other = kt.HyperParameters(), kt.HyperParameters()
+    hp.Int("a", 0, 100)
+    hp.Fixed("b", 2)
+    other.Fixed("a", 3)
+    hp.Int("c", 10, 100, default=30)
+    hp.merge(other)
+    assert (hp.get("a"), hp.get("b"), hp.get("c")) == (3, 2, 30)
+    third = kt.HyperParameters()
+    third.Fixed("a", 5)
+    third.Choice("d", [1, 2, 3], default=1)
+    hp.merge(third, overwrite=False)  # "a" stays; "d" comes in
+    assert (hp.get("a"), hp.get("d")) == (3, 1)
+    # a value set by hand before the hyperparameter is declared is the one it takes
+    hp = kt.HyperParameters()
+    hp.values["opt"] = "sgd"
+    assert hp.Choice("opt", ["sgd", "adam"], default="adam") == "sgd"
 
 
 def test_keras_tuner_front_door_names_what_cannot_travel(tmp_path):

@@ -226,6 +226,8 @@ class HyperParameters:
             value = args["value"]
         elif name in self._assigned:
             value = self._assigned[name]
+        elif name in self.values:  # set by hand (hp.values[name] = ...) or declared before
+            value = self.values[name]
         else:
             value = d.default
             if self._assigned:
@@ -288,6 +290,30 @@ class HyperParameters:
             return True
         except (KeyError, ValueError):
             return False
+
+    def merge(self, hps: "HyperParameters | Iterable[HyperParameter]", overwrite: bool = True) -> None:
+        """Take the hyperparameters of ``hps`` (and their values) into this container, as
+        KerasTuner's ``merge``; ``overwrite=False`` keeps the ones already here.
+
+            >>> hp, other = HyperParameters(), HyperParameters()
+            >>> _ = hp.Int("a", 0, 100), other.Fixed("a", 3), other.Choice("d", [1, 2])
+            >>> hp.merge(other)
+            >>> hp.values
+            {'a': 3, 'd': 1}
+        """
+        if isinstance(hps, HyperParameters):
+            defs, values = hps.space, hps.values
+        else:
+            defs = list(hps)
+            values = {d.name: d.default for d in defs}
+        for d in defs:
+            if d.name in self._defs and not overwrite:
+                continue
+            self._defs[d.name] = d
+            if d.name in values:
+                self.values[d.name] = values[d.name]
+            elif self._conditions_active(d.conditions):
+                self.values[d.name] = d.default
 
     @property
     def space(self) -> list[HyperParameter]:

@@ -283,7 +283,9 @@ class Tuner:
         for key in kwargs:
             log.warning("%s=%r is not used by this front door", key, kwargs[key])
         if hypermodel is None:
-            raise ValueError("a hypermodel (build function or HyperModel) is required")
+            raise ValueError("Received `hypermodel=None`: a hypermodel (build function or HyperModel) "
+                             "is required (KerasTuner allows None only with a run_trial override, "
+                             "which this front door does not support)")
         if isinstance(hypermodel, HyperModel):
             self.hypermodel = hypermodel
         elif callable(hypermodel):
