@@ -838,3 +838,43 @@ def test_keras_tuner_names_not_provided_say_why(name):
     with pytest.raises(AttributeError, match=rf"keras_tuner\.{name}: .* not (part of|provided)"):
         getattr(kt, name)
     assert not hasattr(kt, name)
+
+
+def _failing_build(kind: str):
+    def build(hp):
+        import keras
+
+        units = hp.Int("units", 8, 64, step=8)
+        in_trial = ray.get_runtime_context().get_actor_id() is not None  # not the driver's probe
+        if kind == "fatal" and in_trial:
+            raise kt.errors.FatalValueError(f"units {units} cannot be built")
+        if kind == "failed" and in_trial:
+            raise kt.errors.FailedTrialError("this trial fails")
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(units, activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    return build
+
+
+def test_keras_tuner_fatal_error_stops_the_search_and_is_raised(tmp_path, ray_session):
+    """kt.errors.FatalValueError in a trial stops the search at once (not after all 12
+    trials) and search() raises it, as KerasTuner does."""
+    x, y = _digits(200)
+    tuner = kt.RandomSearch(_failing_build("fatal"), objective="val_accuracy", max_trials=12,
+                            directory=tmp_path, project_name="fatal", seed=1)
+    with pytest.raises(kt.errors.FatalValueError, match="cannot be built"):
+        tuner.search(x, y, epochs=1, validation_split=0.2, verbose=0)
+    df = tuner.results.dataframe()
+    assert (df["status"] == "ERROR").sum() >= 1 and len(df) <= 4, df[["status"]]
+
+
+def test_keras_tuner_consecutive_failures_stop_the_search_early(tmp_path, ray_session):
+    x, y = _digits(200)
+    tuner = kt.RandomSearch(_failing_build("failed"), objective="val_accuracy", max_trials=12,
+                            max_consecutive_failed_trials=2, directory=tmp_path,
+                            project_name="failed", seed=1)
+    with pytest.raises(RuntimeError, match="consecutive failures exceeded the limit of 2"):
+        tuner.search(x, y, epochs=1, validation_split=0.2, verbose=0)
+    assert len(tuner.results.dataframe()) <= 4  # stopped there, not after 12 trials

@@ -70,6 +70,7 @@ import random
 import shutil
 from typing import Any, Callable
 
+from pipeline.compat import _kt_errors as errors  # kt.errors.FailedTrialError, FatalError...
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
 from pipeline.compat._kt_data import read_fit_data
 from pipeline.compat._kt_trial import MULTI_OBJECTIVE, _Job, _trial
@@ -80,7 +81,7 @@ from pipeline.storage import SPEC_FILE, Location, locate
 
 __all__ = [
     "HyperParameters", "HyperModel", "Objective", "Tuner", "RandomSearch", "GridSearch",
-    "BayesianOptimization", "Hyperband",
+    "BayesianOptimization", "Hyperband", "errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -469,6 +470,7 @@ class Tuner:
         from ray import tune
 
         from cluster.connect import ray_session
+        from pipeline.compat._kt_guard import SearchGuard
         from pipeline.portable import check_portable
         from pipeline.runner import effective_spec, run
 
@@ -524,12 +526,18 @@ class Tuner:
         check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,
                         "fit arguments": fit_kwargs_out, "compile arguments": self.compile_kwargs})
         early, self._early = self._early, None
+        guard = SearchGuard(self.max_consecutive_failed_trials)
         with ray_session(self.address, early=early):
             trainable = tune.with_parameters(_trial, data=data.for_trials(),
                                              spec=effective_spec(spec), job=job)
-            results = run(spec, address=self.address, resume=resume,
-                          progress=bool(verbose), trainable=trainable)
+            results = run(spec, address=self.address, resume=resume, progress=bool(verbose),
+                          trainable=trainable, callbacks=[guard], stop=guard.stopper)
         self._results = Results(results.where)
+        if guard.fatal is not None:  # a trial raised kt.errors.FatalError: the search stopped
+            raise guard.fatal
+        if guard.too_many is not None:  # the search stopped there, as KerasTuner's does
+            raise RuntimeError(f"Number of consecutive failures exceeded the limit of "
+                               f"{self.max_consecutive_failed_trials}.\n{guard.too_many}")
         self._check_failures()
 
     def run_trial(self, trial, *args, **kwargs):
