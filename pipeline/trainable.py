@@ -104,7 +104,8 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]],
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             metrics: dict[str, Any] = {k: float(v) for k, v in (logs or {}).items()}
-            metrics["num_params"] = self.model.count_params()
+            if self.model.built:  # a HyperModel.fit of its own may train no Keras model
+                metrics["num_params"] = self.model.count_params()
             missing = [m for m in objectives if m not in metrics]
             if missing:
                 raise MetricNotReported(

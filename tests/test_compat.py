@@ -878,3 +878,26 @@ def test_keras_tuner_consecutive_failures_stop_the_search_early(tmp_path, ray_se
     with pytest.raises(RuntimeError, match="consecutive failures exceeded the limit of 2"):
         tuner.search(x, y, epochs=1, validation_split=0.2, verbose=0)
     assert len(tuner.results.dataframe()) <= 4  # stopped there, not after 12 trials
+
+
+def test_keras_tuner_search_without_data_when_the_hypermodel_fits_itself(tmp_path, ray_session):
+    """KerasTuner allows search() with no data when HyperModel.fit finds its own (and may
+    train no Keras model); its hyperparameters and returned score drive the search."""
+
+    class FitsItself(kt.HyperModel):
+        def build(self, hp):
+            import keras
+
+            hp.Fixed("fixed", 3)
+            return keras.Sequential()
+
+        def fit(self, hp, model, *args, **kwargs):
+            assert not args  # no data was given to search()
+            return float(hp.Choice("choice", [0, 1, 2]) + hp.get("fixed"))
+
+    tuner = kt.GridSearch(hypermodel=FitsItself(), directory=tmp_path, project_name="nodata")
+    tuner.search(verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert sorted(t.hyperparameters.values["choice"] for t in trials) == [0, 1, 2]
+    assert sorted(t.score for t in trials) == [3.0, 4.0, 5.0]
+    assert tuner.get_best_hyperparameters()[0].values["choice"] == 0  # the score is minimized

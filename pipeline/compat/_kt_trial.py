@@ -43,6 +43,7 @@ class _Job:
     pass_epochs: bool = True
     dataset_batch: int | None = None  # search() got a tf.data dataset batched so: a custom fit gets one
     mirrored: bool = False  # distribution_strategy=MirroredStrategy: build under one in the worker
+    no_data: bool = False  # search() got no data: the HyperModel's own fit finds it
 
 
 def _with_objective(job: _Job, logs: dict[str, Any] | None) -> dict[str, float]:
@@ -179,6 +180,8 @@ def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callb
     if job.custom_fit:
         if job.pass_epochs:
             kwargs["epochs"] = spec.training.epochs
+        if job.no_data:
+            return job.hypermodel.fit(hp, model, **kwargs)
         if job.dataset_batch:  # as the user passed it: tf.data datasets of (x, y) batches
             import tensorflow as tf
 

@@ -70,6 +70,8 @@ import random
 import shutil
 from typing import Any, Callable
 
+import numpy as np
+
 from pipeline.compat import _kt_errors as errors  # kt.errors.FailedTrialError, FatalError...
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
 from pipeline.compat._kt_data import read_fit_data
@@ -223,6 +225,8 @@ def _has_custom_fit(hypermodel: HyperModel) -> bool:
 
 # -- tuners -----------------------------------------------------------------------------------
 
+# search() without data, for a HyperModel whose own fit finds it: no rows travel to the trials
+_NO_DATA = Dataset(*(np.zeros((0, 1), np.float32), np.zeros((0,), np.int64)) * 3, num_classes=1)
 _IGNORED = {"logger", "tuner_id", "max_model_size", "oracle", "cleanup"}
 _RUN_TRIAL = (
     "overriding Tuner.run_trial is not supported by this front door: its trials run as Ray Tune "
@@ -486,7 +490,11 @@ class Tuner:
         epochs = args.get("epochs")
         if "sample_weight" in args:
             raise TypeError("sample_weight is not supported by this front door")
-        data, dataset_batch = read_fit_data(x, y, validation_data, validation_split)
+        no_data = x is None and y is None and validation_data is None and self._custom_fit()
+        if no_data:  # a HyperModel whose own fit finds its data (KerasTuner allows search())
+            data, dataset_batch = _NO_DATA, None
+        else:
+            data, dataset_batch = read_fit_data(x, y, validation_data, validation_split)
         if dataset_batch is not None:
             if args.get("batch_size") is not None:
                 raise ValueError("batch_size must not be given with a tf.data dataset (it is batched)")
@@ -500,8 +508,8 @@ class Tuner:
         if self._finished():
             print(f"Reloading results from {self.results.where.path}: the search has finished")
             return
-        if self._custom_fit() and x is not None:
-            self._defs = self._discover(extra=self._dry_fit(data, args, dataset_batch))
+        if self._custom_fit() and (x is not None or no_data):
+            self._defs = self._discover(extra=self._dry_fit(data, args, dataset_batch, no_data))
         spec = self.build_spec(epochs, args.get("batch_size"), verbose if verbose != "auto" else 1,
                                has_validation=len(data.x_val) > 0)
         if self.executions_per_trial > 1:
@@ -520,7 +528,7 @@ class Tuner:
             fit_kwargs=fit_kwargs_out, executions=self.executions_per_trial,
             compile_kwargs=self.compile_kwargs, custom_fit=self._custom_fit(),
             pass_epochs=epochs is not None or isinstance(self, Hyperband),
-            dataset_batch=dataset_batch, mirrored=self.mirrored_gpus is not None,
+            dataset_batch=dataset_batch, mirrored=self.mirrored_gpus is not None, no_data=no_data,
         )
         resume = self._results is not None
         check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,
@@ -554,7 +562,8 @@ class Tuner:
             return {f"build function {getattr(fn, '__name__', fn)!s}": fn}
         return {"hypermodel": self.hypermodel}
 
-    def _dry_fit(self, data: Dataset, args: dict[str, Any], dataset_batch: int | None = None):
+    def _dry_fit(self, data: Dataset, args: dict[str, Any], dataset_batch: int | None = None,
+                 no_data: bool = False):
         """Call the HyperModel's fit with a model whose training does nothing, to record
         hyperparameters that ``fit`` declares (``batch_size`` and the like); data as the
         user passed it (two rows of arrays, or a two-row tf.data dataset)."""
@@ -577,7 +586,8 @@ class Tuner:
         def extra(hp):
             model = _DryModel()
             try:
-                hypermodel.fit(hp, model, *pack(data.x_train, data.y_train), **kwargs)
+                hypermodel.fit(hp, model, *(() if no_data else pack(data.x_train, data.y_train)),
+                               **kwargs)
             except Exception as exc:  # noqa: BLE001 - user code may need a real model
                 log.debug("dry run of HyperModel.fit stopped: %s", exc)
 
