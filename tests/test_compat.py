@@ -697,6 +697,23 @@ def test_hyperparameters_merge_and_hand_set_values_as_keras_tuner():
     assert hp.Choice("opt", ["sgd", "adam"], default="adam") == "sgd"
 
 
+def test_hyperparameters_same_name_in_alternative_branches_as_keras_tuner():
+    """One name defined in two exclusive conditional branches (KerasTuner's docs do this):
+    the inactive branch's definition does not erase the active one's value."""
+    hp = kt.HyperParameters()
+    model = hp.Choice("model", ["v1", "v2"])
+    with hp.conditional_scope("model", "v1"):
+        v1 = {"layers": hp.Int("layers", 1, 3), "units": hp.Int("units", 16, 32)}
+    with hp.conditional_scope("model", "v2"):
+        v2 = {"layers": hp.Int("layers", 2, 4), "units": hp.Int("units", 32, 64)}
+    assert (model, v1, v2) == ("v1", {"layers": 1, "units": 16}, {"layers": None, "units": None})
+    assert hp.values == {"model": "v1", "layers": 1, "units": 16}
+    assert hp.get("units") == 16
+    with pytest.raises(ValueError, match="cannot have the same name as its parent"):
+        with hp.conditional_scope("model", "v1"):
+            hp.Choice("model", ["v3"])
+
+
 def test_keras_tuner_front_door_names_what_cannot_travel(tmp_path):
     import threading
 

@@ -164,6 +164,9 @@ class HyperParameters:
         self.active_scopes: list[list[tuple[str, tuple]]] = []
         self.inactive_scopes: list[list[tuple[str, tuple]]] = []
         self._unknown: list[str] = []  # names a replay did not have values for
+        # names declared under active conditions: the same name declared again in another,
+        # inactive branch (KerasTuner's alternative definitions) keeps the active one's value
+        self._active_names: set[str] = set()
 
     # -- scopes ---------------------------------------------------------------------------
 
@@ -216,12 +219,17 @@ class HyperParameters:
     def _retrieve(self, name: str, kind: str, **args: Any) -> Any:
         name = self._get_name(name)
         conditions = list(self._conditions)
+        if any(parent == name for parent, _ in conditions):
+            raise ValueError(f"A conditional `HyperParameter` cannot have the same name as its "
+                             f"parent. Found: {name} and parent_name: {name}")
         if name not in self._defs:
             self._defs[name] = HyperParameter(name, kind, args, conditions)
         d = HyperParameter(name, kind, args, conditions)
         if not self._conditions_active(conditions):
-            self.values.pop(name, None)
+            if name not in self._active_names:  # an active definition of the name keeps its value
+                self.values.pop(name, None)
             return None
+        self._active_names.add(name)
         if kind == "fixed":
             value = args["value"]
         elif name in self._assigned:

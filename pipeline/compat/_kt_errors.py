@@ -13,6 +13,8 @@ trial, as in KerasTuner:
 
 from __future__ import annotations
 
+__all__ = ["FailedTrialError", "FatalError", "FatalValueError", "FatalTypeError", "FatalRuntimeError"]
+
 
 class FailedTrialError(Exception):
     """Raised in a trial: the trial failed, the search goes on."""
