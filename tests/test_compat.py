@@ -918,3 +918,25 @@ def test_keras_tuner_search_without_data_when_the_hypermodel_fits_itself(tmp_pat
     assert sorted(t.hyperparameters.values["choice"] for t in trials) == [0, 1, 2]
     assert sorted(t.score for t in trials) == [3.0, 4.0, 5.0]
     assert tuner.get_best_hyperparameters()[0].values["choice"] == 0  # the score is minimized
+
+
+def test_space_discovery_survives_a_build_that_refuses_some_values():
+    """The driver probes other values to find conditional names; a build that refuses some
+    (as a user's may, with kt.errors) still gives its space; only the defaults must build."""
+    from pipeline.compat._hyperparameters import discover
+
+    def build(hp):
+        units = hp.Int("units", 8, 64, step=8)
+        if units > 40:
+            raise kt.errors.FatalValueError("too many units")
+        if hp.Boolean("deep"):
+            hp.Int("depth", 2, 4)
+
+    assert list(discover(build)) == ["units", "deep", "depth"]
+
+    def broken(hp):
+        hp.Int("units", 8, 64, step=8)
+        raise ValueError("broken at the defaults")
+
+    with pytest.raises(ValueError, match="broken at the defaults"):
+        discover(broken)

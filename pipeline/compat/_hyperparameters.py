@@ -419,7 +419,15 @@ def discover(build: Callable[[HyperParameters], Any],
                 hp._defs[name] = d
                 if hp._conditions_active(d.conditions):
                     hp.values[name] = values.get(name, d.default)
-        build(hp)
+        try:
+            build(hp)
+        except Exception as exc:
+            if builds == 1:  # the build with defaults must work, as in KerasTuner
+                raise
+            # A probe with other values may hit what the user's build refuses (e.g. a
+            # kt.errors.FatalError for some sizes): keep what it declared before that; the
+            # trial that draws such values fails there, as in KerasTuner.
+            log.debug("search-space discovery: build with %s stopped: %r", values, exc)
         _merge(registry, hp)
         return hp
 
