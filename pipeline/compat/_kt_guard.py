@@ -13,6 +13,7 @@ from typing import Any
 from ray import tune
 
 from pipeline.compat._kt_errors import FatalError
+from pipeline.compat._stopping import StopWhen
 
 
 def _cause(error: BaseException | None) -> BaseException | None:
@@ -51,11 +52,11 @@ class SearchGuard(tune.Callback):
         self.fatal: BaseException | None = None
         self.failed_in_a_row = 0
         self.too_many: str | None = None  # the last error, once the limit was reached
-        self.stopper = _GuardStop(self)
+        self.stopper = StopWhen(self)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"limit": 0, "fatal": None, "failed_in_a_row": 0, "too_many": None,
-                "stopper": _GuardStop(None)}
+                "stopper": StopWhen(None)}
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.failed_in_a_row = 0
@@ -73,16 +74,3 @@ class SearchGuard(tune.Callback):
     def stopping(self) -> bool:
         return self.fatal is not None or self.too_many is not None
 
-
-class _GuardStop(tune.Stopper):
-    def __init__(self, guard: SearchGuard | None):
-        self.guard = guard
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"guard": None}
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.guard is not None and self.guard.stopping

@@ -4,7 +4,7 @@ The study actor (:class:`pipeline.compat.optuna._StudyHolder`) queues the frozen
 every trial it finishes. :class:`StudyCallbacks`, a ``ray.tune.Callback`` in Tune's
 controller loop (the driver process), drains that queue as Tune completes trials and after
 each step, makes the user's study current and calls each callback as Optuna does:
-``callback(study, frozen_trial)``, once per trial, in finishing order. :class:`StudyStopper`
+``callback(study, frozen_trial)``, once per trial, in finishing order. :class:`~pipeline.compat._stopping.StopWhen`
 ends the run once a callback called ``study.stop()`` or raised.
 """
 
@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import ray
 from ray import tune
+
+from pipeline.compat._stopping import StopWhen
 
 
 class StudyCallbacks(tune.Callback):
@@ -27,11 +29,11 @@ class StudyCallbacks(tune.Callback):
     def __init__(self, study: Any, actor: Any, callbacks: list[Callable], in_memory: bool):
         self.study, self.actor, self.callbacks, self.in_memory = study, actor, callbacks, in_memory
         self.error: Exception | None = None  # the first exception a callback raised
-        self.stopper = StudyStopper(self)
+        self.stopper = StopWhen(self)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"study": None, "actor": None, "callbacks": [], "in_memory": True, "error": None,
-                "stopper": StudyStopper(None)}
+                "stopper": StopWhen(None)}
 
     @property
     def stopping(self) -> bool:
@@ -76,18 +78,3 @@ class StudyCallbacks(tune.Callback):
         if self.stopping:
             self.actor.close.remote()  # Tune trials starting before the stopper acts get no trial
 
-
-class StudyStopper(tune.Stopper):
-    """Stops the whole run once a callback called ``study.stop()`` or raised."""
-
-    def __init__(self, driver: StudyCallbacks | None):
-        self.driver = driver
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"driver": None}
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.driver is not None and self.driver.stopping
