@@ -87,6 +87,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
 
     spec = effective_spec(spec)
     _check_front_door(spec, trainable)
+    trainable_given = trainable is not None  # a front door's: user code that expects its cwd
     space = _checked_space(spec)
     where = _storage_for(spec, resume)
     spec = _warm_started(spec)
@@ -110,7 +111,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
             tuner = _new_tuner(spec, where, trainable, progress, search_alg, param_space, scheduler,
                                extra_callbacks=callbacks, stop=stop)
             where.write_text(SPEC_FILE, spec.to_yaml())
-        _fit(tuner, where)
+        _fit(tuner, where, keep_cwd=trainable_given)
     _check_saved(where, spec.storage.outage_tolerance_s)
     return Results(where)
 
@@ -258,10 +259,17 @@ def _callbacks(spec: Spec, progress: bool | str) -> list[Any]:
     return callbacks
 
 
-def _fit(tuner: Any, where: "Location") -> None:
-    """Run the trials; on local storage a failure to read the experiment back is an error."""
+def _fit(tuner: Any, where: "Location", keep_cwd: bool = False) -> None:
+    """Run the trials; on local storage a failure to read the experiment back is an error.
+
+    ``keep_cwd``: trials run in the driver's working folder (on a local Ray), not in their
+    trial folder, so a front door's user code finds relative paths where its script does.
+    """
+    env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}  # ours are in the callbacks
+    if keep_cwd:
+        env["RAY_CHDIR_TO_TRIAL_DIR"] = "0"  # Tune passes it on to the trial actors
     try:
-        with _env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):  # ours are in the callbacks
+        with _env(**env):
             tuner.fit()
     except OSError:  # Tune reads the experiment back from storage as it ends
         if where.fs is None:

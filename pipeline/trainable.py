@@ -313,6 +313,13 @@ def release_freed_memory() -> None:
     trim(0)
 
 
+def in_folder(folder: str | None) -> None:
+    """Run this worker's trials in ``folder`` (a front door's driver folder) when this node
+    has it, so user code finds relative paths where its script does; else stay put."""
+    if folder and os.path.isdir(folder):
+        os.chdir(folder)
+
+
 @contextmanager
 def trial_session(cpu: float, gpu: float = 0, *, memory_growth: bool = False,
                   seed: int | None = None, keras_only_if_loaded: bool = False) -> Iterator[None]:

@@ -465,6 +465,23 @@ def test_optuna_objective_uploads_artifacts_through_its_trial(tmp_path, ray_sess
         assert out.read_text() == f"x={frozen.params['x']}"
 
 
+def test_optuna_objective_relative_paths_are_the_scripts(tmp_path, monkeypatch, ray_session):
+    """An objective writing "notes/trial-N.txt" (as Optuna examples' artifact stores do with
+    relative folders) writes next to the script, not into Tune's trial folder."""
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("notes")
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        with open(f"notes/trial-{trial.number}.txt", "w") as f:
+            f.write(str(x))
+        return x
+
+    study = optuna.create_study(results_path=tmp_path / "results", study_name="relative")
+    study.optimize(objective, n_trials=2, n_jobs=1)
+    assert sorted(os.listdir(tmp_path / "notes")) == ["trial-0.txt", "trial-1.txt"]
+
+
 # -- callbacks: on the driver, as Optuna calls them ------------------------------------------
 
 

@@ -44,6 +44,7 @@ class _Job:
     dataset_batch: int | None = None  # search() got a tf.data dataset batched so: a custom fit gets one
     mirrored: bool = False  # distribution_strategy=MirroredStrategy: build under one in the worker
     no_data: bool = False  # search() got no data: the HyperModel's own fit finds it
+    cwd: str | None = None  # the driver's folder: trials run there when their node has it
 
 
 def _with_objective(job: _Job, logs: dict[str, Any] | None) -> dict[str, float]:
@@ -213,8 +214,9 @@ def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None
 
 
 def _run_trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
-    from pipeline.trainable import trial_session
+    from pipeline.trainable import in_folder, trial_session
 
+    in_folder(job.cwd)  # relative paths as in the user's script
     res = spec.resources
     with trial_session(res.cpu, res.gpu, memory_growth=res.gpu_memory_growth, seed=spec.seed):
         _run_job(config, data, spec, job)

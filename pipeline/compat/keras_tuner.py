@@ -529,6 +529,7 @@ class Tuner:
             compile_kwargs=self.compile_kwargs, custom_fit=self._custom_fit(),
             pass_epochs=epochs is not None or isinstance(self, Hyperband),
             dataset_batch=dataset_batch, mirrored=self.mirrored_gpus is not None, no_data=no_data,
+            cwd=os.getcwd(),
         )
         resume = self._results is not None
         check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,

@@ -465,8 +465,9 @@ def _objective_trainable(config: dict[str, Any], objective: Callable, actor,
 
 def _run_objective(config: dict[str, Any], objective: Callable, actor,
                    setup: dict[str, Any]) -> None:
-    from pipeline.trainable import trial_session
+    from pipeline.trainable import in_folder, trial_session
 
+    in_folder(setup.get("cwd"))  # relative paths as in the user's script
     # fenced, clean session and graphs released as every trial; Keras only if the objective uses it
     with trial_session(setup["cpu"], setup["gpu"], keras_only_if_loaded=True):
         _objective_trial(config, objective, actor, setup)
@@ -709,6 +710,7 @@ class Study(_optuna.Study):
                 trainable = tune.with_parameters(
                     _objective_trainable, objective=func, actor=actor,
                     setup={"run_id": uuid.uuid4().hex, "metrics": metrics, "ask_pruner": ask_pruner,
+                           "cwd": os.getcwd(),
                            "cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
                 try:
                     results = run(spec, address=self.address, progress=show_progress_bar,
