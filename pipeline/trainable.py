@@ -313,16 +313,11 @@ def release_freed_memory() -> None:
     trim(0)
 
 
-def in_folder(folder: str | None) -> None:
-    """Run this worker's trials in ``folder`` (a front door's driver folder) when this node
-    has it, so user code finds relative paths where its script does; else stay put."""
-    if folder and os.path.isdir(folder):
-        os.chdir(folder)
-
 
 @contextmanager
 def trial_session(cpu: float, gpu: float = 0, *, memory_growth: bool = False,
-                  seed: int | None = None, keras_only_if_loaded: bool = False) -> Iterator[None]:
+                  seed: int | None = None, keras_only_if_loaded: bool = False,
+                  cwd: str | None = None) -> Iterator[None]:
     """The start and end every trial shares, whichever door it came through.
 
     The spec path, the KerasTuner and the Optuna front doors all run their trials in
@@ -330,7 +325,9 @@ def trial_session(cpu: float, gpu: float = 0, *, memory_growth: bool = False,
     a clean Keras session (reused actors run many trials); freed C heap returned to the
     OS; the seed set (when given); TensorFlow's traced graphs released at the end.
     ``keras_only_if_loaded``: for objectives that may not use Keras at all (Optuna's),
-    touch Keras only when the trial's code has already imported it.
+    touch Keras only when the trial's code has already imported it. ``cwd``: a front
+    door's driver folder, where the trial runs when this node has it (so user code finds
+    relative paths where its script does).
 
     >>> with trial_session(cpu=1, seed=0):
     ...     pass  # build, fit and report here
@@ -338,6 +335,8 @@ def trial_session(cpu: float, gpu: float = 0, *, memory_growth: bool = False,
     import sys
 
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    if cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
     if keras_only_if_loaded and not ("keras" in sys.modules or "tensorflow" in sys.modules):
         yield
         return

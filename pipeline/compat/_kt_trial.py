@@ -214,11 +214,11 @@ def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None
 
 
 def _run_trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
-    from pipeline.trainable import in_folder, trial_session
+    from pipeline.trainable import trial_session
 
-    in_folder(job.cwd)  # relative paths as in the user's script
     res = spec.resources
-    with trial_session(res.cpu, res.gpu, memory_growth=res.gpu_memory_growth, seed=spec.seed):
+    with trial_session(res.cpu, res.gpu, memory_growth=res.gpu_memory_growth, seed=spec.seed,
+                       cwd=job.cwd):
         _run_job(config, data, spec, job)
 
 

@@ -465,11 +465,10 @@ def _objective_trainable(config: dict[str, Any], objective: Callable, actor,
 
 def _run_objective(config: dict[str, Any], objective: Callable, actor,
                    setup: dict[str, Any]) -> None:
-    from pipeline.trainable import in_folder, trial_session
+    from pipeline.trainable import trial_session
 
-    in_folder(setup.get("cwd"))  # relative paths as in the user's script
     # fenced, clean session and graphs released as every trial; Keras only if the objective uses it
-    with trial_session(setup["cpu"], setup["gpu"], keras_only_if_loaded=True):
+    with trial_session(setup["cpu"], setup["gpu"], keras_only_if_loaded=True, cwd=setup["cwd"]):
         _objective_trial(config, objective, actor, setup)
 
 
