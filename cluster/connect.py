@@ -123,17 +123,20 @@ def nodes_not_seeing(folder: str, timeout_s: float = 60.0) -> list[str]:
             for n, seen in zip(nodes, answers) if not seen]
 
 
-def _init(address: str | None, dashboard: bool) -> None:
+def _init(address: str | None, dashboard: bool, warm: bool = False) -> None:
     import ray
 
     # Snapshots forced by checkpoint retention are the price of durability, not a problem.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     address = address or os.environ.get("RAY_ADDRESS")
-    from pipeline.quiet import SETUP_HOOK
+    from cluster import prewarm
 
     # Workers keep TensorFlow's start-up notes to themselves (pipeline.quiet); errors still show.
+    runtime_env: dict[str, Any] = {"worker_process_setup_hook": "cluster.prewarm.setup_worker"}
+    if warm:  # trial workers import TensorFlow as they start (cluster.prewarm)
+        runtime_env["env_vars"] = {prewarm.WARM: "1"}
     kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING",
-              "runtime_env": {"worker_process_setup_hook": SETUP_HOOK}}
+                              "runtime_env": runtime_env}
     if address:
         check_reachable(address)
         try:
@@ -155,6 +158,14 @@ class _NotMainThread(logging.Filter):
         return "SIGTERM handler is not set" not in record.getMessage()
 
 
+def _import_tune() -> None:
+    """Import Ray Tune, which the run needs next, while the user's script goes on."""
+    try:
+        import ray.tune  # noqa: F401
+    except Exception:  # noqa: BLE001 - the run's own import reports it
+        pass
+
+
 def _no_start() -> None:
     return None
 
@@ -167,12 +178,17 @@ class EarlyStart:
     ``optimize()`` is called. Nothing happens when Ray is already initialized. The starting
     thread stays alive until :meth:`stop` (Ray's child processes are tied to the thread that
     started them). Errors are raised where the session is used, not in the background.
+
+    ``warm=(trials, cpu_per_trial)``: once Ray is up, the workers of the first trials are
+    started and import TensorFlow (:mod:`cluster.prewarm`), and Ray Tune is imported here,
+    all before the script calls ``search()``/``optimize()``.
     """
 
-    def __init__(self, address: str | None = None):
+    def __init__(self, address: str | None = None, warm: tuple[int, float] | None = None):
         import ray
 
         self.address = address
+        self.warm = warm
         self.error: BaseException | None = None
         self._ready, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
@@ -187,13 +203,19 @@ class EarlyStart:
         logger = logging.getLogger("ray._private.worker")
         logger.addFilter(quiet)
         try:
-            _init(self.address, dashboard=False)
+            _init(self.address, dashboard=False, warm=self.warm is not None)
+            if self.warm is not None:
+                from cluster.prewarm import prestart
+
+                prestart(*self.warm)
         except BaseException as exc:  # noqa: BLE001 - raised again in the user's thread
             self.error = exc
         finally:
             logger.removeFilter(quiet)
             self._ready.set()
         if self.error is None:  # nothing started otherwise: no processes to keep alive
+            if self.warm is not None:
+                _import_tune()
             self._stop.wait()
 
     def __reduce__(self):  # a tuner or study captured by a trial travels without its start

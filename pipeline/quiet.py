@@ -8,8 +8,8 @@ worker's standard error is captured (at file descriptor level, where C++ writes)
 TensorFlow's import and its first look at the devices, and replayed without those notes:
 any other line, and everything when the import fails, still reaches the user.
 
-:func:`install` is the ``worker_process_setup_hook`` Ray runs in every worker process of
-a run (see :mod:`cluster.connect`); it costs nothing until TensorFlow is imported.
+:func:`install` runs in every worker process of a run, from the ``worker_process_setup_hook``
+(:func:`cluster.prewarm.setup_worker`); it costs nothing until TensorFlow is imported.
 
 >>> keep = [line for line in [
 ...     "I0000 00:00:1796500982.945857   27434 port.cc:153] oneDNN custom operations are on.",
@@ -29,8 +29,6 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
-
-SETUP_HOOK = "pipeline.quiet.install"
 
 # absl's INFO lines (I<mmdd> <time> <thread> <file>:<line>]) and its note about them
 _INFO = re.compile(r"^I\d{4} [\d:.]+ +\d+ [\w./-]+:\d+\]")
@@ -109,6 +107,6 @@ class _QuietFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Ray's ``worker_process_setup_hook``: quiet TensorFlow's import in this worker."""
+    """Quiet TensorFlow's import in this worker process."""
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietFinder())

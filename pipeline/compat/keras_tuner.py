@@ -329,7 +329,9 @@ class Tuner:
         if not self._finished():  # Ray starts while the script prepares its data
             from cluster.connect import EarlyStart
 
-            self._early = EarlyStart(self.address)
+            # the first trials' workers start and import TensorFlow meanwhile (cluster.prewarm)
+            at_once = min(n for n in (self.max_trials, self.max_concurrent_trials, 10**6) if n)
+            self._early = EarlyStart(self.address, warm=(at_once, float(self.resources["cpu"])))
 
     # -- space ----------------------------------------------------------------------------
 

@@ -543,7 +543,11 @@ class Study(_optuna.Study):
         self.results_list: list = []
         from cluster.connect import EarlyStart
 
-        self._early: EarlyStart | None = EarlyStart(address)  # Ray starts while the script goes on
+        # Ray starts while the script goes on; with Keras imported, the objective is taken to
+        # train Keras models: the first trials' workers import TensorFlow meanwhile
+        keras = "keras" in sys.modules or "tensorflow" in sys.modules
+        warm = (10**6, float(self.resources_per_trial.get("cpu", 1))) if keras else None
+        self._early: EarlyStart | None = EarlyStart(address, warm=warm)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_study":
