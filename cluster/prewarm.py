@@ -81,8 +81,10 @@ def trial_env(keep_cwd: bool) -> dict[str, str]:
 def per_node(node_cpus: float, cpu_per_trial: float, trials: int) -> int:
     """Workers to start on a node: the trials that fit on it at once, at most ``trials``.
 
-    >>> per_node(2, 1, 20), per_node(8, 3, 20), per_node(8, 1, 2), per_node(0, 1, 5), per_node(4, 0, 9)
-    (2, 2, 2, 0, 4)
+    >>> per_node(2, 1, 20), per_node(8, 3, 20), per_node(8, 1, 2)
+    (2, 2, 2)
+    >>> per_node(0, 1, 5), per_node(4, 0, 9), per_node(64, 0.5, 100)  # a head without CPUs; 0-CPU trials
+    (0, 4, 10)
     """
     fits = math.floor(node_cpus / cpu_per_trial + 1e-9) if cpu_per_trial > 0 else int(node_cpus)
     return max(0, min(fits, trials, _MAX_PER_NODE))
