@@ -27,7 +27,11 @@ the learning rate is not rescaled. Loss and metrics are rank 0's Keras logs.
 The driver itself holds no CPU (``DRIVER_RESOURCES``): it waits on the queue while the
 workers train. Train keeps its checkpoints under ``<storage>/<name>-workers/<trial run>``
 until the trial ends (then they are deleted; Tune's copies stay with the trial).
-Imported only when a spec asks for more than one worker.
+Imported only when a spec asks for more than one worker, or when the KerasTuner front
+door's ``distribution_strategy`` is a ``MultiWorkerMirroredStrategy``: there each worker
+runs that door's trial (:func:`pipeline.compat._kt_trial.worker_trial`, passed as
+``body``) instead of the spec's Keras fit, with the same strategy, reports and checkpoints
+(its ``batch_size`` is the global batch, as in Keras).
 """
 
 from __future__ import annotations

@@ -17,9 +17,19 @@ The tuners take KerasTuner's constructor arguments (a build function or a
 ``distribution_strategy``: a ``MirroredStrategy`` or ``OneDeviceStrategy`` is rebuilt in
 each trial's worker over the devices Ray gives it (its GPU count becomes
 ``resources_per_trial["gpu"]`` unless given) and the model is built under its scope, as
-KerasTuner does in its process; other strategies are refused with an error (never
-ignored): data-parallel trials over several workers run from a spec with
-``resources: {workers: N}`` (:mod:`pipeline.distributed`).
+KerasTuner does in its process. A ``MultiWorkerMirroredStrategy`` makes each trial a
+data-parallel run of N Ray Train workers (:mod:`pipeline.distributed`), each holding
+``resources_per_trial``'s ``cpu``/``gpu`` and building the model under a
+``MultiWorkerMirroredStrategy`` of its own; N is ``resources_per_trial["workers"]``, else
+the worker count of the cluster the strategy was configured with (``TF_CONFIG``), else 1.
+The workers fit with the search's fit arguments, the data sharded across them
+(``AutoShardPolicy.DATA``); ``batch_size`` stays the global batch, as for ``model.fit``
+under any strategy; epochs reach Tune (rank 0's logs, averaged over the workers, and
+``node_ids``) and checkpoints are kept as for a one-worker trial, so schedulers, results
+and ``get_best_models`` work the same. Refused in that mode, where the tuner is made:
+``executions_per_trial > 1`` and a ``HyperModel`` with its own ``fit``. Other strategies,
+and ``resources_per_trial["workers"]`` without this one, are refused with an error
+(never ignored).
 
 Each tuner becomes a :class:`pipeline.spec.Spec`: the space is discovered by
 building the model with a recording :class:`HyperParameters` (conditions kept),
