@@ -27,7 +27,11 @@ the learning rate is not rescaled. Loss and metrics are rank 0's Keras logs.
 The driver itself holds no CPU (``DRIVER_RESOURCES``): it waits on the queue while the
 workers train. Train keeps its checkpoints under ``<storage>/<name>-workers/<trial run>``
 until the trial ends (then they are deleted; Tune's copies stay with the trial).
-Imported only when a spec asks for more than one worker.
+Imported only when a spec asks for more than one worker, or when the KerasTuner front
+door's ``distribution_strategy`` is a ``MultiWorkerMirroredStrategy``: there each worker
+runs that door's trial (:func:`pipeline.compat._kt_trial.worker_trial`, passed as
+``body``) instead of the spec's Keras fit, with the same strategy, reports and checkpoints
+(its ``batch_size`` is the global batch, as in Keras).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from ray.train.v2.api.callback import UserCallback
 
@@ -48,13 +52,30 @@ DRIVER_RESOURCES: dict[str, float] = {"cpu": 0, "memory": 2**20}  # Tune needs a
 _POLL_S = 1.0
 
 
+class Worker(NamedTuple):
+    """What the body of one Train worker of a multi-worker trial is handed."""
+
+    strategy: Any  # the MultiWorkerMirroredStrategy, created in this worker
+    rank: int
+    world: int  # the number of workers
+    checkpoint: Any  # what to continue from: Train's newest, else the trial's Tune checkpoint, or None
+    trial_id: str  # the Tune trial's (the workers cannot ask Tune)
+    report: Callable[[dict[str, Any], str | None], None]  # (metrics, checkpoint dir or None)
+
+
 def train_multiworker(config: dict[str, Any], data: Dataset | StreamedDataset, spec: Spec,
                       build_fn: Callable[..., Any] | None = None,
-                      storage: tuple[str, Any] | None = None) -> None:
+                      storage: tuple[str, Any] | None = None,
+                      body: Callable[[Worker, dict[str, Any]], None] | None = None,
+                      cwd: str | None = None) -> None:
     """Ray Tune function trainable: one trial on ``spec.resources.workers`` Train workers.
 
     ``storage`` is ``(root, pyarrow filesystem or None)`` of the experiment's storage, where
     Ray Train keeps the run's checkpoints while the trial runs (every node must reach it).
+    ``body(worker, cfg)`` is what each worker runs once its strategy exists (``cfg`` holds
+    ``config``, ``data``, ``spec`` and ``build_fn``): the spec's Keras fit by default, a front
+    door's trial otherwise (:mod:`pipeline.compat.keras_tuner`); each epoch it calls
+    ``worker.report`` on every worker. ``cwd``: the folder workers run in when their node has it.
     """
     import ray
     from ray import train, tune
@@ -72,7 +93,8 @@ def train_multiworker(config: dict[str, Any], data: Dataset | StreamedDataset, s
     trainer = TensorflowTrainer(
         _worker_loop,
         train_loop_config={"config": config, "data": data, "spec": spec, "build_fn": build_fn,
-                           "checkpoint": tune.get_checkpoint(), "trial_id": trial_id},
+                           "checkpoint": tune.get_checkpoint(), "trial_id": trial_id,
+                           "body": body or _fit_workers, "cwd": cwd},
         scaling_config=train.ScalingConfig(
             num_workers=res.workers, use_gpu=res.gpu > 0,
             resources_per_worker={"CPU": res.cpu, **({"GPU": res.gpu} if res.gpu else {})}),
@@ -179,13 +201,22 @@ def _worker_fit(cfg: dict[str, Any]) -> None:
     spec: Spec = cfg["spec"]
     res = spec.resources
     ctx = ray.train.get_context()
-    with trial_session(res.cpu, res.gpu, memory_growth=res.gpu_memory_growth, seed=spec.seed):
+    rank = ctx.get_world_rank()
+
+    def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
+        # every worker reports (Train waits for all); rank 0 alone hands the checkpoint
+        ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir and rank == 0 else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+    with trial_session(res.cpu, res.gpu, memory_growth=res.gpu_memory_growth, seed=spec.seed,
+                       cwd=cfg["cwd"]):
         # Ray Train set TF_CONFIG; the strategy joins the other workers' collective here.
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         _average_logs_over_workers()
         # a lost worker group restarted by Ray Train: its own newest checkpoint comes first
         checkpoint = ray.train.get_checkpoint() or cfg["checkpoint"]
-        _fit_workers(strategy, ctx.get_world_rank(), ctx.get_world_size(), checkpoint, cfg)
+        cfg["body"](Worker(strategy, rank, ctx.get_world_size(), checkpoint, cfg["trial_id"], report),
+                    cfg)
 
 
 def sharded(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +229,7 @@ def sharded(inputs: dict[str, Any]) -> dict[str, Any]:
             for k, v in inputs.items()}
 
 
-def _build_before_fit(model: Any, inputs: dict[str, Any]) -> None:
+def build_before_fit(model: Any, inputs: dict[str, Any]) -> None:
     """Build the model's, loss', metrics' and optimizer's state from one local batch.
 
     Keras 3 (3.12 here) builds a model under a ``tf.distribute`` strategy at the start
@@ -244,9 +275,9 @@ def _average_logs_over_workers() -> None:
     tf_trainer.reduce_per_replica = reduce_per_replica
 
 
-def _fit_workers(strategy: Any, rank: int, world: int, checkpoint: Any,
-                 cfg: dict[str, Any]) -> None:
-    import ray.train
+def _fit_workers(worker: Worker, cfg: dict[str, Any]) -> None:
+    """The spec's Keras trial on one worker (the default body)."""
+    import ray
 
     from pipeline.models import build_model
     from pipeline.optimizers import steps_per_epoch
@@ -262,12 +293,7 @@ def _fit_workers(strategy: Any, rank: int, world: int, checkpoint: Any,
     spec: Spec = cfg["spec"]
     data = cfg["data"]
     build_fn = cfg["build_fn"]
-    trial_id = cfg["trial_id"]
-
-    def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
-        # every worker reports (Train waits for all); rank 0 alone hands the checkpoint
-        ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir and rank == 0 else None
-        ray.train.report(metrics, checkpoint=ckpt)
+    strategy, rank, world, checkpoint, trial_id, report = worker
 
     hp = hyperparameters(spec, cfg["config"])
     batch_size = int(hp.get("batch_size", spec.training.batch_size))
@@ -288,7 +314,7 @@ def _fit_workers(strategy: Any, rank: int, world: int, checkpoint: Any,
     inputs = (data.fit_inputs(global_batch, spec.seed) if streamed
               else fit_inputs(data, global_batch, spec.seed))
     with strategy.scope():
-        _build_before_fit(model, inputs)
+        build_before_fit(model, inputs)
     if done >= epochs:
         if not own:  # PBT exploited the trial on its last epoch: report the donor's model
             val = (data.eval_inputs("val", global_batch) if streamed

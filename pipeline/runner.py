@@ -61,6 +61,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
         progress: bool | str = True, data: "Dataset | None" = None,
         build_fn: "Callable[..., Any] | None" = None,
         trainable: "Callable[[dict], Any] | None" = None,
+        worker_body: "Callable[..., Any] | None" = None,
         callbacks: "Sequence[Any]" = (), stop: Any = None) -> "Results":
     """Run the experiment described by ``spec`` and return its results.
 
@@ -74,7 +75,10 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     objects: ``data`` (a :class:`~pipeline.data.Dataset` instead of
     ``spec.data``), ``build_fn`` (a model-building callable instead of
     ``spec.model.builder``), or a whole Tune function ``trainable(config)``
-    instead of the Keras trainable. They may also add ``callbacks`` (more
+    instead of the Keras trainable, or a ``worker_body`` that every Ray Train
+    worker of a multi-worker trial runs instead of the Keras fit (each trial is
+    then :func:`pipeline.distributed.train_multiworker` on
+    ``spec.resources.workers`` workers, one included). They may also add ``callbacks`` (more
     ``ray.tune.Callback`` objects, after the pipeline's own) and a ``stop``
     (a ``ray.tune.Stopper``); both apply to a new experiment only (a resumed one
     keeps the run configuration it was started with).
@@ -87,7 +91,8 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
 
     spec = effective_spec(spec)
     _check_front_door(spec, trainable)
-    trainable_given = trainable is not None  # a front door's: user code that expects its cwd
+    # a front door's trial: user code that expects its cwd
+    trainable_given = trainable is not None or worker_body is not None
     space = _checked_space(spec)
     where = _storage_for(spec, resume)
     spec = _warm_started(spec)
@@ -103,7 +108,7 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
         if progress:
             print(f"{spec.name}: {spec.num_trials} trials, {spec.search.max_concurrent} at a time "
                   f"({why}), on {n_nodes} Ray node(s)", flush=True)
-        trainable = _trainable(spec, where, trainable, shipped, build_fn)
+        trainable = _trainable(spec, where, trainable, shipped, build_fn, worker_body)
         if resume and tune.Tuner.can_restore(where.path, storage_filesystem=where.fs):
             tuner = tune.Tuner.restore(where.path, trainable, storage_filesystem=where.fs,
                                        resume_unfinished=True, resume_errored=True)
@@ -179,19 +184,21 @@ def _check_nodes_see_storage(spec: Spec, where: "Location") -> int:
 
 
 def _trainable(spec: Spec, where: "Location", trainable: "Callable[[dict], Any] | None",
-               shipped: "Dataset | StreamedDataset | None", build_fn: "Callable[..., Any] | None") -> Any:
+               shipped: "Dataset | StreamedDataset | None", build_fn: "Callable[..., Any] | None",
+               worker_body: "Callable[..., Any] | None" = None) -> Any:
     """The Tune trainable with its resources: the front door's, the Keras one, or multi-worker."""
     from ray import tune
 
     from pipeline.trainable import train_keras
 
-    if trainable is None and spec.resources.workers > 1:
+    if worker_body is not None or (trainable is None and spec.resources.workers > 1):
         from pipeline.distributed import DRIVER_RESOURCES, train_multiworker
 
         # the trial's driver holds nothing; its Ray Train workers hold the resources
         return tune.with_resources(tune.with_parameters(
             train_multiworker, data=shipped, spec=spec, build_fn=build_fn,
-            storage=(where.root, where.fs)), DRIVER_RESOURCES)
+            storage=(where.root, where.fs), body=worker_body,
+            cwd=os.getcwd() if worker_body is not None else None), DRIVER_RESOURCES)
     if trainable is None:
         trainable = tune.with_parameters(train_keras, data=shipped, spec=spec, build_fn=build_fn)
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})

@@ -818,16 +818,18 @@ def test_early_start_that_fails_raises_where_the_session_is_used_and_leaves_no_t
 
 def test_keras_tuner_distribution_strategy_mirrored_runs_other_strategies_refused(tmp_path, ray_session):
     """A MirroredStrategy is rebuilt in each trial's worker and the model built under it, as
-    KerasTuner does in its process; others (and 'workers') point at the spec path."""
+    KerasTuner does in its process; other strategies (but MultiWorkerMirroredStrategy,
+    tests/test_kt_multiworker.py) and 'workers' without it are refused."""
     import tensorflow as tf
 
     def never(hp):
         raise AssertionError("not built: refused before the space is discovered")
 
-    with pytest.raises(ValueError, match=r"^distribution_strategy: _DefaultDistributionStrategy .*workers: N"):
+    with pytest.raises(ValueError, match=r"^distribution_strategy: CentralStorageStrategy .*"
+                                         r"MultiWorkerMirroredStrategy"):
         kt.RandomSearch(never, objective="val_loss", directory=str(tmp_path),
-                        distribution_strategy=tf.distribute.get_strategy())
-    with pytest.raises(ValueError, match=r"^resources_per_trial: 'workers'"):
+                        distribution_strategy=tf.distribute.experimental.CentralStorageStrategy())
+    with pytest.raises(ValueError, match=r"^resources_per_trial: 'workers' .*MultiWorkerMirroredStrategy"):
         kt.RandomSearch(never, objective="val_loss", directory=str(tmp_path),
                         resources_per_trial={"cpu": 1, "workers": 2})
 

@@ -17,10 +17,13 @@ from pipeline.compat._stopping import StopWhen
 
 
 def _cause(error: BaseException | None) -> BaseException | None:
-    """The user's exception inside Ray's wrappers (RayTaskError and the like)."""
+    """The user's exception inside Ray's wrappers (RayTaskError and the like; a multi-worker
+    trial's Ray Train error holds each failed worker's, by rank)."""
     seen = 0
     while error is not None and not isinstance(error, FatalError) and seen < 5:
-        error = getattr(error, "cause", None) or error.__cause__
+        failures = getattr(error, "worker_failures", None)
+        error = ((next(iter(failures.values())) if isinstance(failures, dict) and failures else None)
+                 or getattr(error, "cause", None) or error.__cause__)
         seen += 1
     return error
 

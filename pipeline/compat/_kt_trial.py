@@ -74,9 +74,12 @@ def _callback_classes():
         including one ended early by a user callback (``model.stop_training``)."""
 
         def __init__(self, spec: Spec, job: _Job, last_epoch: int,
-                     history: list[dict[str, Any]] | None = None):
+                     history: list[dict[str, Any]] | None = None, report=None,
+                     trial_id: str | None = None):
             super().__init__()
             self.spec, self.job, self.last = spec, job, last_epoch
+            # a multi-worker trial's workers report to Ray Train (pipeline.distributed)
+            self.send = {"report": report, "trial_id": trial_id}
             self.history = list(history or [])  # kept in each checkpoint (pipeline.trainable)
             self.reported, self.checkpointed = 0, 0
             self.last_logs: dict[str, float] = {}
@@ -85,7 +88,7 @@ def _callback_classes():
             logs = _with_objective(self.job, logs)
             done = epoch + 1
             final = done >= self.last or bool(getattr(self.model, "stop_training", False))
-            cb = report_callback(self.spec, done if final else self.last, self.history)
+            cb = report_callback(self.spec, done if final else self.last, self.history, **self.send)
             cb.set_model(self.model)
             self.reported, self.last_logs = done, logs
             every = self.spec.training.checkpoint_every
@@ -97,7 +100,7 @@ def _callback_classes():
             """Checkpoint the last epoch when the user's own fit ended elsewhere than planned."""
             if self.reported and self.checkpointed != self.reported:
                 # the last epoch is reported again, with a checkpoint: not a new history row
-                cb = report_callback(self.spec, self.reported, self.history[:-1])
+                cb = report_callback(self.spec, self.reported, self.history[:-1], **self.send)
                 cb.set_model(self.model)
                 self.checkpointed = self.reported
                 cb.on_epoch_end(self.reported - 1, self.last_logs)
@@ -172,8 +175,6 @@ _PLAIN_FIT = {"batch_size", "shuffle"}
 
 def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callbacks: list,
          initial_epoch: int):
-    from pipeline.trainable import fit_inputs
-
     kwargs = dict(job.fit_kwargs)
     kwargs["callbacks"] = callbacks
     if initial_epoch:
@@ -195,15 +196,24 @@ def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callb
         if len(data.x_val):
             kwargs["validation_data"] = (data.x_val, data.y_val)
         return job.hypermodel.fit(hp, model, data.x_train, data.y_train, **kwargs)
+    return model.fit(**_fit_arguments(job, data, spec, kwargs))
+
+
+def _fit_arguments(job: _Job, data: Dataset, spec: Spec, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``model.fit``'s arguments for the user's fit arguments ``kwargs`` (callbacks and
+    ``initial_epoch`` included) over the trial's data, when no HyperModel.fit of theirs runs."""
+    from pipeline.trainable import fit_inputs
+
+    kwargs = dict(kwargs)
     batch_size = kwargs.pop("batch_size", None) or spec.training.batch_size
     kwargs.update(epochs=spec.training.epochs, verbose=spec.training.verbose)
     if set(job.fit_kwargs) <= _PLAIN_FIT and job.fit_kwargs.get("shuffle", True) in (True, False):
         # the same epochs as fit over the arrays, without rebuilding iterators every epoch
         inputs = fit_inputs(data, batch_size, spec.seed, shuffle=kwargs.pop("shuffle", True))
-        return model.fit(**inputs, **kwargs)
+        return {**inputs, **kwargs}
     if len(data.x_val):
         kwargs["validation_data"] = (data.x_val, data.y_val)
-    return model.fit(data.x_train, data.y_train, batch_size=batch_size, **kwargs)
+    return {"x": data.x_train, "y": data.y_train, "batch_size": batch_size, **kwargs}
 
 
 def _trial(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> None:
@@ -283,3 +293,40 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
         keys = set().union(*rows)
         mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
         reporter.on_epoch_end(epoch, mean)
+
+
+def worker_trial(job: _Job, worker: Any, cfg: dict[str, Any]) -> None:
+    """One Ray Train worker of a multi-worker trial (``distribution_strategy=
+    MultiWorkerMirroredStrategy``): the body :func:`pipeline.distributed.train_multiworker`
+    runs once ``worker.strategy`` exists. Builds (or restores) the model under the strategy
+    and fits it with the user's fit arguments, every tf.data input sharded by data; every
+    worker reports each epoch, rank 0's checkpoint is kept. ``batch_size`` is the global
+    batch, as for ``model.fit`` under any strategy. No HyperModel.fit, one execution
+    (the tuner refuses the others).
+    """
+    from pipeline.distributed import build_before_fit, sharded
+    from pipeline.trainable import RESTORED_AT_END, hyperparameters, restore_trial
+
+    Reporter, _ = _callback_classes()
+    spec: Spec = cfg["spec"]
+    values = hyperparameters(spec, cfg["config"])
+    values.pop("__default__", None)
+    epochs = spec.training.epochs
+    hp = HyperParameters.replay(job.defs, values)
+    with worker.strategy.scope():  # variables (restored or new) are mirrored across the workers
+        model, done, history, _ = restore_trial(spec, values, worker.checkpoint, worker.trial_id)
+        if model is None:
+            model = _build_model(job, hp, values, spec)
+    if done >= epochs:
+        if history:  # as _run_job: the restored end is reported again, marked
+            worker.report({**history[-1], RESTORED_AT_END: True}, None)
+        return
+    reporter = Reporter(spec, job, epochs, history, report=worker.report, trial_id=worker.trial_id)
+    args = sharded(_fit_arguments(job, cfg["data"], spec, {
+        **job.fit_kwargs, "callbacks": [*copy.deepcopy(job.callbacks), reporter],
+        **({"initial_epoch": done} if done else {})}))
+    if worker.rank:
+        args["verbose"] = 0
+    with worker.strategy.scope():
+        build_before_fit(model, args)
+        model.fit(**args)

@@ -17,9 +17,19 @@ The tuners take KerasTuner's constructor arguments (a build function or a
 ``distribution_strategy``: a ``MirroredStrategy`` or ``OneDeviceStrategy`` is rebuilt in
 each trial's worker over the devices Ray gives it (its GPU count becomes
 ``resources_per_trial["gpu"]`` unless given) and the model is built under its scope, as
-KerasTuner does in its process; other strategies are refused with an error (never
-ignored): data-parallel trials over several workers run from a spec with
-``resources: {workers: N}`` (:mod:`pipeline.distributed`).
+KerasTuner does in its process. A ``MultiWorkerMirroredStrategy`` makes each trial a
+data-parallel run of N Ray Train workers (:mod:`pipeline.distributed`), each holding
+``resources_per_trial``'s ``cpu``/``gpu`` and building the model under a
+``MultiWorkerMirroredStrategy`` of its own; N is ``resources_per_trial["workers"]``, else
+the worker count of the cluster the strategy was configured with (``TF_CONFIG``), else 1.
+The workers fit with the search's fit arguments, the data sharded across them
+(``AutoShardPolicy.DATA``); ``batch_size`` stays the global batch, as for ``model.fit``
+under any strategy; epochs reach Tune (rank 0's logs, averaged over the workers, and
+``node_ids``) and checkpoints are kept as for a one-worker trial, so schedulers, results
+and ``get_best_models`` work the same. Refused in that mode, where the tuner is made:
+``executions_per_trial > 1`` and a ``HyperModel`` with its own ``fit``. Other strategies,
+and ``resources_per_trial["workers"]`` without this one, are refused with an error
+(never ignored).
 
 Each tuner becomes a :class:`pipeline.spec.Spec`: the space is discovered by
 building the model with a recording :class:`HyperParameters` (conditions kept),
@@ -61,6 +71,7 @@ Differences from KerasTuner (by design):
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import logging
@@ -75,7 +86,7 @@ import numpy as np
 from pipeline.compat import _kt_errors as errors  # kt.errors.FailedTrialError, FatalError...
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
 from pipeline.compat._kt_data import read_fit_data
-from pipeline.compat._kt_trial import MULTI_OBJECTIVE, _Job, _trial
+from pipeline.compat._kt_trial import MULTI_OBJECTIVE, _Job, _trial, worker_trial
 from pipeline.data import Dataset
 from pipeline.results import Results
 from pipeline.spec import Spec, parse_spec
@@ -187,27 +198,74 @@ class HyperModel:
 
 
 def _mirrored_gpus(strategy: Any) -> int | None:
-    """``distribution_strategy=`` as the trials take it: None (no strategy), else GPUs per trial.
+    """``distribution_strategy=`` as the trials take it: None (none, or multi-worker), else
+    GPUs per trial.
 
     KerasTuner builds and fits every trial under the strategy, in its one process. A
     ``MirroredStrategy`` (or ``OneDeviceStrategy``) is rebuilt inside each trial's worker
     over the devices Ray gives it, and the model is built under its scope: a strategy
     over N GPUs asks ``resources_per_trial={"gpu": N}`` unless given, one over the CPU
-    asks none (0). Strategies across machines are refused: trials over several workers
-    run from a spec (``resources: {workers: N}``, :mod:`pipeline.distributed`).
+    asks none (0). A ``MultiWorkerMirroredStrategy`` is :func:`_multiworker`'s; other
+    strategies are refused.
     """
     if strategy is None:
         return None
     import tensorflow as tf
 
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None
     if not isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.OneDeviceStrategy)):
         raise ValueError(
             f"distribution_strategy: {type(strategy).__name__} is not supported by this front "
             "door (it takes MirroredStrategy and OneDeviceStrategy, rebuilt in each trial over "
-            "the devices Ray gives it). For data-parallel trials over several workers, run a "
-            "spec with resources: {workers: N} (examples/multiworker.yaml)")
+            "the devices Ray gives it, and MultiWorkerMirroredStrategy, whose trials run on "
+            "resources_per_trial['workers'] Ray Train workers)")
     devices = list(getattr(strategy.extended, "worker_devices", ()))
     return sum("GPU" in d.upper() for d in devices)
+
+
+def _multiworker(strategy: Any, resources: dict[str, Any]) -> int | None:
+    """Workers per trial for ``distribution_strategy=MultiWorkerMirroredStrategy(...)``, else None.
+
+    Each trial then runs on N Ray Train workers (:mod:`pipeline.distributed`), each
+    building the model under a ``MultiWorkerMirroredStrategy`` of its own (Ray Train sets
+    ``TF_CONFIG``). N is ``resources_per_trial["workers"]`` when given; else the number of
+    workers (chief included) of the cluster the strategy was configured with (``TF_CONFIG``,
+    read through ``strategy.cluster_resolver``); else 1. ``workers`` without this strategy
+    is refused.
+    """
+    import sys
+
+    given = resources.get("workers")
+    tf = sys.modules.get("tensorflow")  # no strategy can exist unless TensorFlow is imported
+    if tf is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        if given is not None and given != 1:
+            raise ValueError(
+                "resources_per_trial: 'workers' is supported by this front door only with "
+                "distribution_strategy=tf.distribute.MultiWorkerMirroredStrategy() (each trial "
+                "then runs on that many Ray Train workers)")
+        return None
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError("distribution_strategy: MultiWorkerMirroredStrategy needs the TensorFlow "
+                         f"Keras backend; it is {keras.backend.backend()} (set KERAS_BACKEND=tensorflow)")
+    if given is not None:
+        return int(given)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return max(1, sum(len(cluster.get(job, ())) for job in ("chief", "worker")))
+
+
+def _check_multiworker(tuner: "Tuner") -> None:
+    """What KerasTuner does that multi-worker trials cannot: refused where the tuner is made."""
+    if tuner.executions_per_trial > 1:
+        raise ValueError("executions_per_trial > 1 is not supported with distribution_strategy="
+                         "MultiWorkerMirroredStrategy (each trial is one Ray Train run); use 1")
+    if tuner._custom_fit():
+        raise ValueError("a HyperModel with its own fit is not supported with distribution_strategy="
+                         "MultiWorkerMirroredStrategy (its model.fit would run without the data "
+                         "sharding and reporting of the workers); put the fit arguments in search()")
 
 
 class _FunctionHyperModel(HyperModel):
@@ -277,9 +335,9 @@ class Tuner:
         self.mirrored_gpus = _mirrored_gpus(distribution_strategy)
         if self.mirrored_gpus and "gpu" not in (resources_per_trial or {}):
             resources_per_trial = {**(resources_per_trial or {}), "gpu": self.mirrored_gpus}
-        if (resources_per_trial or {}).get("workers", 1) != 1:
-            raise ValueError("resources_per_trial: 'workers' is not supported by this front door; "
-                             "run a spec with resources: {workers: N} (examples/multiworker.yaml)")
+        self.workers = _multiworker(distribution_strategy, resources_per_trial or {})
+        if self.workers is not None:
+            resources_per_trial = {**(resources_per_trial or {}), "workers": self.workers}
         if type(self).run_trial is not Tuner.run_trial:
             raise NotImplementedError(_RUN_TRIAL)
         unknown = set(kwargs) - _IGNORED
@@ -323,6 +381,8 @@ class Tuner:
         self.storage = os.fspath(storage) if storage else self.directory
         self.notes: list[str] = []
         self._results: Results | None = None
+        if self.workers is not None:
+            _check_multiworker(self)
         self._defs = self._discover()
         self._reload()
         self._early = None
@@ -539,10 +599,13 @@ class Tuner:
         early, self._early = self._early, None
         guard = SearchGuard(self.max_consecutive_failed_trials)
         with ray_session(self.address, early=early):
-            trainable = tune.with_parameters(_trial, data=data.for_trials(),
-                                             spec=effective_spec(spec), job=job)
+            if self.workers is not None:  # each trial: Ray Train workers under their own strategy
+                door: dict[str, Any] = {"data": data, "worker_body": functools.partial(worker_trial, job)}
+            else:
+                door = {"trainable": tune.with_parameters(_trial, data=data.for_trials(),
+                                                          spec=effective_spec(spec), job=job)}
             results = run(spec, address=self.address, resume=resume, progress=bool(verbose),
-                          trainable=trainable, callbacks=[guard], stop=guard.stopper)
+                          callbacks=[guard], stop=guard.stopper, **door)
         self._results = Results(results.where)
         if guard.fatal is not None:  # a trial raised kt.errors.FatalError: the search stopped
             raise guard.fatal
