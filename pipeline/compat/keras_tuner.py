@@ -63,10 +63,14 @@ Differences from KerasTuner (by design):
 * ``executions_per_trial > 1`` runs the executions one after another and reports
   their per-epoch mean afterwards (no early stopping inside such a trial;
   not combinable with pausing schedulers);
-* ``max_consecutive_failed_trials`` is checked when the search ends (Tune does not
-  stop a search on failures), raising ``RuntimeError`` as KerasTuner does;
-* inputs are NumPy arrays (or array-likes); ``tf.data`` datasets and generators
-  are not supported.
+* inputs are NumPy arrays (or array-likes) or finite ``tf.data`` datasets of
+  ``(x, y)`` batches, shipped to the trials once; Python generators and other
+  inputs that cannot travel to the workers are refused with an error saying what
+  to pass (:mod:`pipeline.compat._kt_data`).
+
+As in KerasTuner, ``max_consecutive_failed_trials`` failures in a row stop the search
+where they happen (``RuntimeError``), and a ``kt.errors.FatalError`` raised in a trial
+stops it at once and comes out of ``search()`` (:mod:`pipeline.compat._kt_guard`).
 """
 
 from __future__ import annotations
@@ -389,9 +393,11 @@ class Tuner:
         if not self._finished():  # Ray starts while the script prepares its data
             from cluster.connect import EarlyStart
 
-            # the first trials' workers start and import TensorFlow meanwhile (cluster.prewarm)
+            # the first trials' workers start and import TensorFlow meanwhile (cluster.prewarm);
+            # not for Ray Train's workers (multi-worker trials), which Train starts itself
             at_once = min(n for n in (self.max_trials, self.max_concurrent_trials, 10**6) if n)
-            self._early = EarlyStart(self.address, warm=(at_once, float(self.resources["cpu"])))
+            warm = None if self.workers is not None else (at_once, float(self.resources["cpu"]))
+            self._early = EarlyStart(self.address, warm=warm)
 
     # -- space ----------------------------------------------------------------------------
 
