@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -170,27 +171,51 @@ def _no_start() -> None:
     return None
 
 
+AT_IMPORT = "PIPELINE_RAY_AT_IMPORT"  # "0": the front doors start Ray only when a tuner/study is made
+
+
+def _script_run() -> bool:
+    """This process runs a user's script (``python script.py`` or ``-m``): not a notebook or
+    an interactive session, not pytest, not a multiprocessing child; not switched off."""
+    import multiprocessing
+
+    main = sys.modules.get("__main__")
+    return (os.environ.get(AT_IMPORT, "1") != "0" and getattr(main, "__file__", None) is not None
+            and "pytest" not in sys.modules
+            and multiprocessing.current_process().name == "MainProcess")
+
+
 class EarlyStart:
     """Ray started (or joined) in the background, ahead of the :func:`ray_session` that uses it.
 
-    The front doors begin this when the tuner or study is created, so that Ray's processes
-    start while the user's script still prepares its data, instead of after ``search()`` or
-    ``optimize()`` is called. Nothing happens when Ray is already initialized. The starting
-    thread stays alive until :meth:`stop` (Ray's child processes are tied to the thread that
-    started them). Errors are raised where the session is used, not in the background.
+    The front doors begin this as early as they can, so that Ray's processes start while
+    the user's script imports Keras and prepares its data, instead of after ``search()`` or
+    ``optimize()`` is called: when a script imports the front door (:meth:`at_import`), else
+    when the tuner or study is created (:meth:`claim`). Nothing happens when Ray is already
+    initialized. The starting thread stays alive until :meth:`stop` (Ray's child processes
+    are tied to the thread that started them). Errors are raised where the session is used,
+    not in the background.
 
     ``warm=(trials, cpu_per_trial)``: once Ray is up, the workers of the first trials are
-    started and import TensorFlow (:mod:`cluster.prewarm`), and Ray Tune is imported here,
-    all before the script calls ``search()``/``optimize()``.
+    started (:mod:`cluster.prewarm`); with ``warm_env`` (default: whether ``warm`` is given)
+    the job's trial workers import TensorFlow as they start. Ray Tune is imported in the
+    background too, all before the script calls ``search()``/``optimize()``.
     """
 
-    def __init__(self, address: str | None = None, warm: tuple[int, float] | None = None):
+    # The start a front door's import began in this process, until a tuner or study claims it:
+    # process-wide like Ray itself, which it starts.
+    _at_import: "EarlyStart | None" = None
+
+    def __init__(self, address: str | None = None, warm: tuple[int, float] | None = None,
+                 *, warm_env: bool | None = None):
         import ray
 
         self.address = address
         self.warm = warm
+        self._warm_env = warm is not None if warm_env is None else warm_env
         self.error: BaseException | None = None
         self._ready, self._stop = threading.Event(), threading.Event()
+        self._prestarted = threading.Lock()
         self._thread: threading.Thread | None = None
         if ray.is_initialized():
             self._ready.set()
@@ -198,24 +223,60 @@ class EarlyStart:
         self._thread = threading.Thread(target=self._run, name="ray-early-start", daemon=True)
         self._thread.start()
 
+    @classmethod
+    def at_import(cls, warm_env: bool) -> None:
+        """Begin Ray in the background as a script imports a front door (see :func:`_script_run`).
+
+        The script's own imports (Keras, TensorFlow) then overlap Ray's start; the tuner or
+        study made next takes this start over (:meth:`claim`). ``warm_env``: the front
+        door's trials are Keras trials (KerasTuner's), so trial workers import TensorFlow.
+        """
+        if cls._at_import is not None or not _script_run():
+            return
+        import ray
+
+        if not ray.is_initialized():
+            cls._at_import = cls(None, warm_env=warm_env)
+
+    @classmethod
+    def claim(cls, address: str | None, warm: tuple[int, float] | None) -> "EarlyStart":
+        """The start for a tuner or study: the one its import began if it joins the same
+        cluster (``address`` None or ``RAY_ADDRESS``), else a new one (ending the other)."""
+        early, cls._at_import = cls._at_import, None
+        if early is None or not early.owned:
+            return cls(address, warm)
+        if address is not None and address != os.environ.get("RAY_ADDRESS"):
+            early._ready.wait()  # a start under way is ended once it is up
+            early.error = None
+            early.stop()
+            return cls(address, warm)
+        early.warm = warm
+        if early._ready.is_set() and early.error is None:
+            early._prestart()  # Ray came up before the tuner or study was made
+        return early
+
+    def _prestart(self) -> None:
+        warm = self.warm
+        if warm is None or not self._prestarted.acquire(blocking=False):
+            return  # nothing asked, or asked already
+        from cluster.prewarm import prestart
+
+        prestart(*warm)
+
     def _run(self) -> None:
         quiet = _NotMainThread()
         logger = logging.getLogger("ray._private.worker")
         logger.addFilter(quiet)
         try:
-            _init(self.address, dashboard=False, warm=self.warm is not None)
-            if self.warm is not None:
-                from cluster.prewarm import prestart
-
-                prestart(*self.warm)
+            _init(self.address, dashboard=False, warm=self._warm_env)
+            self._prestart()
         except BaseException as exc:  # noqa: BLE001 - raised again in the user's thread
             self.error = exc
         finally:
             logger.removeFilter(quiet)
             self._ready.set()
         if self.error is None:  # nothing started otherwise: no processes to keep alive
-            if self.warm is not None:
-                _import_tune()
+            _import_tune()
             self._stop.wait()
 
     def __reduce__(self):  # a tuner or study captured by a trial travels without its start

@@ -51,3 +51,25 @@ class RecordThread(keras.callbacks.Callback):
         t = threading.current_thread()
         with self.path.open("a") as f:
             f.write(f"{os.getpid()} {t.ident} {t.name}\n")
+
+
+class KillWorkerOnce(keras.callbacks.Callback):
+    """SIGKILLs its own process at the start of ``epoch`` (1-based), the first time only, in
+    the Ray Train worker of world rank ``rank`` (a worker of a multi-worker trial lost).
+    Every worker appends ``rank epoch pid`` to ``marker + ".log"`` as each epoch begins."""
+
+    def __init__(self, marker: str, epoch: int, rank: int = 1):
+        super().__init__()
+        self.marker, self.epoch, self.rank = Path(marker), epoch, rank
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import signal
+
+        import ray.train
+
+        rank = ray.train.get_context().get_world_rank()
+        with open(f"{self.marker}.log", "a") as f:
+            f.write(f"{rank} {epoch + 1} {os.getpid()}\n")
+        if epoch + 1 == self.epoch and rank == self.rank and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""Trial workers started (and TensorFlow imported) before ``search()``: cluster.prewarm."""
+"""Ray started as a script imports a front door, and trial workers started (TensorFlow
+imported) before ``search()``: cluster.connect.EarlyStart, cluster.prewarm."""
 
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ def build(hp):
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
-tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=2, seed=0,
-                        directory="kt", project_name="warm")
 deadline = time.time() + 120
 while not ray.is_initialized() and time.time() < deadline:
-    time.sleep(0.05)  # the script prepares its data; Ray comes up meanwhile
-time.sleep(2)
+    time.sleep(0.05)  # Ray comes up while the script goes on
+print("up before the tuner:", ray.is_initialized(), flush=True)
+tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=2, seed=0,
+                        directory="kt", project_name="warm")
+time.sleep(2)  # the script prepares its data
 x = np.random.default_rng(0).random((64, 4)).astype("float32")
 y = (x[:, 0] > 0.5).astype("int64")
 print("search at", time.time(), os.getpid(), flush=True)
@@ -55,8 +57,8 @@ tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
 
 
 def test_front_door_trials_run_in_workers_started_before_search(tmp_path):
-    """A user's script as a whole process: the KerasTuner door's first trials run in worker
-    processes that started before ``search()`` was called, instead
+    """A user's script as a whole process: Ray starts as the script imports the KerasTuner
+    door, and the first trials run in worker processes that started before ``search()`` was called, instead
     of processes Ray starts when Tune asks for them; nothing of it reaches the console."""
     script = tmp_path / "script.py"
     script.write_text(_SCRIPT)
@@ -65,9 +67,59 @@ def test_front_door_trials_run_in_workers_started_before_search(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "up before the tuner: True" in proc.stdout  # the import started it
     called, driver = proc.stdout.split("search at", 1)[1].split()[:2]
     trials = [line.split() for line in (tmp_path / "trials.txt").read_text().splitlines()]
     workers = {(pid, float(start)) for pid, start in trials if pid != driver}
     assert len(workers) == 2, trials  # the two trials ran at once, one per CPU
     assert all(start < float(called) for _, start in workers), (called, workers)
     assert "goaway" not in proc.stderr.lower() and "prestart" not in proc.stderr.lower()
+
+
+_OTHER_CLUSTER = """
+import threading, time
+import ray
+from pipeline.compat import keras_tuner as kt
+from cluster.connect import ClusterConnectError
+import keras
+import numpy as np
+
+deadline = time.time() + 120
+while not ray.is_initialized() and time.time() < deadline:
+    time.sleep(0.05)
+print("started at import:", ray.is_initialized(), flush=True)
+
+def build(hp):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Choice("u", [4, 8])),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=1, directory="kt",
+                        address="127.0.0.1:1")  # nothing listens there
+print("local Ray ended for the other cluster:", not ray.is_initialized(), flush=True)
+x = np.zeros((8, 4), "float32"); y = np.zeros(8, "int64")
+try:
+    tuner.search(x, y, epochs=1, validation_split=0.25)
+    print("searched")
+except ClusterConnectError as exc:
+    print("refused:", exc)
+print("threads:", [t.name for t in threading.enumerate() if t.name == "ray-early-start"])
+"""
+
+
+def test_a_tuner_for_another_cluster_ends_the_start_its_import_began(tmp_path):
+    """The import's start joins RAY_ADDRESS or starts a local Ray; a tuner given another
+    ``address`` ends it before joining its own cluster (here: one that is not there)."""
+    script = tmp_path / "script.py"
+    script.write_text(_OTHER_CLUSTER)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "started at import: True" in out
+    assert "local Ray ended for the other cluster: True" in out
+    assert "refused: cannot reach the Ray cluster at 127.0.0.1:1" in out and "searched" not in out
+    assert "threads: []" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -170,6 +171,33 @@ def test_failed_trial_retries_from_its_checkpoint(tmp_path):
     (hist,) = res.histories.values()
     # epochs 1-2 ran, the failure hit at 3, the retry resumed at 3 (not at 1)
     assert list(hist["epoch"]) == [1, 2, 3, 4]
+    assert res.dataframe()["status"].tolist() == ["TERMINATED"]
+
+
+def test_lost_train_worker_restarts_its_group_from_the_last_checkpoint(tmp_path):
+    """A 2-worker trial whose rank-1 worker is SIGKILLed at the start of epoch 3: Ray Train
+    restarts the worker group from the epoch-2 checkpoint (the new workers begin at epoch 3,
+    epochs 1-2 are not trained again), and the trial goes on to the end with every epoch in
+    its history once."""
+    marker = tmp_path / "killed"
+    res = _run(tmp_path, search={"trials": 1}, resources={"workers": 2, "cpu": 0.5},
+               training={"epochs": 4, "checkpoint_every": 1,
+                         "callbacks": [{"factory": "tests.models:KillWorkerOnce",
+                                        "kwargs": {"marker": str(marker), "epoch": 3}}]},
+               failure={"max_failures": 1})
+    assert marker.exists(), "no worker was killed"
+    killed = int(marker.read_text())
+    assert not Path(f"/proc/{killed}").exists() or "zombie" in Path(f"/proc/{killed}/status").read_text()
+    begun = [line.split() for line in Path(f"{marker}.log").read_text().splitlines()]
+    rank1 = [(int(epoch), pid) for rank, epoch, pid in begun if rank == "1"]
+    assert [e for e, _ in rank1] == [1, 2, 3, 3, 4], begun  # killed at 3, restarted at 3
+    assert rank1[2][1] == str(killed) and rank1[3][1] != str(killed)
+    (hist,) = res.histories.values()
+    assert list(hist["epoch"]) == [1, 2, 3, 4]
+    # a report the kill cut off (epoch 2's, if rank 1 died before Train took it) is
+    # filled from the checkpoint that holds it; nothing after the restart is
+    refilled = hist.get("from_checkpoint", pd.Series([False] * len(hist))).astype(bool)
+    assert not refilled[hist["epoch"] > 2].any(), hist
     assert res.dataframe()["status"].tolist() == ["TERMINATED"]
 
 

@@ -87,6 +87,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cluster.connect import EarlyStart
 from pipeline.compat import _kt_errors as errors  # kt.errors.FailedTrialError, FatalError...
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
 from pipeline.compat._kt_data import read_fit_data
@@ -391,13 +392,11 @@ class Tuner:
         self._reload()
         self._early = None
         if not self._finished():  # Ray starts while the script prepares its data
-            from cluster.connect import EarlyStart
-
             # the first trials' workers start and import TensorFlow meanwhile (cluster.prewarm);
             # not for Ray Train's workers (multi-worker trials), which Train starts itself
             at_once = min(n for n in (self.max_trials, self.max_concurrent_trials, 10**6) if n)
             warm = None if self.workers is not None else (at_once, float(self.resources["cpu"]))
-            self._early = EarlyStart(self.address, warm=warm)
+            self._early = EarlyStart.claim(self.address, warm)
 
     # -- space ----------------------------------------------------------------------------
 
@@ -897,3 +896,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"keras_tuner.{name}: {_NOT_PROVIDED[name]} "
                              "(README: Coming from KerasTuner or Optuna)")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# A script importing this door starts Ray now, while it goes on to import Keras and make
+# its data; the tuner takes that start over (cluster.connect.EarlyStart).
+EarlyStart.at_import(warm_env=True)

@@ -73,6 +73,8 @@ from optuna import (  # noqa: F401  (re-exported: code uses optuna.samplers.TPES
 from optuna.exceptions import TrialPruned
 from optuna.trial import TrialState
 
+from cluster.connect import EarlyStart
+
 __all__ = ["create_study", "load_study", "Study", "Trial", "TrialPruned", "samplers", "pruners",
            "SAMPLER_SEARCHERS"]
 
@@ -541,13 +543,11 @@ class Study(_optuna.Study):
         self.address = address
         self.resources_per_trial = dict(resources_per_trial or {})
         self.results_list: list = []
-        from cluster.connect import EarlyStart
-
         # Ray starts while the script goes on; with Keras imported, the objective is taken to
         # train Keras models: the first trials' workers import TensorFlow meanwhile
         keras = "keras" in sys.modules or "tensorflow" in sys.modules
         warm = (10**6, float(self.resources_per_trial.get("cpu", 1))) if keras else None
-        self._early: EarlyStart | None = EarlyStart(address, warm=warm)
+        self._early: EarlyStart | None = EarlyStart.claim(address, warm)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_study":
@@ -804,3 +804,8 @@ def load_study(*, study_name: str | None, storage: Any, sampler: Any = None, pru
     study = _optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
     return Study(study, storage=storage, pruner=pruner, results_path=results_path,
                  address=address, resources_per_trial=resources_per_trial)
+
+
+# A script importing this door starts Ray now, while it goes on (cluster.connect.EarlyStart);
+# whether its objective trains Keras models is known only when the study is made.
+EarlyStart.at_import(warm_env=False)
