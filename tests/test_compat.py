@@ -204,7 +204,7 @@ def test_tuner_specs_map_keras_tuner_arguments(tmp_path):
                       project_name="hb", resources_per_trial={"cpu": 1, "gpu": 0.5})
     spec = hb.build_spec()
     # KerasTuner's brackets for max_epochs=9, factor=3: 3 brackets, first cut after 9/3**2 epochs
-    assert (spec.searcher.name, spec.scheduler.name, spec.training.epochs) == ("tpe", "asha", 9)
+    assert (spec.searcher.name, spec.scheduler.name, spec.training.epochs) == ("optuna-random", "asha", 9)
     assert spec.scheduler.options == {"reduction_factor": 3, "grace_period": 1, "brackets": 3}
     assert spec.resources.gpu == 0.5
     exact = kt.Hyperband(build, objective="val_loss", max_epochs=15, factor=3, synchronous=True,
