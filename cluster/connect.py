@@ -175,14 +175,21 @@ AT_IMPORT = "PIPELINE_RAY_AT_IMPORT"  # "0": the front doors start Ray only when
 
 
 def _script_run() -> bool:
-    """This process runs a user's script (``python script.py`` or ``-m``): not a notebook or
-    an interactive session, not pytest, not a multiprocessing child; not switched off."""
+    """This process runs a user's script (``python script.py`` or ``-m``) that leaves starting
+    Ray to the front door: not a notebook or an interactive session, not pytest, not a
+    multiprocessing child, not a script that calls ``ray.init`` itself (its own call would
+    find Ray started); not switched off."""
     import multiprocessing
 
-    main = sys.modules.get("__main__")
-    return (os.environ.get(AT_IMPORT, "1") != "0" and getattr(main, "__file__", None) is not None
-            and "pytest" not in sys.modules
-            and multiprocessing.current_process().name == "MainProcess")
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if (os.environ.get(AT_IMPORT, "1") == "0" or path is None or "pytest" in sys.modules
+            or multiprocessing.current_process().name != "MainProcess"):
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "ray.init" not in f.read()
+    except OSError:
+        return False
 
 
 class EarlyStart:

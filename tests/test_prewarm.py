@@ -22,6 +22,18 @@ def test_copied_tune_environment_is_tunes():
     assert TUNE_PROPAGATED == frozenset(ENV_VARS_TO_PROPAGATE)
 
 
+def _run_script(folder: Path, text: str) -> subprocess.CompletedProcess:
+    """``text`` run as a user's ``python script.py`` in ``folder`` (no cluster address set)."""
+    script = folder / "script.py"
+    script.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, str(script)], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 _SCRIPT = """
 import os, time
 import numpy as np
@@ -58,15 +70,10 @@ tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
 
 def test_front_door_trials_run_in_workers_started_before_search(tmp_path):
     """A user's script as a whole process: Ray starts as the script imports the KerasTuner
-    door, and the first trials run in worker processes that started before ``search()`` was called, instead
-    of processes Ray starts when Tune asks for them; nothing of it reaches the console."""
-    script = tmp_path / "script.py"
-    script.write_text(_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    door, and the first trials run in worker processes that started before ``search()`` was
+    called, instead of processes Ray starts when Tune asks for them; nothing of it reaches
+    the console."""
+    proc = _run_script(tmp_path, _SCRIPT)
     assert "up before the tuner: True" in proc.stdout  # the import started it
     called, driver = proc.stdout.split("search at", 1)[1].split()[:2]
     trials = [line.split() for line in (tmp_path / "trials.txt").read_text().splitlines()]
@@ -111,15 +118,22 @@ print("threads:", [t.name for t in threading.enumerate() if t.name == "ray-early
 def test_a_tuner_for_another_cluster_ends_the_start_its_import_began(tmp_path):
     """The import's start joins RAY_ADDRESS or starts a local Ray; a tuner given another
     ``address`` ends it before joining its own cluster (here: one that is not there)."""
-    script = tmp_path / "script.py"
-    script.write_text(_OTHER_CLUSTER)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run_script(tmp_path, _OTHER_CLUSTER)
     out = proc.stdout
     assert "started at import: True" in out
     assert "local Ray ended for the other cluster: True" in out
     assert "refused: cannot reach the Ray cluster at 127.0.0.1:1" in out and "searched" not in out
     assert "threads: []" in out
+
+
+def test_a_script_that_starts_ray_itself_is_left_to_do_so(tmp_path):
+    """Importing a front door starts no Ray in a script that calls ``ray.init`` itself: its
+    own call (here with 1 CPU) starts the Ray it asked for, not "Ray is already running"."""
+    proc = _run_script(tmp_path, (
+        "import time\n"
+        "import ray\n"
+        "from pipeline.compat import keras_tuner as kt\n"
+        "time.sleep(3)  # long enough for a start begun at import to be under way\n"
+        "ray.init(num_cpus=1, include_dashboard=False)\n"
+        "print('cpus:', ray.cluster_resources()['CPU'])\n"))
+    assert "cpus: 1.0" in proc.stdout
