@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     import pipeline.trainable  # noqa: F401
 
     ray.init(num_cpus=a.num_cpus, object_store_memory=a.object_store_mb * 2**20,
-             include_dashboard=False, logging_level="WARNING",
+             include_dashboard=False, dashboard_port=0, logging_level="WARNING",
              runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}})
     if a.warmup:
         pipeline.run(a.warmup, progress=False)

@@ -124,6 +124,13 @@ def nodes_not_seeing(folder: str, timeout_s: float = 60.0) -> list[str]:
             for n, seen in zip(nodes, answers) if not seen]
 
 
+# A Ray started without its dashboard still records the dashboard's usual address
+# (127.0.0.1:8265) as the place its node agents send cluster events to, token header
+# included: whoever else listens on that port on a shared machine would get the token.
+# Port 0 is one nothing can listen on. Tests start their Ray with the same arguments.
+NO_DASHBOARD: dict[str, Any] = {"dashboard_port": 0}
+
+
 def _init(address: str | None, dashboard: bool, warm: bool = False) -> None:
     import ray
 
@@ -147,8 +154,10 @@ def _init(address: str | None, dashboard: bool, warm: bool = False) -> None:
                     " (a cluster with token authentication needs RAY_AUTH_MODE=token and "
                     "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)")
             raise ClusterConnectError(f"could not join the Ray cluster at {address}: {exc}{hint}") from None
+    elif dashboard:
+        ray.init(include_dashboard=True, **kwargs)
     else:
-        ray.init(include_dashboard=dashboard, **kwargs)
+        ray.init(include_dashboard=False, **NO_DASHBOARD, **kwargs)
 
 
 class _NotMainThread(logging.Filter):

@@ -55,7 +55,9 @@ def ray_session():
     import ray
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+    from cluster.connect import NO_DASHBOARD
+
+    ray.init(num_cpus=2, include_dashboard=False, **NO_DASHBOARD, logging_level="WARNING",
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)},
                           "worker_process_setup_hook": "cluster.prewarm.setup_worker"})
     yield ray

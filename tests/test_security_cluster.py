@@ -3,6 +3,7 @@
 * submit ships no secret file of the project folder to any node (issue #21, point 1);
 * the token never reaches a listener that is not the cluster's: not one squatting the
   Jobs API's usual port 8265, not one named by ``RAY_ADDRESS`` (point 3);
+* a Ray our front doors start without dashboard sends nothing to port 8265 either;
 * no folder under the state folder or Ray's temp root is writable by another user, and
   a second user can plant nothing there (point 2).
 
@@ -172,6 +173,46 @@ def test_ray_address_does_not_redirect_the_checked_address(cluster, project, squ
     assert "Traceback" not in proc.stderr
     assert squatter.seen == [], squatter.seen
     assert proc.returncode == 2 and "raysubmit_nothere" in proc.stderr, proc.stderr  # the cluster answered
+
+
+_LEAN_RAY_SCRIPT = """
+import os, pathlib, time
+import ray
+from cluster.connect import ray_session
+
+with ray_session():  # what `run` and the front doors start on a laptop
+    @ray.remote(max_retries=0)
+    def die():
+        os._exit(1)
+
+    try:
+        ray.get(die.remote())
+    except Exception:
+        pass
+    session = pathlib.Path(ray._private.worker._global_node.get_session_dir_path())
+    events, agent = session / "logs" / "events", session / "logs" / "dashboard_agent.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the agent has tried to send the event
+        if "Report event" in (agent.read_text() if agent.exists() else ""):
+            break
+        time.sleep(0.5)
+    written = "".join(p.read_text() for p in events.glob("*") if p.is_file())
+    print("WORKER_FAILURE_EVENT", "RAY_WORKER_FAILURE" in written)
+    print("AGENT_TRIED", "Report event" in agent.read_text())
+"""
+
+
+def test_lean_local_ray_sends_no_event_and_no_token_to_port_8265(tmp_path, squatter):
+    """A Ray started without dashboard records 127.0.0.1:8265 as its dashboard, and its
+    node agent posts cluster events there with the token (seen in CI: a worker death in
+    the test session's Ray went to this squatter). Ours records port 0 instead."""
+    env = {**_clean_env(), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _LEAN_RAY_SCRIPT], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "WORKER_FAILURE_EVENT True" in proc.stdout, proc.stdout  # there was an event to send
+    assert "AGENT_TRIED True" in proc.stdout, proc.stdout  # and the agent tried to send it
+    assert squatter.seen == [], squatter.seen
 
 
 def test_no_address_anywhere_is_refused_before_any_connection(tmp_path, project, squatter):
