@@ -128,7 +128,7 @@ class Results:
     def _checkpoint_history(self, trial) -> list[dict[str, Any]]:
         import posixpath
 
-        from pipeline.trainable import STATE_FILE, newest_own_checkpoint
+        from pipeline.checkpoints import STATE_FILE, newest_own_checkpoint
 
         try:
             checkpoint = self._analysis.get_last_checkpoint(trial)
@@ -238,7 +238,7 @@ class Results:
         import keras
 
         import pipeline.preprocessing  # noqa: F401  (registers the custom layers saved models use)
-        from pipeline.trainable import MODEL_FILE
+        from pipeline.checkpoints import MODEL_FILE
 
         trial_id = trial_id or self.best_trial.trial_id
         checkpoint = self.checkpoint(trial_id, which)

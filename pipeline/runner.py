@@ -189,19 +189,21 @@ def _trainable(spec: Spec, where: "Location", trainable: "Callable[[dict], Any] 
     """The Tune trainable with its resources: the front door's, the Keras one, or multi-worker."""
     from ray import tune
 
+    from pipeline.checkpoints import stored_checkpoints_only
     from pipeline.trainable import train_keras
 
     if worker_body is not None or (trainable is None and spec.resources.workers > 1):
         from pipeline.distributed import DRIVER_RESOURCES, train_multiworker
 
         # the trial's driver holds nothing; its Ray Train workers hold the resources
-        return tune.with_resources(tune.with_parameters(
+        return tune.with_resources(stored_checkpoints_only(tune.with_parameters(
             train_multiworker, data=shipped, spec=spec, build_fn=build_fn,
             storage=(where.root, where.fs), body=worker_body,
-            cwd=os.getcwd() if worker_body is not None else None), DRIVER_RESOURCES)
+            cwd=os.getcwd() if worker_body is not None else None)), DRIVER_RESOURCES)
     if trainable is None:
         trainable = tune.with_parameters(train_keras, data=shipped, spec=spec, build_fn=build_fn)
-    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    return tune.with_resources(stored_checkpoints_only(trainable),
+                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
 def _new_tuner(spec: Spec, where: "Location", trainable: Any, progress: bool | str,

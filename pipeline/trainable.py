@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
+from pipeline.checkpoints import MODEL_FILE, STATE_FILE, own_checkpoint
 from pipeline.data import Dataset
 from pipeline.models import build_model, resolve_callable
 from pipeline.optimizers import build_optimizer, steps_per_epoch
@@ -31,11 +32,9 @@ from pipeline.spec import Spec
 from pipeline.storage import patiently
 from pipeline.streaming import StreamedDataset
 
-MODEL_FILE = "model.keras"
 # A trial restored with all its epochs done reports its last epoch again, so marked
 # (Tune needs a result from it; the results leave the repeat out of the history).
 RESTORED_AT_END = "restored_at_end"
-STATE_FILE = "state.json"
 
 
 class TrialDiverged(FloatingPointError):
@@ -138,58 +137,6 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]],
     return TuneReport()
 
 
-def newest_own_checkpoint(fs, folder: str, trial_id: str, default=None):
-    """The newest whole checkpoint (by epoch) of trial ``trial_id`` in its storage ``folder``.
-
-    A driver SIGKILLed and resumed (`run SPEC --resume`) restores each trial from the
-    checkpoint named by the experiment state Tune last saved to storage, every 10 s or
-    more: a trial may have stored later checkpoints, its final one included, before the
-    kill, or have none named yet. Continuing from the newest one that holds this trial's
-    id runs no stored epoch again (the chaos soak found finished trials re-run).
-    Candidates that cannot be read (half written, storage away) are passed over;
-    ``default`` if none is left.
-    """
-    import pyarrow.fs as pafs
-    from ray import tune
-
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-    except (OSError, ValueError):
-        return default
-    best, best_epoch = default, -1
-    for info in infos:
-        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
-            continue
-        try:
-            with fs.open_input_stream(f"{info.path}/{STATE_FILE}") as f:
-                state = json.loads(f.read().decode())
-            whole = fs.get_file_info(f"{info.path}/{MODEL_FILE}").size
-        except (OSError, ValueError):
-            continue
-        epoch = state.get("epoch") if isinstance(state, dict) else None
-        if state.get("trial_id") == trial_id and whole and isinstance(epoch, int) and epoch > best_epoch:
-            best, best_epoch = tune.Checkpoint(info.path, filesystem=fs), epoch
-    return best
-
-
-def _own_checkpoint(checkpoint, trial_id: str):
-    """What the trial continues from: :func:`newest_own_checkpoint` of its storage folder,
-    else ``checkpoint`` (Tune's, maybe None)."""
-    import posixpath
-
-    if checkpoint is not None:
-        fs, folder = checkpoint.filesystem, posixpath.dirname(checkpoint.path.rstrip("/"))
-    else:  # Ray's session API names the folder; not public, so its absence is no error
-        try:
-            from ray.train._internal.session import get_storage
-
-            storage = get_storage()
-            fs, folder = storage.storage_filesystem, storage.trial_fs_path
-        except Exception:  # noqa: BLE001
-            return None
-    return newest_own_checkpoint(fs, folder, trial_id, checkpoint)
-
-
 class Restored(NamedTuple):
     """What a trial starts from: its checkpoint's model, epochs done and history."""
 
@@ -213,7 +160,7 @@ def restore_trial(spec: Spec, hp: dict[str, Any], checkpoint: Any = None,
         checkpoint = tune.get_checkpoint()
         trial_id = tune.get_context().get_trial_id()
     if spec.scheduler.name != "pbt":  # PBT's exploits may lower a trial's epoch: Tune's choice
-        checkpoint = _own_checkpoint(checkpoint, trial_id)
+        checkpoint = own_checkpoint(checkpoint, trial_id)
     if checkpoint is None:
         return Restored(None, 0, [], False)
     import pipeline.preprocessing  # noqa: F401  (registers the custom preprocessing layers)

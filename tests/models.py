@@ -73,3 +73,23 @@ class KillWorkerOnce(keras.callbacks.Callback):
         if epoch + 1 == self.epoch and rank == self.rank and not self.marker.exists():
             self.marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class LoseNamedCheckpointOnce(keras.callbacks.Callback):
+    """At the start of ``epoch`` (1-based), the first time only: moves the trial's newest
+    checkpoint folder under ``root`` to a higher number and raises. Tune's retry then names
+    a checkpoint gone from storage while a newer whole one of the trial is there, as after
+    a driver killed between Tune's deletion of an old checkpoint and its next state save."""
+
+    def __init__(self, marker: str, epoch: int, root: str):
+        super().__init__()
+        self.marker, self.epoch, self.root = Path(marker), epoch, Path(root)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch + 1 != self.epoch or self.marker.exists():
+            return
+        newest = max(self.root.rglob("checkpoint_*"), key=lambda p: p.name)
+        moved = newest.with_name("checkpoint_000099")
+        newest.rename(moved)
+        self.marker.write_text(f"{newest}\n{moved}")
+        raise RuntimeError(f"injected failure at epoch {self.epoch}")

@@ -211,7 +211,7 @@ def test_a_restored_trial_continues_from_its_newest_stored_checkpoint(tmp_path):
     SIGKILL (found by benchmarks/chaos_soak.py): the newest whole one of its own is taken."""
     import json
 
-    from pipeline.trainable import MODEL_FILE, STATE_FILE, newest_own_checkpoint
+    from pipeline.checkpoints import MODEL_FILE, STATE_FILE, newest_own_checkpoint
 
     def save(index: int, epoch: int, trial_id: str = "t1", model: bool = True) -> str:
         folder = tmp_path / f"checkpoint_{index:06d}"

@@ -184,6 +184,25 @@ def test_failed_trial_retries_from_its_checkpoint(tmp_path):
     assert res.dataframe()["status"].tolist() == ["TERMINATED"]
 
 
+def test_a_trial_whose_named_checkpoint_is_gone_goes_on_from_its_newest_stored_one(tmp_path):
+    """Tune restores a failed (or resumed) trial from the checkpoint its state names; if that
+    one is gone from storage, the trial's newest whole stored checkpoint is taken instead of
+    Tune's "does not exist on storage anymore" error (CI: a resume after a SIGKILL)."""
+    marker = tmp_path / "lost"
+    res = _run(tmp_path, search={"trials": 1},
+               training={"epochs": 4, "checkpoint_every": 1,
+                         "callbacks": [{"factory": "tests.models:LoseNamedCheckpointOnce",
+                                        "kwargs": {"marker": str(marker), "epoch": 3,
+                                                   "root": str(tmp_path / "results")}}]},
+               failure={"max_failures": 1})
+    assert marker.exists(), "the fault was not injected"
+    named, moved = marker.read_text().splitlines()
+    assert named.endswith("checkpoint_000001") and not Path(named).exists()
+    (hist,) = res.histories.values()
+    assert list(hist["epoch"]) == [1, 2, 3, 4]  # went on at 3, from the moved epoch-2 checkpoint
+    assert res.dataframe()["status"].tolist() == ["TERMINATED"]
+
+
 def test_lost_train_worker_restarts_its_group_from_the_last_checkpoint(tmp_path):
     """A 2-worker trial whose rank-1 worker is SIGKILLed at the start of epoch 3: Ray Train
     restarts the worker group from the epoch-2 checkpoint (the new workers begin at epoch 3,
