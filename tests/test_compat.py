@@ -686,6 +686,7 @@ def test_optuna_front_door_warns_of_changes_an_objective_makes_outside_itself(tm
 
 
 @pytest.mark.parametrize("module", ["pipeline.compat._driver_state", "pipeline.compat._hyperparameters",
+                                    "pipeline.compat._hp_types",
                                     "pipeline.result_files", "cluster.prewarm"])
 def test_doctests(module):
     import doctest
@@ -869,7 +870,19 @@ def test_keras_tuner_run_trial_override_is_refused_where_the_tuner_is_made(tmp_p
     assert not (tmp_path / "untitled_project").exists()  # nothing written
 
 
-@pytest.mark.parametrize("name", ["Oracle", "oracles", "Int"])
+def test_keras_tuner_hyperparameter_classes_on_the_front_door():
+    """kt.Int & co. (KerasTuner's public classes) and kt.serialize/deserialize, as KerasTuner's."""
+    names = {"HyperParameter", "Int", "Float", "Choice", "Boolean", "Fixed", "serialize", "deserialize"}
+    assert names <= set(kt.__all__)
+    hp = kt.HyperParameters()
+    hp.merge([kt.Int("units", 8, 32, step=8), kt.Choice("act", ["relu", "tanh"], default="tanh")])
+    again = kt.deserialize(kt.serialize(hp))
+    assert again.values == {"units": 8, "act": "tanh"}
+    assert [type(d) for d in again.space] == [kt.Int, kt.Choice]
+    assert isinstance(again.space[0], kt.HyperParameter) and again.space[0].random_sample(0) in (8, 16, 24, 32)
+
+
+@pytest.mark.parametrize("name", ["Oracle", "oracles", "synchronized"])
 def test_keras_tuner_names_not_provided_say_why(name):
     with pytest.raises(AttributeError, match=rf"keras_tuner\.{name}: .* not (part of|provided)"):
         getattr(kt, name)

@@ -11,6 +11,10 @@ One class plays three parts:
 * **result** (``get_best_hyperparameters``): ``.values``/``.get`` of a finished
   trial, and ``hypermodel.build(best_hps)`` rebuilds its model.
 
+The definitions are KerasTuner's hyperparameter classes (``Int``, ``Float``, ...,
+in ``_hp_types``); :func:`serialize`/:func:`deserialize` write and read them and
+this container as KerasTuner's functions do.
+
 An inactive hyperparameter returns ``None`` and has no entry in ``values``, as
 in KerasTuner. :func:`discover` builds the model repeatedly (activating never
 active conditional scopes as KerasTuner does, then probing choices, booleans and
@@ -25,112 +29,11 @@ import contextlib
 import copy
 import logging
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from pipeline.compat._hp_types import Boolean, Choice, Fixed, Float, HyperParameter, Int
+
 log = logging.getLogger(__name__)
-
-_SAMPLINGS = ("linear", "log", "reverse_log")
-
-
-@dataclass
-class HyperParameter:
-    """One registered hyperparameter: its kind, KerasTuner arguments and conditions."""
-
-    name: str
-    kind: str  # int | float | choice | bool | fixed
-    args: dict[str, Any]
-    conditions: list[tuple[str, tuple]] = field(default_factory=list)
-
-    @property
-    def default(self) -> Any:
-        a = self.args
-        if self.kind == "fixed":
-            return a["value"]
-        if self.kind == "bool":
-            return bool(a.get("default") or False)
-        if self.kind == "choice":
-            if a.get("default") is not None:
-                return a["default"]
-            return None if None in a["values"] else a["values"][0]
-        return a["default"] if a.get("default") is not None else a["min_value"]
-
-    def get_config(self) -> dict[str, Any]:
-        """KerasTuner's ``get_config()`` layout (used by ``search_space_summary``)."""
-        conds = [{"class_name": "Parent", "config": {"name": p, "values": list(v)}}
-                 for p, v in self.conditions]
-        a = self.args
-        if self.kind == "fixed":
-            return {"conditions": conds, "value": a["value"]}
-        cfg = {"default": a.get("default"), "conditions": conds}
-        if self.kind == "bool":
-            cfg["default"] = bool(a.get("default") or False)
-        elif self.kind == "choice":
-            cfg["default"] = self.default
-            cfg["values"] = list(a["values"])
-            ordered = a.get("ordered")
-            if ordered is None:  # KerasTuner: numeric choices are ordered
-                ordered = all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                              for v in a["values"])
-            cfg["ordered"] = ordered
-        else:
-            if self.kind == "float":
-                cfg["default"] = self.default
-            cfg.update(min_value=a["min_value"], max_value=a["max_value"], step=a.get("step"),
-                       sampling=a["sampling"])
-        return cfg
-
-    # -- KerasTuner's value sets ----------------------------------------------------------
-
-    def _value_by_index(self, i: int) -> float:
-        a = self.args
-        lo, hi, step = a["min_value"], a["max_value"], a["step"]
-        if a["sampling"] == "linear":
-            return lo + i * step
-        if a["sampling"] == "log":
-            return lo * math.pow(step, i)
-        return hi + lo - lo * math.pow(step, i)  # reverse_log
-
-    def _n_values(self) -> int:
-        a = self.args
-        lo, hi, step = a["min_value"], a["max_value"], a["step"]
-        if a["sampling"] == "linear":
-            return int((hi - lo) // step + 1)
-        return int(math.log(hi / lo, step) + 1e-8) + 1
-
-    def _prob_to_value(self, prob: float) -> float:
-        a = self.args
-        lo = a["min_value"]
-        hi = a["max_value"] + (1 if self.kind == "int" else 0)
-        if a["sampling"] == "linear":
-            v = prob * (hi - lo) + lo
-        elif a["sampling"] == "log":
-            v = lo * math.pow(hi / lo, prob)
-        else:
-            v = hi + lo - lo * math.pow(hi / lo, 1 - prob)
-        return int(v) if self.kind == "int" else v
-
-    def kt_values(self) -> list[Any]:
-        """The finite value set KerasTuner's GridSearch walks (10 spread values without a step)."""
-        if self.kind == "fixed":
-            return [self.args["value"]]
-        if self.kind == "bool":
-            return [False, True]
-        if self.kind == "choice":
-            return list(self.args["values"])
-        if self.args.get("step") is None:
-            return sorted({self._prob_to_value(i * 0.1 + 0.05) for i in range(10)})
-        cast = int if self.kind == "int" else float
-        return [cast(self._value_by_index(i)) for i in range(self._n_values())]
-
-    def probe_values(self) -> list[Any]:
-        """Values worth building with during discovery (other than the default)."""
-        if self.kind in ("bool", "choice"):
-            return [v for v in self.kt_values() if v != self.default]
-        if self.kind == "int":
-            hi = self.kt_values()[-1] if self.args.get("step") else self.args["max_value"]
-            return [hi] if hi != self.default else []
-        return []
 
 
 def _as_list(values: Any) -> tuple:
@@ -216,22 +119,20 @@ class HyperParameters:
 
     # -- registration ---------------------------------------------------------------------
 
-    def _retrieve(self, name: str, kind: str, **args: Any) -> Any:
-        name = self._get_name(name)
-        conditions = list(self._conditions)
+    def _retrieve(self, d: HyperParameter) -> Any:
+        """Register ``d`` (the first definition of a name is kept) and answer its value."""
+        name, conditions = d.name, d.conditions
         if any(parent == name for parent, _ in conditions):
             raise ValueError(f"A conditional `HyperParameter` cannot have the same name as its "
                              f"parent. Found: {name} and parent_name: {name}")
-        if name not in self._defs:
-            self._defs[name] = HyperParameter(name, kind, args, conditions)
-        d = HyperParameter(name, kind, args, conditions)
+        self._defs.setdefault(name, d)
         if not self._conditions_active(conditions):
             if name not in self._active_names:  # an active definition of the name keeps its value
                 self.values.pop(name, None)
             return None
         self._active_names.add(name)
-        if kind == "fixed":
-            value = args["value"]
+        if d.kind == "fixed":
+            value = d.default
         elif name in self._assigned:
             value = self._assigned[name]
         elif name in self.values:  # set by hand (hp.values[name] = ...) or declared before
@@ -243,41 +144,29 @@ class HyperParameters:
         self.values[name] = value
         return value
 
+    def _declare(self, cls: type, name: str, parent_name, parent_values, **args: Any) -> Any:
+        with self._maybe_conditional_scope(parent_name, parent_values):
+            return self._retrieve(cls(self._get_name(name), conditions=list(self._conditions), **args))
+
     def Int(self, name, min_value, max_value, step=None, sampling="linear", default=None,
             parent_name=None, parent_values=None):
-        _check_sampling(name, sampling, min_value, step)
-        if step is None and sampling == "linear":
-            step = 1
-        with self._maybe_conditional_scope(parent_name, parent_values):
-            return self._retrieve(name, "int", min_value=int(min_value), max_value=int(max_value),
-                                  step=None if step is None else int(step), sampling=sampling,
-                                  default=default)
+        return self._declare(Int, name, parent_name, parent_values, min_value=min_value,
+                             max_value=max_value, step=step, sampling=sampling, default=default)
 
     def Float(self, name, min_value, max_value, step=None, sampling="linear", default=None,
               parent_name=None, parent_values=None):
-        _check_sampling(name, sampling, min_value, step)
-        with self._maybe_conditional_scope(parent_name, parent_values):
-            return self._retrieve(name, "float", min_value=float(min_value),
-                                  max_value=float(max_value),
-                                  step=None if step is None else float(step), sampling=sampling,
-                                  default=default)
+        return self._declare(Float, name, parent_name, parent_values, min_value=min_value,
+                             max_value=max_value, step=step, sampling=sampling, default=default)
 
     def Choice(self, name, values, ordered=None, default=None, parent_name=None, parent_values=None):
-        values = list(values)
-        if not values:
-            raise ValueError(f"Choice '{name}': `values` must be a non-empty list")
-        if default is not None and default not in values:
-            raise ValueError(f"Choice '{name}': default {default!r} is not one of {values}")
-        with self._maybe_conditional_scope(parent_name, parent_values):
-            return self._retrieve(name, "choice", values=values, ordered=ordered, default=default)
+        return self._declare(Choice, name, parent_name, parent_values, values=values,
+                             ordered=ordered, default=default)
 
     def Boolean(self, name, default=False, parent_name=None, parent_values=None):
-        with self._maybe_conditional_scope(parent_name, parent_values):
-            return self._retrieve(name, "bool", default=bool(default))
+        return self._declare(Boolean, name, parent_name, parent_values, default=default)
 
     def Fixed(self, name, value, parent_name=None, parent_values=None):
-        with self._maybe_conditional_scope(parent_name, parent_values):
-            return self._retrieve(name, "fixed", value=value)
+        return self._declare(Fixed, name, parent_name, parent_values, value=value)
 
     # -- access ---------------------------------------------------------------------------
 
@@ -333,6 +222,18 @@ class HyperParameters:
     def __repr__(self) -> str:
         return f"HyperParameters(values={self.values!r})"
 
+    def get_config(self) -> dict[str, Any]:
+        """KerasTuner's layout: the serialized definitions (``space``) and the ``values``."""
+        return {"space": [serialize(d) for d in self.space], "values": dict(self.values)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "HyperParameters":
+        hp = cls()
+        for d in map(deserialize, config["space"]):
+            hp._defs[d.name] = d
+        hp.values = dict(config["values"])
+        return hp
+
     @classmethod
     def replay(cls, defs: Iterable[HyperParameter], values: dict[str, Any]) -> "HyperParameters":
         """A container answering with ``values`` (a trial's config) over known definitions."""
@@ -343,14 +244,27 @@ class HyperParameters:
         return hp
 
 
-def _check_sampling(name: str, sampling: str, min_value, step) -> None:
-    if sampling not in _SAMPLINGS:
-        raise ValueError(f"'{name}': sampling must be one of {_SAMPLINGS}, got {sampling!r}")
-    if sampling != "linear":
-        if min_value <= 0:
-            raise ValueError(f"'{name}': sampling='{sampling}' needs min_value > 0")
-        if step is not None and step <= 1:
-            raise ValueError(f"'{name}': with sampling='{sampling}' the step is a multiplier > 1")
+_CLASSES = {c.__name__: c for c in (Int, Float, Choice, Boolean, Fixed, HyperParameter,
+                                     HyperParameters)}
+
+
+def serialize(obj: HyperParameter | HyperParameters) -> dict[str, Any]:
+    """KerasTuner's ``serialize``: ``{"class_name": ..., "config": obj.get_config()}``.
+
+        >>> config = serialize(Choice("optimizer", ["adam", "sgd"]))
+        >>> config["class_name"], deserialize(config)
+        ('Choice', Choice(name: 'optimizer', values: ['adam', 'sgd'], ordered: False, default: adam))
+    """
+    return {"class_name": type(obj).__name__, "config": obj.get_config()}
+
+
+def deserialize(config: dict[str, Any]) -> HyperParameter | HyperParameters:
+    """The hyperparameter (or ``HyperParameters``) that :func:`serialize` wrote."""
+    cls = _CLASSES.get(config.get("class_name")) if isinstance(config, dict) else None
+    if cls is None:
+        raise ValueError(f"cannot deserialize {config!r}: expected {{'class_name': one of "
+                         f"{sorted(_CLASSES)}, 'config': {{...}}}}")
+    return cls.from_config(config["config"])
 
 
 # -- discovery ------------------------------------------------------------------------------
@@ -375,12 +289,12 @@ def _merge_conditions(old: HyperParameter, new: HyperParameter) -> HyperParamete
             and old.conditions[0][0] == new.conditions[0][0]):
         parent = old.conditions[0][0]
         values = tuple(dict.fromkeys([*old.conditions[0][1], *new.conditions[0][1]]))
-        return HyperParameter(old.name, old.kind, old.args, [(parent, values)])
+        return old.with_conditions([(parent, values)])
     if not old.conditions or not new.conditions:
-        return HyperParameter(old.name, old.kind, old.args, [])
+        return old.with_conditions([])
     log.warning("hyperparameter '%s' is declared under different conditions; "
                 "it is searched in every trial (inactive values are ignored by the model)", old.name)
-    return HyperParameter(old.name, old.kind, old.args, [])
+    return old.with_conditions([])
 
 
 def _satisfy(registry: dict[str, HyperParameter], conditions, values: dict[str, Any]) -> dict[str, Any]:

@@ -89,7 +89,19 @@ import numpy as np
 
 from cluster.connect import EarlyStart
 from pipeline.compat import _kt_errors as errors  # kt.errors.FailedTrialError, FatalError...
-from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, discover, to_space
+from pipeline.compat._hyperparameters import (
+    Boolean,
+    Choice,
+    Fixed,
+    Float,
+    HyperParameter,
+    HyperParameters,
+    Int,
+    deserialize,
+    discover,
+    serialize,
+    to_space,
+)
 from pipeline.compat._kt_data import read_fit_data
 from pipeline.compat._kt_trial import MULTI_OBJECTIVE, _Job, _trial, worker_trial
 from pipeline.data import Dataset
@@ -100,6 +112,7 @@ from pipeline.storage import SPEC_FILE, Location, locate
 __all__ = [
     "HyperParameters", "HyperModel", "Objective", "Tuner", "RandomSearch", "GridSearch",
     "BayesianOptimization", "Hyperband", "errors",
+    "HyperParameter", "Int", "Float", "Choice", "Boolean", "Fixed", "serialize", "deserialize",
 ]
 
 log = logging.getLogger(__name__)
@@ -437,7 +450,7 @@ class Tuner:
         print(f"Default search space size: {len(self._defs)}")
         for name, d in self._defs.items():
             print(f"{name} ({_KT_NAMES[d.kind]})")
-            print(d.get_config())
+            print({k: v for k, v in d.get_config().items() if k != "name"})  # as KerasTuner prints it
 
     # -- spec -----------------------------------------------------------------------------
 
