@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -183,22 +184,38 @@ def _no_start() -> None:
 AT_IMPORT = "PIPELINE_RAY_AT_IMPORT"  # "0": the front doors start Ray only when a tuner/study is made
 
 
-def _script_run() -> bool:
-    """This process runs a user's script (``python script.py`` or ``-m``) that leaves starting
-    Ray to the front door: not a notebook or an interactive session, not pytest, not a
-    multiprocessing child, not a script that calls ``ray.init`` itself (its own call would
-    find Ray started); not switched off."""
+def _script_source() -> str | None:
+    """The source of the script this process runs (``python script.py`` or ``-m``) when it
+    leaves starting Ray to the front door: not a notebook or an interactive session, not
+    pytest, not a multiprocessing child, not a script that calls ``ray.init`` itself (its own
+    call would find Ray started); not switched off. None otherwise."""
     import multiprocessing
 
     path = getattr(sys.modules.get("__main__"), "__file__", None)
     if (os.environ.get(AT_IMPORT, "1") == "0" or path is None or "pytest" in sys.modules
             or multiprocessing.current_process().name != "MainProcess"):
-        return False
+        return None
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return "ray.init" not in f.read()
+            source = f.read()
     except OSError:
-        return False
+        return None
+    return None if "ray.init" in source else source
+
+
+_KERAS_IMPORT = re.compile(r"^\s*(?:import|from)\s+(?:keras|tensorflow)\b", re.MULTILINE)
+
+
+def imports_keras(source: str) -> bool:
+    """Whether a script's source imports Keras or TensorFlow (its trials then train Keras
+    models, so their workers may import TensorFlow ahead).
+
+    >>> imports_keras("import optuna\\nfrom tensorflow import keras\\n")
+    True
+    >>> imports_keras("import optuna  # no keras here\\n")
+    False
+    """
+    return _KERAS_IMPORT.search(source) is not None
 
 
 class EarlyStart:
@@ -240,19 +257,22 @@ class EarlyStart:
         self._thread.start()
 
     @classmethod
-    def at_import(cls, warm_env: bool) -> None:
-        """Begin Ray in the background as a script imports a front door (see :func:`_script_run`).
+    def at_import(cls, warm_env: bool | None) -> None:
+        """Begin Ray in the background as a script imports a front door (see :func:`_script_source`).
 
         The script's own imports (Keras, TensorFlow) then overlap Ray's start; the tuner or
         study made next takes this start over (:meth:`claim`). ``warm_env``: the front
-        door's trials are Keras trials (KerasTuner's), so trial workers import TensorFlow.
+        door's trials are Keras trials (KerasTuner's), so trial workers import TensorFlow;
+        None: if the script imports Keras or TensorFlow (:func:`imports_keras`).
         """
-        if cls._at_import is not None or not _script_run():
+        source = _script_source() if cls._at_import is None else None
+        if source is None:
             return
         import ray
 
         if not ray.is_initialized():
-            cls._at_import = cls(None, warm_env=warm_env)
+            warm = imports_keras(source) if warm_env is None else warm_env
+            cls._at_import = cls(None, warm_env=warm)
 
     @classmethod
     def claim(cls, address: str | None, warm: tuple[int, float] | None) -> "EarlyStart":

@@ -18,6 +18,7 @@ An unused worker exits after ``keep_alive_s``.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import logging
@@ -64,6 +65,9 @@ def setup_worker() -> None:
             importlib.import_module(module)
     except Exception:  # noqa: BLE001 - the trial's own import reports it, where it belongs
         log.debug("warming the trial worker failed", exc_info=True)
+        return
+    gc.collect()  # and what is alive now stays out of later collections (trial_session's too)
+    gc.freeze()
 
 
 def trial_env(keep_cwd: bool) -> dict[str, str]:

@@ -137,3 +137,31 @@ def test_a_script_that_starts_ray_itself_is_left_to_do_so(tmp_path):
         "ray.init(num_cpus=1, include_dashboard=False)\n"
         "print('cpus:', ray.cluster_resources()['CPU'])\n"))
     assert "cpus: 1.0" in proc.stdout
+
+
+_OPTUNA_KERAS = """
+import os, time
+from pipeline.compat import optuna
+import keras
+
+def objective(trial):
+    x = trial.suggest_float("x", 0.0, 1.0)
+    with open(os.path.abspath("trials.txt"), "a") as f:
+        f.write(f"{os.getpid()} {os.environ.get('PIPELINE_WARM_TRIAL_WORKERS')}\\n")
+    return x
+
+study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+study.optimize(objective, n_trials=2)
+print("best", study.best_value)
+"""
+
+
+def test_optuna_door_warms_trial_workers_when_the_script_imports_keras(tmp_path):
+    """An Optuna script that imports Keras: the Ray its import starts gives trial workers the
+    setting under which they import TensorFlow as they start (cluster.prewarm.setup_worker),
+    so a Keras objective's first trial does not wait for it. A script without Keras does not
+    (cluster.connect.imports_keras)."""
+    proc = _run_script(tmp_path, _OPTUNA_KERAS)
+    assert "best " in proc.stdout
+    rows = [line.split() for line in (tmp_path / "trials.txt").read_text().splitlines()]
+    assert len(rows) == 2 and all(warm == "1" for _, warm in rows), rows

@@ -808,4 +808,4 @@ def load_study(*, study_name: str | None, storage: Any, sampler: Any = None, pru
 
 # A script importing this door starts Ray now, while it goes on (cluster.connect.EarlyStart);
 # whether its objective trains Keras models is known only when the study is made.
-EarlyStart.at_import(warm_env=False)
+EarlyStart.at_import(warm_env=None)  # workers import TensorFlow if the script imports Keras
