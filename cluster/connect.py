@@ -262,8 +262,9 @@ class EarlyStart:
 
         The script's own imports (Keras, TensorFlow) then overlap Ray's start; the tuner or
         study made next takes this start over (:meth:`claim`). ``warm_env``: the front
-        door's trials are Keras trials (KerasTuner's), so trial workers import TensorFlow;
-        None: if the script imports Keras or TensorFlow (:func:`imports_keras`).
+        door's trials are Keras trials (KerasTuner's), so trial workers start at once, one per
+        CPU, and import TensorFlow; None: if the script imports Keras or TensorFlow
+        (:func:`imports_keras`).
         """
         source = _script_source() if cls._at_import is None else None
         if source is None:
@@ -271,8 +272,10 @@ class EarlyStart:
         import ray
 
         if not ray.is_initialized():
-            warm = imports_keras(source) if warm_env is None else warm_env
-            cls._at_import = cls(None, warm_env=warm)
+            keras = imports_keras(source) if warm_env is None else warm_env
+            # Keras trials: as soon as Ray is up, a worker per CPU starts and imports TensorFlow
+            # (a script may make its tuner or study just before searching: too late to wait)
+            cls._at_import = cls(None, (10**6, 1.0) if keras else None, warm_env=keras)
 
     @classmethod
     def claim(cls, address: str | None, warm: tuple[int, float] | None) -> "EarlyStart":
