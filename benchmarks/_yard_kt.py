@@ -6,7 +6,8 @@ maps KerasTuner's objects onto ``pipeline.compat.keras_tuner``:
 
 * an object that the installed keras-tuner exports publicly (``keras_tuner.RandomSearch``,
   ``keras_tuner.engine.hyperparameters.Int``, ...), however the test reached it, becomes
-  our front door's attribute of the same leaf name (``kt.RandomSearch``, ``kt.Int``); when
+  our front door's object at the same public path (``kt.errors.FatalValueError``), else
+  its attribute of the same leaf name (``kt.RandomSearch``, ``kt.Int``); when
   the front door lacks it, a placeholder that raises ``AttributeError`` when used (so a
   missing name fails the tests that use it, not the whole file);
 * a KerasTuner module becomes a proxy resolving its attributes the same way;
@@ -103,6 +104,12 @@ class _ModuleProxy(types.ModuleType):
         return resolve(obj, f"{self._yard_path}.{name}")
 
 
+def _walk(obj, names: list[str]):
+    for attr in names:
+        obj = getattr(obj, attr)
+    return obj
+
+
 def resolve(obj, path: str):
     if isinstance(obj, types.ModuleType):
         if not obj.__name__.startswith("keras_tuner") or _is_infra(obj.__name__):
@@ -110,9 +117,12 @@ def resolve(obj, path: str):
         return _ModuleProxy(obj, path)
     public = PUBLIC.get(id(obj))
     if public is not None:
-        leaf = public.rsplit(".", 1)[-1]
+        try:  # the same public path on ours (kt.errors.FatalValueError), else the leaf name
+            return _walk(OURS, public.split(".")[1:])
+        except AttributeError:
+            pass
         try:
-            return getattr(OURS, leaf)
+            return getattr(OURS, public.rsplit(".", 1)[-1])
         except AttributeError:
             return _missing(public, internal=False)
     owner = getattr(obj, "__module__", None) or ""

@@ -243,6 +243,16 @@ class HyperParameters:
         hp.values = dict(values)
         return hp
 
+    @classmethod
+    def defaults(cls, defs: Iterable[HyperParameter]) -> "HyperParameters":
+        """The definitions with the default of each one active under the defaults before it
+        (KerasTuner's ``oracle.hyperparameters`` before any trial)."""
+        hp = cls.replay(defs, {})
+        for d in hp._defs.values():
+            if hp._conditions_active(d.conditions):
+                hp.values[d.name] = d.default
+        return hp
+
 
 _CLASSES = {c.__name__: c for c in (Int, Float, Choice, Boolean, Fixed, HyperParameter,
                                      HyperParameters)}

@@ -97,7 +97,7 @@ class Trial:
 class Oracle:
     """``tuner.oracle``: the trials of the last ``search()`` (or of the reloaded project).
 
-    ``objective`` is the tuner's ``Objective`` (a list of them for several objectives, whose
+    ``objective`` is the tuner's ``Objective`` (a ``MultiObjective`` for several, whose
     scores are then the pipeline's combined value), ``max_trials`` what the tuner was given.
     """
 

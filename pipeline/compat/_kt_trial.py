@@ -45,6 +45,7 @@ class _Job:
     mirrored: bool = False  # distribution_strategy=MirroredStrategy: build under one in the worker
     no_data: bool = False  # search() got no data: the HyperModel's own fit finds it
     cwd: str | None = None  # the driver's folder: trials run there when their node has it
+    objective_given: bool = True  # False: the tuner got no objective (a custom fit returns a float)
 
 
 def _with_objective(job: _Job, logs: dict[str, Any] | None) -> dict[str, float]:
@@ -126,11 +127,50 @@ def _history_epochs(result: Any) -> list[dict[str, Any]] | None:
     return None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+
+
+def _check_returned(job: _Job, result: Any) -> None:
+    """What KerasTuner accepts from a ``HyperModel.fit``: a number, a dict holding the
+    objective, a ``History`` (a dict or a number only without ``objective``); anything else
+    stops the search with KerasTuner's error types (``search()`` raises them)."""
+    import keras
+
+    from pipeline.compat._kt_errors import FatalTypeError, FatalValueError
+
+    where = "HyperModel.fit()"
+    if _is_number(result):
+        return
+    if result is None:
+        raise FatalTypeError(f"The return value of {where} is None: return the History of "
+                             "model.fit, a dict of metrics or a float")
+    if not job.objective_given:
+        raise FatalTypeError(
+            f"Expected the return value of {where} to be a single float when `objective` is "
+            f"left unspecified; got {type(result).__name__}: {result!r}. Return a float, or "
+            "pass the tuner an `objective` naming one of the metrics")
+    if isinstance(result, dict):
+        name = _metric_name(job)
+        wanted = [n for n, _ in job.objectives] if name == MULTI_OBJECTIVE else [name]
+        missing = [n for n in wanted if n not in result]
+        if missing:
+            raise FatalValueError(f"Expected the dict returned by {where} to hold the objective "
+                                  f"{', '.join(missing)} as a key; got {result!r}")
+        return
+    if not isinstance(result, keras.callbacks.History):
+        raise FatalTypeError(
+            f"Expected the return value of {where} to be one of float, dict or "
+            f"keras.callbacks.History; got {type(result).__name__}: {result!r}")
+
+
 def _returned_metrics(job: _Job, result: Any) -> dict[str, float] | None:
     """A HyperModel.fit return value (dict or number) as metrics; None for History/None."""
+    if job.custom_fit:
+        _check_returned(job, result)
     if isinstance(result, dict):
         return {k: float(v) for k, v in result.items()}
-    if isinstance(result, (int, float, np.floating, np.integer)) and not isinstance(result, bool):
+    if _is_number(result):
         return {_metric_name(job): float(result)}
     return None
 
@@ -152,9 +192,13 @@ def _build(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
 def _build_model(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
     from pipeline.trainable import compile_model
 
+    import keras
+
+    from pipeline.compat._kt_errors import FatalTypeError
+
     model = job.hypermodel.build(hp)
-    if model is None:
-        raise ValueError("the build function returned None instead of a Keras model")
+    if not isinstance(model, keras.Model):  # KerasTuner stops the search there
+        raise FatalTypeError(not_a_model(model))
     if job.compile_kwargs:
         kwargs = dict(job.compile_kwargs)
         opt = kwargs.get("optimizer")
@@ -167,6 +211,11 @@ def _build_model(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: S
         log.warning("hyperparameters %s were not seen when the search space was discovered; "
                     "they take their default in this trial", sorted(set(hp._unknown)))
     return model
+
+
+def not_a_model(model: Any) -> str:
+    return ("Expected the model-building function, or HyperModel.build(), to return a Keras "
+            f"Model; it returned {model!r} of type {type(model).__name__}")
 
 
 # fit() arguments that the tf.data inputs of the pipeline's trainable carry as well

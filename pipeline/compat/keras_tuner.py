@@ -75,6 +75,7 @@ stops it at once and comes out of ``search()`` (:mod:`pipeline.compat._kt_guard`
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import inspect
@@ -103,7 +104,7 @@ from pipeline.compat._hyperparameters import (
     to_space,
 )
 from pipeline.compat._kt_data import read_fit_data
-from pipeline.compat._kt_trial import MULTI_OBJECTIVE, _Job, _trial, worker_trial
+from pipeline.compat._kt_trial import MULTI_OBJECTIVE, _Job, _trial, not_a_model, worker_trial
 from pipeline.data import Dataset
 from pipeline.results import Results
 from pipeline.spec import Spec, parse_spec
@@ -136,6 +137,31 @@ class Objective:
         return f'Objective(name="{self.name}", direction="{self.direction}")'
 
     __repr__ = __str__
+
+
+class MultiObjective(Objective):
+    """Several objectives as one (KerasTuner's ``oracle.objective`` for a list): named
+    ``"multi_objective"``, minimized; ``objectives`` holds each one."""
+
+    def __init__(self, objectives: list[Objective]):
+        super().__init__(MULTI_OBJECTIVE, "min")
+        self.objectives = list(objectives)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, MultiObjective)
+                and sorted(map(str, self.objectives)) == sorted(map(str, other.objectives)))
+
+    def __str__(self) -> str:
+        return "Multi" + super().__str__() + f": [{', '.join(map(str, self.objectives))}]"
+
+    __repr__ = __str__
+
+
+def _as_objective(objective: Any, has_validation: bool) -> Objective:
+    """The one objective ``tuner.oracle.objective`` shows: an :class:`Objective`, or a
+    :class:`MultiObjective` for several."""
+    objectives = _objectives(objective, has_validation)
+    return objectives[0] if len(objectives) == 1 else MultiObjective(objectives)
 
 
 _MAX_METRICS = {
@@ -286,7 +312,9 @@ def _check_multiworker(tuner: "Tuner") -> None:
                          "sharding and reporting of the workers); put the fit arguments in search()")
 
 
-class _FunctionHyperModel(HyperModel):
+class DefaultHyperModel(HyperModel):
+    """A build function as a HyperModel (KerasTuner's name for it: ``tuner.hypermodel``)."""
+
     def __init__(self, build_fn: Callable[[HyperParameters], Any]):
         super().__init__(getattr(build_fn, "__name__", None))
         self.build_fn = build_fn
@@ -303,7 +331,11 @@ def _has_custom_fit(hypermodel: HyperModel) -> bool:
 
 # search() without data, for a HyperModel whose own fit finds it: no rows travel to the trials
 _NO_DATA = Dataset(*(np.zeros((0, 1), np.float32), np.zeros((0,), np.int64)) * 3, num_classes=1)
-_IGNORED = {"logger", "tuner_id", "max_model_size", "oracle", "cleanup"}
+_IGNORED = {"logger", "tuner_id", "max_model_size", "cleanup"}
+_ORACLE = (
+    "Expected `oracle` argument to be an instance of `Oracle`, got {!r}; and this front door "
+    "takes no oracle at all: Ray Tune's searchers choose the trials. Pick one with the tuner "
+    "class (RandomSearch, GridSearch, BayesianOptimization, Hyperband) or searcher=...")
 _RUN_TRIAL = (
     "overriding Tuner.run_trial is not supported by this front door: its trials run as Ray Tune "
     "trials in other processes, and the search space is found before they start by calling the "
@@ -312,6 +344,9 @@ _RUN_TRIAL = (
     "with hp.*; return a History, a float or a dict of metrics): it is supported, with its own "
     "hyperparameters searched")
 _TERMINAL = {"TERMINATED", "ERROR"}
+# searchers that one tuner may store under either name: GridSearch cut short by max_trials
+# runs "manual"; BayesianOptimization runs "tpe" where PyTorch is missing
+_FAMILY = {"manual": "grid", "tpe": "gp"}
 
 
 def _hyperband_brackets(max_epochs: int, factor: int) -> int:
@@ -358,6 +393,8 @@ class Tuner:
             resources_per_trial = {**(resources_per_trial or {}), "workers": self.workers}
         if type(self).run_trial is not Tuner.run_trial:
             raise NotImplementedError(_RUN_TRIAL)
+        if "oracle" in kwargs:  # never ignored: the search would not be the one asked for
+            raise ValueError(_ORACLE.format(kwargs["oracle"]))
         unknown = set(kwargs) - _IGNORED
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
@@ -370,9 +407,12 @@ class Tuner:
         if isinstance(hypermodel, HyperModel):
             self.hypermodel = hypermodel
         elif callable(hypermodel):
-            self.hypermodel = _FunctionHyperModel(hypermodel)
-        else:
-            raise TypeError(f"hypermodel must be a build function or a HyperModel, got {hypermodel!r}")
+            self.hypermodel = DefaultHyperModel(hypermodel)
+        else:  # KerasTuner's error type
+            raise errors.FatalValueError(
+                "The `hypermodel` argument should be either a build function (hp -> compiled "
+                f"Keras model) or an instance of `HyperModel`; got {hypermodel!r}")
+        _objectives(objective, True)  # an unknown metric's direction: refused here, as KerasTuner
         self.objective = objective
         self.max_trials = max_trials
         self.executions_per_trial = int(executions_per_trial)
@@ -381,9 +421,10 @@ class Tuner:
         self.seed = random.randint(1, 10 ** 6) if seed is None else int(seed)
         self.tune_new_entries, self.allow_new_entries = tune_new_entries, allow_new_entries
         self._declared = hyperparameters
-        self.directory = os.fspath(directory) if directory else "."  # a str or a pathlib.Path
+        self.directory = directory or "."  # as given (a str or a pathlib.Path), as KerasTuner
         self.project_name = project_name or "untitled_project"
         self.overwrite = overwrite
+        self.optimizer, self.loss, self.metrics = optimizer, loss, metrics
         self.compile_kwargs = {k: v for k, v in (("optimizer", optimizer), ("loss", loss),
                                                  ("metrics", metrics)) if v is not None}
         if self.compile_kwargs and "optimizer" not in self.compile_kwargs:
@@ -396,7 +437,7 @@ class Tuner:
         self.resources = {"cpu": 1, "gpu": 0, **(resources_per_trial or {})}
         self.max_concurrent_trials = max_concurrent_trials
         self.address = address
-        self.storage = os.fspath(storage) if storage else self.directory
+        self.storage = os.fspath(storage or self.directory)
         self.notes: list[str] = []
         self._results: Results | None = None
         if self.workers is not None:
@@ -417,9 +458,13 @@ class Tuner:
                   ) -> dict[str, HyperParameter]:
         import keras
 
+        not_model: list[str] = []
+
         def build(hp):
             keras.backend.clear_session()
-            self.hypermodel.build(hp)
+            model = self.hypermodel.build(hp)
+            if not isinstance(model, keras.Model) and len(not_model) < 1:
+                not_model.append(not_a_model(model))
             if extra is not None:
                 extra(hp)
 
@@ -427,8 +472,10 @@ class Tuner:
         if self._declared is not None:
             new = [n for n in defs if n not in self._declared._defs]
             if new and not self.allow_new_entries:
-                raise RuntimeError(f"`allow_new_entries` is False, but the build function uses {new}")
+                raise RuntimeError(f"`allow_new_entries` is `False`, but the build function uses "
+                                   f"hyperparameters not in `hyperparameters`: {new}")
         keras.backend.clear_session()
+        self._not_a_model = not_model[0] if not_model else None  # search() raises it
         return defs
 
     def _fixed_names(self) -> list[str]:
@@ -521,6 +568,15 @@ class Tuner:
             raise FileExistsError(f"{where.path} exists but holds no pipeline experiment "
                                   "(a KerasTuner project?); pass overwrite=True or another project_name")
         self._results = Results(where)
+        stored = self._results.spec
+        was = (_FAMILY.get(stored.searcher.name, stored.searcher.name), stored.scheduler.name)
+        if was != (_FAMILY.get(self.searcher, self.searcher), self.scheduler):
+            # KerasTuner cannot reload another tuner's oracle either
+            raise RuntimeError(
+                f"Error reloading the existing project {where.path}: it was searched with "
+                f"searcher {stored.searcher.name!r} and scheduler {stored.scheduler.name!r}, this "
+                f"{type(self).__name__} uses {self.searcher!r} and {self.scheduler!r}. Change the "
+                "`project_name` or pass `overwrite=True` to start it again")
 
     def _delete(self, where: Location) -> None:
         import pyarrow.fs as pafs
@@ -568,6 +624,14 @@ class Tuner:
         callbacks = list(args.pop("callbacks", None) or [])
         verbose = args.pop("verbose", 1)
         epochs = args.get("epochs")
+        try:  # each execution of a trial gets its own copy, as in KerasTuner
+            copy.deepcopy(callbacks)
+        except Exception as exc:  # noqa: BLE001 - whatever deepcopy raises
+            raise errors.FatalValueError(
+                "All callbacks used during a search should be deep-copyable (each execution of "
+                f"a trial gets its own copy); {exc!r}") from exc
+        if self._not_a_model:  # KerasTuner's first trial stops the search there
+            raise errors.FatalTypeError(self._not_a_model)
         if "sample_weight" in args:
             raise TypeError("sample_weight is not supported by this front door")
         no_data = x is None and y is None and validation_data is None and self._custom_fit()
@@ -609,7 +673,7 @@ class Tuner:
             compile_kwargs=self.compile_kwargs, custom_fit=self._custom_fit(),
             pass_epochs=epochs is not None or isinstance(self, Hyperband),
             dataset_batch=dataset_batch, mirrored=self.mirrored_gpus is not None, no_data=no_data,
-            cwd=os.getcwd(),
+            cwd=os.getcwd(), objective_given=self.objective is not None,
         )
         resume = self._results is not None
         check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,
@@ -641,7 +705,7 @@ class Tuner:
 
     def _shipped_hypermodel(self) -> dict[str, Any]:
         """The hypermodel as the user knows it, for errors naming what cannot travel to Ray."""
-        if isinstance(self.hypermodel, _FunctionHyperModel):
+        if isinstance(self.hypermodel, DefaultHyperModel):
             fn = self.hypermodel.build_fn
             return {f"build function {getattr(fn, '__name__', fn)!s}": fn}
         return {"hypermodel": self.hypermodel}
@@ -705,14 +769,21 @@ class Tuner:
         from pipeline.compat._kt_oracle import Oracle
 
         res = self._results
-        if res is not None and res.metric == MULTI_OBJECTIVE:
-            objective: Any = _objectives(self.objective, True)
-        elif res is not None:
-            objective = Objective(res.metric, res.mode)
-        else:
-            objective = self.objective
-        space = HyperParameters.replay(self._defs.values(), {})
-        return Oracle(res, objective, self.max_trials, space, self._hp_of)
+        if res is not None and res.metric != MULTI_OBJECTIVE:
+            objective: Any = Objective(res.metric, res.mode)
+        else:  # KerasTuner's oracle keeps an Objective (a MultiObjective for a list)
+            objective = None if self.objective is None else _as_objective(self.objective, True)
+        return Oracle(res, objective, self.max_trials, self._oracle_space(), self._hp_of)
+
+    def _oracle_space(self) -> HyperParameters:
+        """``oracle.hyperparameters``: as in KerasTuner, the user's ``hyperparameters=`` object
+        itself when the search tunes nothing else (``tune_new_entries=False``, or no new
+        entry); else the whole space, with the defaults active under the defaults."""
+        declared = self._declared
+        if declared is not None and (not self.tune_new_entries
+                                     or all(n in declared._defs for n in self._defs)):
+            return declared
+        return HyperParameters.defaults(self._defs.values())
 
     def _best_trials(self, n: int) -> list[str]:
         if self._results is None:
@@ -743,8 +814,7 @@ class Tuner:
             return
         metric, mode = res.metric, res.mode
         if metric == MULTI_OBJECTIVE:
-            objs = _objectives(self.objective, True)
-            print("Multi" + str(Objective(MULTI_OBJECTIVE, "min")) + f": [{', '.join(map(str, objs))}]")
+            print(MultiObjective(_objectives(self.objective, True)))
         else:
             print(Objective(metric, mode))
         board = res.leaderboard(num_trials)
