@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import Any, Sequence
 
 _SAMPLINGS = ("linear", "log", "reverse_log")
 
@@ -87,7 +87,7 @@ class HyperParameter:
         return {"default": self.default}
 
     @property
-    def values(self) -> tuple:
+    def values(self) -> Sequence[Any]:
         raise NotImplementedError(f"{type(self).__name__} has no value set")
 
     def prob_to_value(self, prob: float) -> Any:

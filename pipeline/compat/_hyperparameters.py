@@ -230,6 +230,8 @@ class HyperParameters:
     def from_config(cls, config: dict[str, Any]) -> "HyperParameters":
         hp = cls()
         for d in map(deserialize, config["space"]):
+            if not isinstance(d, HyperParameter):
+                raise ValueError(f"a HyperParameters config holds hyperparameters, got {d!r}")
             hp._defs[d.name] = d
         hp.values = dict(config["values"])
         return hp
@@ -270,7 +272,7 @@ def serialize(obj: HyperParameter | HyperParameters) -> dict[str, Any]:
 
 def deserialize(config: dict[str, Any]) -> HyperParameter | HyperParameters:
     """The hyperparameter (or ``HyperParameters``) that :func:`serialize` wrote."""
-    cls = _CLASSES.get(config.get("class_name")) if isinstance(config, dict) else None
+    cls = _CLASSES.get(str(config.get("class_name"))) if isinstance(config, dict) else None
     if cls is None:
         raise ValueError(f"cannot deserialize {config!r}: expected {{'class_name': one of "
                          f"{sorted(_CLASSES)}, 'config': {{...}}}}")

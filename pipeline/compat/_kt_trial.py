@@ -190,11 +190,10 @@ def _build(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
 
 
 def _build_model(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
-    from pipeline.trainable import compile_model
-
     import keras
 
     from pipeline.compat._kt_errors import FatalTypeError
+    from pipeline.trainable import compile_model
 
     model = job.hypermodel.build(hp)
     if not isinstance(model, keras.Model):  # KerasTuner stops the search there

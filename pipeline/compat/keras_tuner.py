@@ -496,7 +496,7 @@ class Tuner:
         print("Search space summary")
         print(f"Default search space size: {len(self._defs)}")
         for name, d in self._defs.items():
-            print(f"{name} ({_KT_NAMES[d.kind]})")
+            print(f"{name} ({_KT_NAMES[str(d.kind)]})")
             print({k: v for k, v in d.get_config().items() if k != "name"})  # as KerasTuner prints it
 
     # -- spec -----------------------------------------------------------------------------
