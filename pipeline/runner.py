@@ -274,6 +274,9 @@ def _fit(tuner: Any, where: "Location", keep_cwd: bool = False) -> None:
     ``keep_cwd``: trials run in the driver's working folder (on a local Ray), not in their
     trial folder, so a front door's user code finds relative paths where its script does.
     """
+    from pipeline import tune_patches
+
+    tune_patches.install()  # a trial whose reused worker dies as it takes the trial is retried
     env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}  # ours are in the callbacks
     if keep_cwd:
         env["RAY_CHDIR_TO_TRIAL_DIR"] = "0"  # Tune passes it on to the trial actors

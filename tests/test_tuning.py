@@ -380,3 +380,49 @@ def test_results_public_api_reads_trials_and_models(tmp_path):
         res.checkpoint("no-such-trial")
     with pytest.raises(ValueError):
         res.checkpoint(best, "worst")
+
+
+def test_a_trial_whose_reused_worker_dies_as_it_takes_the_trial_is_retried(ray_session, tmp_path):
+    """Tune hands a reused actor its next trial while the trial is PENDING; a worker dying
+    then ended the trial ERROR whatever max_failures said (pipeline.tune_patches). Real Tune,
+    actor reuse on: the first reset kills the worker; the second trial is retried and ends."""
+    import os
+
+    from ray import tune
+
+    from pipeline import tune_patches
+
+    marker = tmp_path / "died"
+
+    class Trainable(tune.Trainable):
+        def setup(self, config):
+            self.x = config["x"]
+
+        def step(self):
+            return {"score": self.x, "done": True}
+
+        def reset_config(self, new_config):
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(1)  # the worker dies as it takes the next trial
+            self.x = new_config["x"]
+            return True
+
+        def save_checkpoint(self, checkpoint_dir):
+            return None
+
+        def load_checkpoint(self, checkpoint):
+            pass
+
+    tune_patches.install()
+    tuner = tune.Tuner(
+        tune.with_resources(Trainable, {"cpu": 2}),  # one at a time: the second trial reuses the actor
+        param_space={"x": tune.grid_search([1, 2])},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "results"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    grid = tuner.fit()
+    assert marker.exists(), "the worker was not killed during a reset"
+    assert sorted(r.metrics["score"] for r in grid) == [1, 2]
+    assert grid.num_errors == 0, [r.error for r in grid if r.error]
