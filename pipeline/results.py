@@ -228,7 +228,14 @@ class Results:
         found = None
         if which == "best":
             found = self._analysis.get_best_checkpoint(trial, self.metric, self.mode)
-        return found or self._analysis.get_last_checkpoint(trial)
+        found = found or self._analysis.get_last_checkpoint(trial)
+        if found is None:  # Tune recorded none (a trial a resumed driver found already done,
+            # from a state saved before its checkpoints): the trial's newest stored one
+            from pipeline.checkpoints import newest_own_checkpoint
+
+            found = newest_own_checkpoint(trial.storage.storage_filesystem,
+                                          trial.storage.trial_fs_path, trial.trial_id)
+        return found
 
     def load_model(self, trial_id: str | None = None, which: str = "best"):
         """A trial's Keras model (default: the best trial's) loaded from its checkpoint.
