@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +13,7 @@ import pytest
 
 import pipeline
 from pipeline.results import Results
-from tests.conftest import tiny_spec
+from tests.conftest import ROOT, tiny_spec
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -426,3 +429,24 @@ def test_a_trial_whose_reused_worker_dies_as_it_takes_the_trial_is_retried(ray_s
     assert marker.exists(), "the worker was not killed during a reset"
     assert sorted(r.metrics["score"] for r in grid) == [1, 2]
     assert grid.num_errors == 0, [r.error for r in grid if r.error]
+
+
+def test_trial_session_freezes_the_worker_heap_once():
+    """Every door's trial start (trial_session) leaves what the worker imported out of later
+    garbage collections, once per process: a user's clear_session() before each build then
+    walks only the trial's own objects (pipeline.trainable.freeze_long_lived)."""
+    script = ("import gc\n"
+              "from pipeline.trainable import trial_session\n"
+              "before = gc.get_freeze_count()\n"
+              "with trial_session(cpu=1):\n"
+              "    first = gc.get_freeze_count()\n"
+              "junk = [object() for _ in range(1000)]\n"
+              "with trial_session(cpu=1):\n"
+              "    second = gc.get_freeze_count()\n"
+              "print(before, first, second)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, first, second = map(int, proc.stdout.split()[-3:])
+    # frozen once: the second trial adds nothing (the junk made in between stays collectable)
+    assert before == 0 and first > 100_000 and second <= first, (before, first, second)
