@@ -130,6 +130,11 @@ def nodes_not_seeing(folder: str, timeout_s: float = 60.0) -> list[str]:
 # included: whoever else listens on that port on a shared machine would get the token.
 # Port 0 is one nothing can listen on. Tests start their Ray with the same arguments.
 NO_DASHBOARD: dict[str, Any] = {"dashboard_port": 0}
+# A Ray started here would also start one idle worker per CPU for the driver's first tasks,
+# each importing Ray (~0.7 s of CPU): the pipeline runs no such tasks, and Tune's trial
+# actors cannot take those workers (their environment differs, see cluster.prewarm), so on
+# a small machine they only compete with the script's imports and the trial workers' start.
+NO_IDLE_WORKERS: dict[str, Any] = {"_system_config": {"prestart_worker_first_driver": False}}
 
 
 def _init(address: str | None, dashboard: bool, warm: bool = False) -> None:
@@ -156,9 +161,9 @@ def _init(address: str | None, dashboard: bool, warm: bool = False) -> None:
                     "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)")
             raise ClusterConnectError(f"could not join the Ray cluster at {address}: {exc}{hint}") from None
     elif dashboard:
-        ray.init(include_dashboard=True, **kwargs)
+        ray.init(include_dashboard=True, **NO_IDLE_WORKERS, **kwargs)
     else:
-        ray.init(include_dashboard=False, **NO_DASHBOARD, **kwargs)
+        ray.init(include_dashboard=False, **NO_DASHBOARD, **NO_IDLE_WORKERS, **kwargs)
 
 
 class _NotMainThread(logging.Filter):

@@ -35,7 +35,7 @@ def _run_script(folder: Path, text: str) -> subprocess.CompletedProcess:
 
 
 _SCRIPT = """
-import os, time
+import os, sys, time
 import numpy as np
 import ray
 from pipeline.compat import keras_tuner as kt
@@ -63,6 +63,20 @@ tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=2, seed=0,
 time.sleep(2)  # the script prepares its data
 x = np.random.default_rng(0).random((64, 4)).astype("float32")
 y = (x[:, 0] > 0.5).astype("int64")
+sys.path.insert(0, os.path.join(os.path.dirname(ray.__file__), "thirdparty_files"))
+import psutil  # Ray's copy
+
+def idle_for_no_trial(p):  # a Ray worker process, but not one for Tune's trial actors
+    try:
+        argv = p.cmdline()
+        worker = (argv and argv[0].startswith("ray::") and "Agent" not in argv[0]
+                  or any(a.endswith("workers/default_worker.py") for a in argv))
+        return bool(worker) and p.environ().get("PL_DISABLE_FORK") != "1"
+    except psutil.Error:  # ended meanwhile
+        return False
+
+print("idle workers for no trial:",
+      sum(map(idle_for_no_trial, psutil.Process().children(recursive=True))), flush=True)
 print("search at", time.time(), os.getpid(), flush=True)
 tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
 """
@@ -71,10 +85,13 @@ tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
 def test_front_door_trials_run_in_workers_started_before_search(tmp_path):
     """A user's script as a whole process: Ray starts as the script imports the KerasTuner
     door, and the first trials run in worker processes that started before ``search()`` was
-    called, instead of processes Ray starts when Tune asks for them; nothing of it reaches
+    called, instead of processes Ray starts when Tune asks for them; no other worker
+    competes with them (Ray's idle workers for a driver's tasks); nothing of it reaches
     the console."""
     proc = _run_script(tmp_path, _SCRIPT)
     assert "up before the tuner: True" in proc.stdout  # the import started it
+    # and only the trials' workers: none of the idle ones Ray starts for a driver's tasks
+    assert "idle workers for no trial: 0" in proc.stdout, proc.stdout
     called, driver = proc.stdout.split("search at", 1)[1].split()[:2]
     trials = [line.split() for line in (tmp_path / "trials.txt").read_text().splitlines()]
     workers = {(pid, float(start)) for pid, start in trials if pid != driver}
