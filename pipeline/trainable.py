@@ -285,7 +285,8 @@ def trial_session(cpu: float, gpu: float = 0, *, memory_growth: bool = False,
 
     The spec path, the KerasTuner and the Optuna front doors all run their trials in
     this: quiet storage logs; threads (and a GPU share) fenced to the trial's resources;
-    a clean Keras session (reused actors run many trials); freed C heap returned to the
+    a clean Keras session (reused actors run many trials); Keras' training state built
+    before its first trace (:mod:`pipeline.keras_build`); freed C heap returned to the
     OS; the seed set (when given); TensorFlow's traced graphs released at the end.
     ``keras_only_if_loaded``: for objectives that may not use Keras at all (Optuna's),
     touch Keras only when the trial's code has already imported it. ``cwd``: a front
@@ -308,6 +309,9 @@ def trial_session(cpu: float, gpu: float = 0, *, memory_growth: bool = False,
     configure(cpu, gpu, memory_growth)
     import keras
 
+    from pipeline import keras_build
+
+    keras_build.install()  # each fit traces its train step once, not twice
     keras.backend.clear_session()
     release_freed_memory()
     freeze_long_lived()

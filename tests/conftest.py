@@ -57,6 +57,8 @@ def ray_session():
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from cluster.connect import NO_DASHBOARD
 
+    if ray.is_initialized():  # left up by a front door whose search() failed before it began
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, **NO_DASHBOARD, logging_level="WARNING",
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)},
                           "worker_process_setup_hook": "cluster.prewarm.setup_worker"})
