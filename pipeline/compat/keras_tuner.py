@@ -84,6 +84,8 @@ import math
 import os
 import random
 import shutil
+import types
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -104,6 +106,14 @@ from pipeline.compat._hyperparameters import (
     to_space,
 )
 from pipeline.compat._kt_data import read_fit_data
+from pipeline.compat._kt_oracle import (
+    BayesianOptimizationOracle,
+    GridSearchOracle,
+    HyperbandOracle,
+    Oracle,
+    RandomSearchOracle,
+    custom_driving,
+)
 from pipeline.compat._kt_trial import MULTI_OBJECTIVE, _Job, _trial, not_a_model, worker_trial
 from pipeline.data import Dataset
 from pipeline.results import Results
@@ -114,6 +124,7 @@ __all__ = [
     "HyperParameters", "HyperModel", "Objective", "Tuner", "RandomSearch", "GridSearch",
     "BayesianOptimization", "Hyperband", "errors",
     "HyperParameter", "Int", "Float", "Choice", "Boolean", "Fixed", "serialize", "deserialize",
+    "Oracle", "oracles", "tuners",
 ]
 
 log = logging.getLogger(__name__)
@@ -333,9 +344,17 @@ def _has_custom_fit(hypermodel: HyperModel) -> bool:
 _NO_DATA = Dataset(*(np.zeros((0, 1), np.float32), np.zeros((0,), np.int64)) * 3, num_classes=1)
 _IGNORED = {"logger", "tuner_id", "max_model_size", "cleanup"}
 _ORACLE = (
-    "Expected `oracle` argument to be an instance of `Oracle`, got {!r}; and this front door "
-    "takes no oracle at all: Ray Tune's searchers choose the trials. Pick one with the tuner "
-    "class (RandomSearch, GridSearch, BayesianOptimization, Hyperband) or searcher=...")
+    "Expected `oracle` argument to be an instance of `Oracle`, got {!r}: one of "
+    "kt.oracles.RandomSearchOracle, GridSearchOracle, BayesianOptimizationOracle or "
+    "HyperbandOracle (the trials run on Ray Tune's searcher for it; another one may be picked "
+    "with searcher=...)")
+_OWN_ORACLE = ("{} makes its own oracle (KerasTuner: multiple values for argument 'oracle'); "
+               "pass an oracle to kt.Tuner(oracle=..., hypermodel=...) instead")
+_CUSTOM_ORACLE = (
+    "{name} overrides {methods} of KerasTuner's Oracle: a custom oracle cannot drive this front "
+    "door's trials (they are sampled by a searcher on Ray Tune, in other processes). Pass one of "
+    "kt.oracles.RandomSearchOracle, GridSearchOracle, BayesianOptimizationOracle or "
+    "HyperbandOracle, or pick a Ray Tune searcher with searcher=...")
 _RUN_TRIAL = (
     "overriding Tuner.run_trial is not supported by this front door: its trials run as Ray Tune "
     "trials in other processes, and the search space is found before they start by calling the "
@@ -367,11 +386,68 @@ def _hyperband_trials(max_epochs: int, factor: int, iterations: int) -> int:
     return max(1, per_iteration * max(1, iterations))
 
 
+# The Ray start of each tuner made and not searched yet (by id: the tuner, weakly; its start).
+_UNSEARCHED: dict[int, tuple[Any, EarlyStart]] = {}
+
+
+def _claim_start(tuner: "Tuner", warm: tuple[int, float] | None) -> EarlyStart:
+    """The early Ray start for a new tuner: the one of a tuner made before and not searched
+    (still starting Ray, perhaps) when it joins the same cluster, taken over; else a new one.
+    Two starts under way at once would both call ``ray.init`` (a script or notebook making
+    a second tuner before searching the first: "ray.init twice" in its ``search()``)."""
+    for key, (ref, early) in list(_UNSEARCHED.items()):
+        old = ref()
+        if old is not None and old._early is not early:
+            del _UNSEARCHED[key]  # searched meanwhile
+            continue
+        if early.owned and early.address == tuner.address:
+            del _UNSEARCHED[key]
+            if old is not None:
+                old._early = None  # its search, if any, joins the running Ray
+            early.warm = warm
+            _UNSEARCHED[id(tuner)] = (weakref.ref(tuner), early)
+            return early
+    early = EarlyStart.claim(tuner.address, warm)
+    _UNSEARCHED[id(tuner)] = (weakref.ref(tuner), early)
+    return early
+
+
+def _check_oracle(oracle: Any) -> None:
+    """An ``oracle=`` this front door can search as KerasTuner would, else an error."""
+    if not isinstance(oracle, Oracle):
+        raise ValueError(_ORACLE.format(oracle))
+    custom = custom_driving(oracle)
+    if custom:
+        raise NotImplementedError(_CUSTOM_ORACLE.format(name=type(oracle).__name__,
+                                                        methods=", ".join(custom)))
+    if not any(cls in _TUNER_OF for cls in type(oracle).__mro__):
+        raise NotImplementedError(
+            f"{type(oracle).__name__} samples no trials of its own (KerasTuner's base Oracle: its "
+            "populate_space is abstract): pass one of kt.oracles.RandomSearchOracle, "
+            "GridSearchOracle, BayesianOptimizationOracle or HyperbandOracle")
+
+
+def _tuner_of(oracle: Oracle) -> "type[Tuner]":
+    """The tuner class whose search an oracle of this class stands for."""
+    return next(_TUNER_OF[cls] for cls in type(oracle).__mro__ if cls in _TUNER_OF)
+
+
 class Tuner:
-    """The common base of the tuners (KerasTuner's ``Tuner``), run on Ray Tune."""
+    """The common base of the tuners (KerasTuner's ``Tuner``), run on Ray Tune.
+
+    As in KerasTuner, ``Tuner(oracle=kt.oracles.RandomSearchOracle(...), hypermodel=...)``
+    searches with the oracle's algorithm and arguments (objective, max_trials, seed,
+    hyperparameters, ...); without an oracle it searches at random.
+    """
 
     _searcher = "optuna-random"
     _scheduler = "fifo"
+    _oracle_class: type[Oracle] = RandomSearchOracle
+    # set by the algorithm's _setup (BayesianOptimization's, Hyperband's)
+    num_initial_points: int | None
+    max_epochs: int
+    factor: int
+    hyperband_iterations: int
 
     def __init__(self, hypermodel=None, objective=None, max_trials: int | None = 10,
                  executions_per_trial: int = 1, max_retries_per_trial: int = 0,
@@ -393,8 +469,25 @@ class Tuner:
             resources_per_trial = {**(resources_per_trial or {}), "workers": self.workers}
         if type(self).run_trial is not Tuner.run_trial:
             raise NotImplementedError(_RUN_TRIAL)
-        if "oracle" in kwargs:  # never ignored: the search would not be the one asked for
-            raise ValueError(_ORACLE.format(kwargs["oracle"]))
+        oracle = kwargs.pop("oracle", None)
+        if oracle is None and isinstance(hypermodel, Oracle):  # KerasTuner's order: Tuner(oracle, hypermodel)
+            oracle, hypermodel, objective = hypermodel, objective, None
+        if oracle is None:
+            oracle = self._oracle_class(objective=objective, max_trials=max_trials, seed=seed,
+                                        hyperparameters=hyperparameters,
+                                        allow_new_entries=allow_new_entries,
+                                        tune_new_entries=tune_new_entries,
+                                        max_retries_per_trial=max_retries_per_trial,
+                                        max_consecutive_failed_trials=max_consecutive_failed_trials)
+        else:  # the search it stands for, with its arguments (never ignored)
+            _check_oracle(oracle)
+            objective, max_trials, seed = oracle.objective_arg, oracle.max_trials, oracle.seed
+            hyperparameters = oracle.declared
+            allow_new_entries, tune_new_entries = oracle.allow_new_entries, oracle.tune_new_entries
+            max_retries_per_trial = oracle.max_retries_per_trial
+            max_consecutive_failed_trials = oracle.max_consecutive_failed_trials
+        self._oracle: Oracle = oracle
+        self._algo: type[Tuner] = _tuner_of(oracle)
         unknown = set(kwargs) - _IGNORED
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
@@ -430,9 +523,9 @@ class Tuner:
         if self.compile_kwargs and "optimizer" not in self.compile_kwargs:
             raise ValueError("pass `optimizer` together with `loss`/`metrics` "
                              "(the tuner compiles the model)")
-        self.searcher = searcher or self._searcher
+        self.searcher = searcher or self._algo._searcher
         self.searcher_options = dict(searcher_options or {})
-        self.scheduler = scheduler or self._scheduler
+        self.scheduler = scheduler or self._algo._scheduler
         self.scheduler_options = dict(scheduler_options or {})
         self.resources = {"cpu": 1, "gpu": 0, **(resources_per_trial or {})}
         self.max_concurrent_trials = max_concurrent_trials
@@ -440,6 +533,7 @@ class Tuner:
         self.storage = os.fspath(storage or self.directory)
         self.notes: list[str] = []
         self._results: Results | None = None
+        self._algo._setup(self)
         if self.workers is not None:
             _check_multiworker(self)
         self._defs = self._discover()
@@ -450,7 +544,7 @@ class Tuner:
             # not for Ray Train's workers (multi-worker trials), which Train starts itself
             at_once = min(n for n in (self.max_trials, self.max_concurrent_trials, 10**6) if n)
             warm = None if self.workers is not None else (at_once, float(self.resources["cpu"]))
-            self._early = EarlyStart.claim(self.address, warm)
+            self._early = _claim_start(self, warm)
 
     # -- space ----------------------------------------------------------------------------
 
@@ -501,17 +595,36 @@ class Tuner:
 
     # -- spec -----------------------------------------------------------------------------
 
+    # What each search algorithm (RandomSearch, GridSearch, ...) decides, for a tuner whose
+    # oracle is of that algorithm (kt.Tuner(oracle=kt.oracles.GridSearchOracle(...)) as well).
+
+    @staticmethod
+    def _setup(tuner: "Tuner") -> None:
+        """Algorithm-specific settings, once the tuner's arguments are stored."""
+
+    @staticmethod
+    def _plan_trials(tuner: "Tuner") -> int | None:
+        return tuner.max_trials
+
+    @staticmethod
+    def _plan_searcher(tuner: "Tuner", space: dict) -> dict[str, Any]:
+        return {"name": tuner.searcher, "options": tuner.searcher_options}
+
+    @staticmethod
+    def _plan_epochs(tuner: "Tuner", epochs: int | None) -> int:
+        return int(epochs or 1)
+
     def _trials(self) -> int | None:
-        return self.max_trials
+        return self._algo._plan_trials(self)
 
     def _searcher_spec(self, space: dict) -> dict[str, Any]:
-        return {"name": self.searcher, "options": self.searcher_options}
+        return self._algo._plan_searcher(self, space)
 
     def _scheduler_spec(self) -> dict[str, Any]:
         return {"name": self.scheduler, "options": self.scheduler_options}
 
     def _epochs(self, epochs: int | None) -> int:
-        return int(epochs or 1)
+        return self._algo._plan_epochs(self, epochs)
 
     def build_spec(self, epochs: int | None = 1, batch_size: int | None = None, verbose: int = 0,
                    has_validation: bool = True) -> Spec:
@@ -671,7 +784,7 @@ class Tuner:
             objectives=[(o.name, o.direction) for o in objectives], callbacks=callbacks,
             fit_kwargs=fit_kwargs_out, executions=self.executions_per_trial,
             compile_kwargs=self.compile_kwargs, custom_fit=self._custom_fit(),
-            pass_epochs=epochs is not None or isinstance(self, Hyperband),
+            pass_epochs=epochs is not None or issubclass(self._algo, Hyperband),
             dataset_batch=dataset_batch, mirrored=self.mirrored_gpus is not None, no_data=no_data,
             cwd=os.getcwd(), objective_given=self.objective is not None,
         )
@@ -679,6 +792,7 @@ class Tuner:
         check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,
                         "fit arguments": fit_kwargs_out, "compile arguments": self.compile_kwargs})
         early, self._early = self._early, None
+        _UNSEARCHED.pop(id(self), None)
         guard = SearchGuard(self.max_consecutive_failed_trials)
         with ray_session(self.address, early=early):
             if self.workers is not None:  # each trial: Ray Train workers under their own strategy
@@ -765,15 +879,15 @@ class Tuner:
 
     @property
     def oracle(self):
-        """KerasTuner's ``tuner.oracle``: trials, best trials, objective (a read-only view)."""
-        from pipeline.compat._kt_oracle import Oracle
-
+        """KerasTuner's ``tuner.oracle``: the tuner's oracle (the one given, else its class's),
+        showing the trials, best trials, objective (a read-only view)."""
         res = self._results
         if res is not None and res.metric != MULTI_OBJECTIVE:
             objective: Any = Objective(res.metric, res.mode)
         else:  # KerasTuner's oracle keeps an Objective (a MultiObjective for a list)
             objective = None if self.objective is None else _as_objective(self.objective, True)
-        return Oracle(res, objective, self.max_trials, self._oracle_space(), self._hp_of)
+        return self._oracle._attach(res, objective, self.max_trials, self._oracle_space(),
+                                    self._hp_of)
 
     def _oracle_space(self) -> HyperParameters:
         """``oracle.hyperparameters``: as in KerasTuner, the user's ``hyperparameters=`` object
@@ -853,10 +967,13 @@ class RandomSearch(Tuner):
     """Random search (Optuna's random sampler through the pipeline: conditions kept exactly)."""
 
     _searcher = "optuna-random"
+    _oracle_class = RandomSearchOracle
 
     def __init__(self, hypermodel=None, objective=None, max_trials: int = 10, seed=None,
                  hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
+        if "oracle" in kwargs:
+            raise TypeError(_OWN_ORACLE.format(type(self).__name__))
         super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
                          allow_new_entries=allow_new_entries,
@@ -868,26 +985,31 @@ class GridSearch(Tuner):
     """Every combination of the values (KerasTuner's ten values for a stepless float)."""
 
     _searcher = "grid"
+    _oracle_class = GridSearchOracle
 
     def __init__(self, hypermodel=None, objective=None, max_trials: int | None = None, seed=None,
                  hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
+        if "oracle" in kwargs:
+            raise TypeError(_OWN_ORACLE.format(type(self).__name__))
         super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
                          allow_new_entries=allow_new_entries,
                          max_retries_per_trial=max_retries_per_trial,
                          max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
 
-    def _searcher_spec(self, space: dict) -> dict[str, Any]:
-        if self.searcher == "grid" and self.max_trials:
+    @staticmethod
+    def _plan_searcher(tuner: Tuner, space: dict) -> dict[str, Any]:
+        if tuner.searcher == "grid" and tuner.max_trials:
             from pipeline.space import SearchSpace
 
             grid = SearchSpace.from_dict(space).grid()
-            if self.max_trials < len(grid):
-                return {"name": "manual", "points_to_evaluate": grid[: self.max_trials]}
-        return super()._searcher_spec(space)
+            if tuner.max_trials < len(grid):
+                return {"name": "manual", "points_to_evaluate": grid[: tuner.max_trials]}
+        return Tuner._plan_searcher(tuner, space)
 
-    def _trials(self) -> int | None:
+    @staticmethod
+    def _plan_trials(tuner: Tuner) -> int | None:
         return None
 
 
@@ -895,23 +1017,31 @@ class BayesianOptimization(Tuner):
     """Gaussian-process Bayesian optimization (Optuna's GPSampler)."""
 
     _searcher = "gp"
+    _oracle_class = BayesianOptimizationOracle
 
     def __init__(self, hypermodel=None, objective=None, max_trials: int = 10,
                  num_initial_points: int | None = None, alpha: float = 1e-4, beta: float = 2.6,
                  seed=None, hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
-        super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
-                         hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-                         allow_new_entries=allow_new_entries,
-                         max_retries_per_trial=max_retries_per_trial,
-                         max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
-        self.num_initial_points = num_initial_points
-        if self.searcher == "gp" and importlib.util.find_spec("torch") is None:
+        if "oracle" in kwargs:
+            raise TypeError(_OWN_ORACLE.format(type(self).__name__))
+        oracle = BayesianOptimizationOracle(
+            objective, max_trials, num_initial_points, alpha, beta, seed, hyperparameters,
+            allow_new_entries, tune_new_entries, max_retries_per_trial,
+            max_consecutive_failed_trials)
+        super().__init__(hypermodel, oracle=oracle, **kwargs)
+
+    @staticmethod
+    def _setup(tuner: Tuner) -> None:
+        oracle = tuner._oracle
+        assert isinstance(oracle, BayesianOptimizationOracle)
+        tuner.num_initial_points = oracle.num_initial_points
+        if tuner.searcher == "gp" and importlib.util.find_spec("torch") is None:
             log.warning("Optuna's GPSampler needs PyTorch, which is not installed; "
                         "BayesianOptimization uses TPE instead")
-            self.searcher = "tpe"
-        if num_initial_points and self.searcher in ("gp", "tpe"):
-            self.searcher_options.setdefault("n_startup_trials", int(num_initial_points))
+            tuner.searcher = "tpe"
+        if oracle.num_initial_points and tuner.searcher in ("gp", "tpe"):
+            tuner.searcher_options.setdefault("n_startup_trials", int(oracle.num_initial_points))
 
 
 class Hyperband(Tuner):
@@ -931,50 +1061,60 @@ class Hyperband(Tuner):
     # kt_hyperband (random: 185, best val accuracy 0.965 vs KerasTuner's 0.931).
     _searcher = "optuna-random"
     _scheduler = "asha"
+    _oracle_class = HyperbandOracle
 
     def __init__(self, hypermodel=None, objective=None, max_epochs: int = 100, factor: int = 3,
                  hyperband_iterations: int = 1, seed=None, hyperparameters=None,
                  tune_new_entries=True, allow_new_entries=True, max_retries_per_trial=0,
                  max_consecutive_failed_trials=3, max_trials: int | None = None,
                  synchronous: bool = False, **kwargs):
-        self.max_epochs, self.factor = int(max_epochs), int(factor)
-        self.hyperband_iterations = int(hyperband_iterations)
+        if "oracle" in kwargs:
+            raise TypeError(_OWN_ORACLE.format(type(self).__name__))
         if synchronous and not kwargs.get("scheduler"):
             kwargs["scheduler"] = "hyperband"
-        super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
-                         hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-                         allow_new_entries=allow_new_entries,
-                         max_retries_per_trial=max_retries_per_trial,
-                         max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
-        if self.scheduler in ("hyperband", "asha"):
-            self.scheduler_options.setdefault("reduction_factor", self.factor)
-        if self.scheduler == "asha":
-            brackets = _hyperband_brackets(self.max_epochs, self.factor)
-            first_cut = math.ceil(self.max_epochs / self.factor ** (brackets - 1))
-            self.scheduler_options.setdefault("grace_period", max(1, first_cut))
-            self.scheduler_options.setdefault("brackets", brackets)
+        oracle = HyperbandOracle(objective, max_epochs, factor, hyperband_iterations, seed,
+                                 hyperparameters, allow_new_entries, tune_new_entries,
+                                 max_retries_per_trial, max_consecutive_failed_trials)
+        oracle.max_trials = max_trials  # this front door's cap on the configurations tried
+        super().__init__(hypermodel, oracle=oracle, **kwargs)
 
-    def _trials(self) -> int | None:
-        n = _hyperband_trials(self.max_epochs, self.factor, self.hyperband_iterations)
-        return min(n, self.max_trials) if self.max_trials else n
+    @staticmethod
+    def _setup(tuner: Tuner) -> None:
+        oracle = tuner._oracle
+        assert isinstance(oracle, HyperbandOracle)
+        tuner.max_epochs, tuner.factor = int(oracle.max_epochs), int(oracle.factor)
+        tuner.hyperband_iterations = int(oracle.hyperband_iterations)
+        if tuner.scheduler in ("hyperband", "asha"):
+            tuner.scheduler_options.setdefault("reduction_factor", tuner.factor)
+        if tuner.scheduler == "asha":
+            brackets = _hyperband_brackets(tuner.max_epochs, tuner.factor)
+            first_cut = math.ceil(tuner.max_epochs / tuner.factor ** (brackets - 1))
+            tuner.scheduler_options.setdefault("grace_period", max(1, first_cut))
+            tuner.scheduler_options.setdefault("brackets", brackets)
 
-    def _epochs(self, epochs: int | None) -> int:
-        return self.max_epochs  # KerasTuner's Hyperband sets the epochs itself
+    @staticmethod
+    def _plan_trials(tuner: Tuner) -> int | None:
+        n = _hyperband_trials(tuner.max_epochs, tuner.factor, tuner.hyperband_iterations)
+        return min(n, tuner.max_trials) if tuner.max_trials else n
 
+    @staticmethod
+    def _plan_epochs(tuner: Tuner, epochs: int | None) -> int:
+        return tuner.max_epochs  # KerasTuner's Hyperband sets the epochs itself
+
+
+_TUNER_OF: dict[type, type[Tuner]] = {
+    RandomSearchOracle: RandomSearch, GridSearchOracle: GridSearch,
+    BayesianOptimizationOracle: BayesianOptimization, HyperbandOracle: Hyperband}
+# KerasTuner's namespaces: kt.oracles.RandomSearchOracle, kt.tuners.RandomSearch, ...
+oracles = types.SimpleNamespace(**{c.__name__: c for c in _TUNER_OF})
+tuners = types.SimpleNamespace(Tuner=Tuner, RandomSearch=RandomSearch, GridSearch=GridSearch,
+                               BayesianOptimization=BayesianOptimization, Hyperband=Hyperband)
 
 # KerasTuner's public names this front door does not provide, and why (module __getattr__:
-# ``kt.Oracle`` and the like raise an AttributeError that says so, not a bare "no attribute").
+# they raise an AttributeError that says so, not a bare "no attribute").
 _NOT_PROVIDED = {
-    **dict.fromkeys(
-        ("Oracle", "oracles", "RandomSearchOracle", "BayesianOptimizationOracle", "HyperbandOracle",
-         "GridSearchOracle", "synchronized"),
-        "KerasTuner's oracles are not part of this front door: Ray Tune's searchers choose the "
-        "trials (pick one with the tuner class or searcher=...); tuner.oracle is a read-only "
-        "view of the trials"),
-    **dict.fromkeys(
-        ("Int", "Float", "Choice", "Boolean", "Fixed"),
-        "standalone hyperparameter objects are not provided: declare hyperparameters with "
-        "hp.Int/hp.Float/hp.Choice/hp.Boolean/hp.Fixed on a kt.HyperParameters"),
+    "synchronized": "KerasTuner's oracle-internal decorator; this front door's oracle drives no "
+                    "trials (Ray Tune's searchers choose them)",
 }
 
 

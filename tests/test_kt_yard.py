@@ -1,0 +1,114 @@
+"""KerasTuner door: behaviours KerasTuner's own tests (engine/tuner_test.py, tuners/*_test.py)
+use through the public API: several tuners in one process, oracle objects, run_trial."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.compat import keras_tuner as kt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _build(hp):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(hp.Int("units", 2, 4)),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.Adam(hp.Choice("lr", [1e-2, 1e-3])),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _data(n=24):
+    rng = np.random.default_rng(0)
+    return rng.random((n, 3)).astype("float32"), rng.integers(0, 2, n)
+
+
+def test_a_second_tuner_made_before_the_first_searched_takes_its_ray_start_over(tmp_path):
+    """A script (own Ray, no fixture) makes a tuner, then another that it searches first: the
+    first one's Ray start is the second's (two starts under way called ray.init twice:
+    'Perhaps you called ray.init twice by accident?'); the first searches on a Ray of its own."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import numpy as np\n"
+                "from pipeline.compat import keras_tuner as kt\n"
+        "import keras\n"
+        "def build(hp):\n"
+        "    m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(hp.Int('u', 2, 3)),\n"
+        "                          keras.layers.Dense(1)])\n"
+        "    m.compile('adam', 'mse')\n"
+        "    return m\n"
+        "first = kt.RandomSearch(build, objective='loss', max_trials=1, project_name='a')\n"
+        "second = kt.RandomSearch(build, objective='loss', max_trials=1, project_name='b')\n"
+        "x = np.zeros((8, 3), 'float32'); y = np.zeros((8, 1), 'float32')\n"
+        "second.search(x, y, epochs=1, verbose=0)\n"
+        "print('trials:', len(second.oracle.trials))\n"
+        "first.search(x, y, epochs=1, verbose=0)\n"
+        "print('trials:', len(first.oracle.trials))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trials: 1") == 2
+
+
+def test_oracle_objects_stand_for_their_tuners_search(tmp_path, ray_session):
+    """kt.Tuner(oracle=kt.oracles.XOracle(...)) searches as kt.X with the oracle's arguments;
+    each tuner's oracle is of its class; what cannot be searched is refused, never ignored."""
+    bo = kt.Tuner(oracle=kt.oracles.BayesianOptimizationOracle(
+        objective="val_loss", max_trials=3, num_initial_points=2, seed=5), hypermodel=_build,
+        directory=tmp_path)
+    assert isinstance(bo.oracle, kt.oracles.BayesianOptimizationOracle)
+    assert (bo.searcher in ("gp", "tpe"), bo.searcher_options, bo.max_trials, bo.seed) == (
+        True, {"n_startup_trials": 2}, 3, 5)
+    assert bo.oracle.objective == kt.Objective("val_loss", "min")
+    hb = kt.Tuner(kt.oracles.HyperbandOracle(objective="loss", max_epochs=9, factor=3), _build,
+                  directory=tmp_path)  # KerasTuner's positional order: Tuner(oracle, hypermodel)
+    assert (hb.scheduler, hb.scheduler_options["reduction_factor"], hb._epochs(1)) == ("asha", 3, 9)
+    assert hb._trials() == kt.Hyperband(_build, objective="loss", max_epochs=9, factor=3,
+                                        directory=tmp_path)._trials()
+    grid = kt.Tuner(oracle=kt.oracles.GridSearchOracle(objective="loss"), hypermodel=_build,
+                    directory=tmp_path)
+    assert (grid.searcher, grid._trials()) == ("grid", None)
+    assert isinstance(kt.BayesianOptimization(_build, objective="loss", directory=tmp_path).oracle,
+                      kt.oracles.BayesianOptimizationOracle)
+    assert kt.tuners.RandomSearch is kt.RandomSearch
+
+    class Custom(kt.oracles.RandomSearchOracle):
+        def populate_space(self, trial_id):
+            return {"values": {}, "status": "RUNNING"}
+
+    with pytest.raises(NotImplementedError, match="Custom overrides populate_space"):
+        kt.Tuner(oracle=Custom(objective="loss"), hypermodel=_build, directory=tmp_path)
+    with pytest.raises(NotImplementedError, match="samples no trials of its own"):
+        kt.Tuner(oracle=kt.Oracle(objective="loss"), hypermodel=_build, directory=tmp_path)
+    with pytest.raises(ValueError, match="Expected `oracle` argument to be an instance of `Oracle`"):
+        kt.Tuner(oracle="invalid", hypermodel=_build, directory=tmp_path)
+    with pytest.raises(TypeError, match="RandomSearch makes its own oracle"):
+        kt.RandomSearch(_build, oracle=kt.oracles.RandomSearchOracle(), directory=tmp_path)
+    with pytest.raises(ValueError, match="factor needs to be a int larger than 1"):
+        kt.oracles.HyperbandOracle(objective="loss", factor=1)
+    with pytest.raises(ValueError, match="tune_new_entries=False"):
+        kt.RandomSearch(_build, objective="loss", tune_new_entries=False, directory=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_tuner_given_an_oracle_searches_with_it(tmp_path, ray_session):
+    oracle = kt.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=2, seed=7)
+    tuner = kt.Tuner(oracle=oracle, hypermodel=_build, directory=tmp_path)
+    x, y = _data()
+    tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
+    assert tuner.oracle is oracle  # the one given, showing the trials, as in KerasTuner
+    assert len(oracle.trials) == 2 and tuner.seed == 7
+    assert tuner.results.spec.searcher.name == "optuna-random"
+    assert tuner.results.spec.objective.metrics == ["val_accuracy"]
+    best = oracle.get_best_trials(1)[0]
+    assert best.status == "COMPLETED" and 0.0 <= best.score <= 1.0
