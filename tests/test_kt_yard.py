@@ -112,3 +112,90 @@ def test_a_tuner_given_an_oracle_searches_with_it(tmp_path, ray_session):
     assert tuner.results.spec.objective.metrics == ["val_accuracy"]
     best = oracle.get_best_trials(1)[0]
     assert best.status == "COMPLETED" and 0.0 <= best.score <= 1.0
+
+
+class _Grid(kt.GridSearch):
+    """The space is declared in run_trial alone (no hypermodel), as in KerasTuner's tests."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        a, b = hp.Boolean("a"), hp.Choice("b", [1, 2, 3])
+        assert "x" not in kwargs and kwargs == {}  # search() got nothing
+        return float(b) + (10.0 if a else 0.0)
+
+
+def test_run_trial_override_declares_the_space_and_its_return_is_the_score(tmp_path, ray_session):
+    tuner = _Grid(directory=tmp_path)
+    tuner.search(verbose=0)
+    trials = tuner.oracle.trials.values()
+    seen = sorted((t.hyperparameters.values["a"], t.hyperparameters.values["b"]) for t in trials)
+    assert seen == [(a, b) for a in (False, True) for b in (1, 2, 3)]  # the whole grid, once each
+    assert all(t.score == t.hyperparameters["b"] + 10 * t.hyperparameters["a"] for t in trials)
+    assert tuner.get_best_hyperparameters()[0].values == {"a": False, "b": 1}  # minimized
+
+
+class _Fits(kt.Tuner):
+    """run_trial over a hypermodel, with the search's fit arguments; one History per execution."""
+
+    def run_trial(self, trial, *fit_args, **fit_kwargs):
+        hp = trial.hyperparameters
+        batch = hp.Choice("batch_size", [4, 8])  # declared here only
+        return [self.hypermodel.build(hp).fit(*fit_args, batch_size=batch, **fit_kwargs)
+                for _ in range(2)]
+
+
+def test_run_trial_override_gets_the_fit_arguments_and_lists_are_averaged(tmp_path, ray_session):
+    oracle = kt.oracles.RandomSearchOracle(objective="val_loss", max_trials=2, seed=1)
+    tuner = _Fits(oracle=oracle, hypermodel=_build, directory=tmp_path)
+    x, y = _data()
+    tuner.search(x, y, epochs=2, validation_data=(x[:8], y[:8]), verbose=0)
+    assert {d.name for d in tuner.oracle.get_space().space} == {"units", "lr", "batch_size"}
+    assert len(oracle.trials) == 2
+    for trial in oracle.trials.values():
+        assert trial.status == "COMPLETED" and trial.score is not None
+        history = trial.metrics.get_history("val_loss")
+        assert len(history) == 1 and history[0].value == [trial.score]
+
+
+def _returning(value):
+    class MyTuner(kt.RandomSearch):
+        def run_trial(self, trial, **kwargs):
+            trial.hyperparameters.Float("value", 0, 10)
+            return value
+
+    return MyTuner
+
+
+@pytest.mark.parametrize("returned, objective, message", [
+    ("a", "loss", r"Tuner\.run_trial\(\) to be one of"),
+    (None, "loss", "Did you forget to return the metrics"),
+    ({"loss": 1.0}, None, r"Tuner\.run_trial\(\) to be a single float"),  # no objective: a float
+])
+def test_what_a_run_trial_override_returns_is_checked_as_in_keras_tuner(
+        tmp_path, ray_session, returned, objective, message):
+    tuner = _returning(returned)(objective=objective, max_trials=2, directory=tmp_path)
+    with pytest.raises(kt.errors.FatalTypeError, match=message):
+        tuner.search(verbose=0)
+
+
+def test_hypermodel_none_needs_a_run_trial_override_and_hyperband_refuses_one(tmp_path):
+    with pytest.raises(ValueError, match="Received `hypermodel=None`"):
+        kt.RandomSearch(max_trials=2, directory=tmp_path)
+
+    class MyHyperband(kt.Hyperband):
+        def run_trial(self, trial, *args, **kwargs):
+            return 1.0
+
+    with pytest.raises(NotImplementedError, match="run_trial override is not supported with Hyperband"):
+        MyHyperband(objective="loss", directory=tmp_path)
+
+
+def test_reload_reads_the_trials_another_tuner_stored(tmp_path, ray_session):
+    x, y = _data()
+    kwargs = dict(objective="val_accuracy", max_trials=2, directory=tmp_path, seed=2)
+    first = kt.RandomSearch(_build, **kwargs)
+    second = kt.RandomSearch(_build, **kwargs)  # made before the first searched: nothing yet
+    assert second.oracle.trials == {}
+    first.search(x, y, epochs=1, validation_split=0.25, verbose=0)
+    second.reload()
+    assert sorted(second.oracle.trials) == sorted(first.oracle.trials)

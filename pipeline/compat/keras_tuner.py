@@ -334,6 +334,12 @@ class DefaultHyperModel(HyperModel):
         return self.build_fn(hp)
 
 
+def _head(data: Dataset, n: int) -> Dataset:
+    """The first ``n`` rows of each split (a dry run's data)."""
+    return Dataset(data.x_train[:n], data.y_train[:n], data.x_val[:n], data.y_val[:n],
+                   data.x_test[:0], data.y_test[:0], data.num_classes)
+
+
 def _has_custom_fit(hypermodel: HyperModel) -> bool:
     return type(hypermodel).fit is not HyperModel.fit
 
@@ -356,12 +362,12 @@ _CUSTOM_ORACLE = (
     "kt.oracles.RandomSearchOracle, GridSearchOracle, BayesianOptimizationOracle or "
     "HyperbandOracle, or pick a Ray Tune searcher with searcher=...")
 _RUN_TRIAL = (
-    "overriding Tuner.run_trial is not supported by this front door: its trials run as Ray Tune "
-    "trials in other processes, and the search space is found before they start by calling the "
-    "build function, which a run_trial override would have to train for. Put the training in a "
-    "HyperModel's fit(self, hp, model, *args, **kwargs) instead (declare hyperparameters there "
-    "with hp.*; return a History, a float or a dict of metrics): it is supported, with its own "
-    "hyperparameters searched")
+    "Tuner.run_trial is not called directly on this front door: search() runs each trial as a "
+    "Ray Tune trial (a subclass's own run_trial runs there, pipeline.compat._kt_run_trial)")
+_HYPERBAND_RUN_TRIAL = (
+    "a run_trial override is not supported with Hyperband on this front door: its brackets set "
+    "each trial's epochs and stop trials between epochs, which a run_trial reporting once cannot "
+    "follow; use RandomSearch, GridSearch or BayesianOptimization (or a HyperModel.fit)")
 _TERMINAL = {"TERMINATED", "ERROR"}
 # searchers that one tuner may store under either name: GridSearch cut short by max_trials
 # runs "manual"; BayesianOptimization runs "tpe" where PyTorch is missing
@@ -432,6 +438,26 @@ def _tuner_of(oracle: Oracle) -> "type[Tuner]":
     return next(_TUNER_OF[cls] for cls in type(oracle).__mro__ if cls in _TUNER_OF)
 
 
+def _exhaustive(tuner: "Tuner", space: dict) -> list[dict[str, Any]] | None:
+    """Every configuration of a finite space, in an order drawn from the seed, when there are
+    no more than ``max_trials`` of them (else None): KerasTuner's random and Bayesian searches
+    never try a configuration twice and end when none is left, so they try each once."""
+    if tuner.searcher != tuner._algo._searcher and not (tuner.searcher == "tpe"
+                                                        and tuner._algo._searcher == "gp"):
+        return None  # a searcher the user chose searches as it does
+    finite = all(p["type"] in ("fixed", "bool", "choice", "int")
+                 or (p["type"] == "float" and p.get("step")) for p in space.values())
+    if not finite or not tuner.max_trials:
+        return None
+    from pipeline.space import SearchSpace
+
+    grid = SearchSpace.from_dict(space).grid()
+    if len(grid) > tuner.max_trials:
+        return None
+    random.Random(tuner.seed).shuffle(grid)
+    return grid
+
+
 class Tuner:
     """The common base of the tuners (KerasTuner's ``Tuner``), run on Ray Tune.
 
@@ -467,8 +493,7 @@ class Tuner:
         self.workers = _multiworker(distribution_strategy, resources_per_trial or {})
         if self.workers is not None:
             resources_per_trial = {**(resources_per_trial or {}), "workers": self.workers}
-        if type(self).run_trial is not Tuner.run_trial:
-            raise NotImplementedError(_RUN_TRIAL)
+        self._own_run_trial = type(self).run_trial is not Tuner.run_trial
         oracle = kwargs.pop("oracle", None)
         if oracle is None and isinstance(hypermodel, Oracle):  # KerasTuner's order: Tuner(oracle, hypermodel)
             oracle, hypermodel, objective = hypermodel, objective, None
@@ -493,11 +518,17 @@ class Tuner:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
         for key in kwargs:
             log.warning("%s=%r is not used by this front door", key, kwargs[key])
-        if hypermodel is None:
-            raise ValueError("Received `hypermodel=None`: a hypermodel (build function or HyperModel) "
-                             "is required (KerasTuner allows None only with a run_trial override, "
-                             "which this front door does not support)")
-        if isinstance(hypermodel, HyperModel):
+        if self._own_run_trial and issubclass(self._algo, Hyperband):
+            raise NotImplementedError(_HYPERBAND_RUN_TRIAL)
+        if hypermodel is None and not self._own_run_trial:
+            raise ValueError("Received `hypermodel=None`. We only allow not specifying "
+                             "`hypermodel` if the user defines the search space in "
+                             "`Tuner.run_trial()` by creating a custom `Tuner` class and "
+                             "override `Tuner.run_trial()`.")
+        self.hypermodel: HyperModel | None
+        if hypermodel is None:  # the run_trial override declares the space and trains
+            self.hypermodel = None
+        elif isinstance(hypermodel, HyperModel):
             self.hypermodel = hypermodel
         elif callable(hypermodel):
             self.hypermodel = DefaultHyperModel(hypermodel)
@@ -556,9 +587,10 @@ class Tuner:
 
         def build(hp):
             keras.backend.clear_session()
-            model = self.hypermodel.build(hp)
-            if not isinstance(model, keras.Model) and len(not_model) < 1:
-                not_model.append(not_a_model(model))
+            if self.hypermodel is not None:
+                model = self.hypermodel.build(hp)
+                if not isinstance(model, keras.Model) and len(not_model) < 1:
+                    not_model.append(not_a_model(model))
             if extra is not None:
                 extra(hp)
 
@@ -608,6 +640,9 @@ class Tuner:
 
     @staticmethod
     def _plan_searcher(tuner: "Tuner", space: dict) -> dict[str, Any]:
+        every = _exhaustive(tuner, space)
+        if every is not None:
+            return {"name": "manual", "points_to_evaluate": every}
         return {"name": tuner.searcher, "options": tuner.searcher_options}
 
     @staticmethod
@@ -683,13 +718,22 @@ class Tuner:
         self._results = Results(where)
         stored = self._results.spec
         was = (_FAMILY.get(stored.searcher.name, stored.searcher.name), stored.scheduler.name)
-        if was != (_FAMILY.get(self.searcher, self.searcher), self.scheduler):
+        planned = self._searcher_spec(self._space())["name"]  # "manual" for an exhausted space
+        now = {(_FAMILY.get(n, n), self.scheduler) for n in (self.searcher, planned)}
+        if was not in now:
             # KerasTuner cannot reload another tuner's oracle either
             raise RuntimeError(
                 f"Error reloading the existing project {where.path}: it was searched with "
                 f"searcher {stored.searcher.name!r} and scheduler {stored.scheduler.name!r}, this "
                 f"{type(self).__name__} uses {self.searcher!r} and {self.scheduler!r}. Change the "
                 "`project_name` or pass `overwrite=True` to start it again")
+
+    def reload(self) -> None:
+        """KerasTuner's ``reload()``: read the project's stored trials (``directory/project_name``)
+        again, e.g. after another tuner searched it."""
+        where = self._where()
+        if where.exists() and self._is_ours(where):
+            self._results = Results(where)
 
     def _delete(self, where: Location) -> None:
         import pyarrow.fs as pafs
@@ -728,6 +772,7 @@ class Tuner:
         from pipeline.runner import effective_spec, run
 
         bound = inspect.signature(keras.Model.fit).bind(None, *fit_args, **fit_kwargs)
+        given = set(bound.arguments) | set(bound.arguments.get("kwargs", {}))
         args = dict(bound.arguments)
         args.pop("self", None)
         args.update(args.pop("kwargs", {}))
@@ -747,8 +792,10 @@ class Tuner:
             raise errors.FatalTypeError(self._not_a_model)
         if "sample_weight" in args:
             raise TypeError("sample_weight is not supported by this front door")
-        no_data = x is None and y is None and validation_data is None and self._custom_fit()
-        if no_data:  # a HyperModel whose own fit finds its data (KerasTuner allows search())
+        # a HyperModel or run_trial whose own fit finds its data, or a model whose fit needs
+        # none: KerasTuner allows search() without data (the fit gets what search() got)
+        no_data = x is None and y is None and validation_data is None
+        if no_data:
             data, dataset_batch = _NO_DATA, None
         else:
             data, dataset_batch = read_fit_data(x, y, validation_data, validation_split)
@@ -765,7 +812,12 @@ class Tuner:
         if self._finished():
             print(f"Reloading results from {self.results.where.path}: the search has finished")
             return
-        if self._custom_fit() and (x is not None or no_data):
+        if self._own_run_trial:
+            from pipeline.compat._kt_run_trial import dry_run_trial
+
+            self._defs = self._discover(extra=dry_run_trial(self, self._trial_kwargs(
+                _head(data, 2), args, callbacks, epochs, dataset_batch, no_data, given, dry=True)))
+        elif self._custom_fit() and (x is not None or no_data):
             self._defs = self._discover(extra=self._dry_fit(data, args, dataset_batch, no_data))
         spec = self.build_spec(epochs, args.get("batch_size"), verbose if verbose != "auto" else 1,
                                has_validation=len(data.x_val) > 0)
@@ -788,8 +840,15 @@ class Tuner:
             dataset_batch=dataset_batch, mirrored=self.mirrored_gpus is not None, no_data=no_data,
             cwd=os.getcwd(), objective_given=self.objective is not None,
         )
+        if self._own_run_trial:
+            from pipeline.compat._kt_run_trial import shipped_tuner
+
+            job.tuner = shipped_tuner(self)
+            job.trial_kwargs = self._trial_kwargs(None, args, callbacks, epochs, dataset_batch,
+                                                  no_data, given)
         resume = self._results is not None
-        check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,
+        check_portable({**self._shipped_hypermodel(), **({"tuner": job.tuner} if job.tuner else {}),
+                        "callbacks": callbacks,
                         "fit arguments": fit_kwargs_out, "compile arguments": self.compile_kwargs})
         early, self._early = self._early, None
         _UNSEARCHED.pop(id(self), None)
@@ -811,14 +870,31 @@ class Tuner:
         self._check_failures()
 
     def run_trial(self, trial, *args, **kwargs):
-        """KerasTuner's hook for a custom trial; not supported here (say so where it is defined)."""
+        """KerasTuner's hook for a custom trial: override it in a subclass (it then runs in each
+        Ray Tune trial, :mod:`pipeline.compat._kt_run_trial`); not called directly here."""
         raise NotImplementedError(_RUN_TRIAL)
 
+    def _trial_kwargs(self, data: Dataset | None, args: dict[str, Any], callbacks: list,
+                      epochs: int | None, dataset_batch: int | None, no_data: bool,
+                      given: set[str], dry: bool = False) -> dict[str, Any]:
+        """The fit arguments a run_trial override gets, as given to search() (``data`` None:
+        the trial adds its copy of the data; ``dry``: no user callbacks)."""
+        from pipeline.compat._kt_run_trial import fit_keywords
+
+        out = {k: v for k, v in args.items() if k in given and k != "epochs"}
+        if "callbacks" in given:
+            out["callbacks"] = [] if dry else callbacks
+        if epochs is not None:
+            out["epochs"] = epochs
+        return out if data is None else fit_keywords(data, out, dataset_batch, no_data)
+
     def _custom_fit(self) -> bool:
-        return _has_custom_fit(self.hypermodel)
+        return self.hypermodel is not None and _has_custom_fit(self.hypermodel)
 
     def _shipped_hypermodel(self) -> dict[str, Any]:
         """The hypermodel as the user knows it, for errors naming what cannot travel to Ray."""
+        if self.hypermodel is None:
+            return {}
         if isinstance(self.hypermodel, DefaultHyperModel):
             fn = self.hypermodel.build_fn
             return {f"build function {getattr(fn, '__name__', fn)!s}": fn}
