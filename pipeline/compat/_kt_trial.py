@@ -234,10 +234,6 @@ def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callb
             kwargs["epochs"] = spec.training.epochs
         if job.no_data:
             return job.hypermodel.fit(hp, model, **kwargs)
-    if job.no_data:  # search() got no data: the model's fit gets what search() got, as KerasTuner
-        if job.pass_epochs:
-            kwargs["epochs"] = spec.training.epochs
-        return model.fit(**kwargs)
         if job.dataset_batch:  # as the user passed it: tf.data datasets of (x, y) batches
             import tensorflow as tf
 
@@ -250,6 +246,10 @@ def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callb
         if len(data.x_val):
             kwargs["validation_data"] = (data.x_val, data.y_val)
         return job.hypermodel.fit(hp, model, data.x_train, data.y_train, **kwargs)
+    if job.no_data:  # search() got no data: the model's fit gets what search() got, as KerasTuner
+        if job.pass_epochs:
+            kwargs["epochs"] = spec.training.epochs
+        return model.fit(**kwargs)
     return model.fit(**_fit_arguments(job, data, spec, kwargs))
 
 
