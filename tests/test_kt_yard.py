@@ -199,3 +199,54 @@ def test_reload_reads_the_trials_another_tuner_stored(tmp_path, ray_session):
     first.search(x, y, epochs=1, validation_split=0.25, verbose=0)
     second.reload()
     assert sorted(second.oracle.trials) == sorted(first.oracle.trials)
+
+
+def test_max_model_size_fails_the_trials_of_bigger_models(tmp_path, ray_session):
+    """KerasTuner's max_model_size (was ignored): an oversized model fails its trial, and after
+    max_consecutive_failed_trials of them the search stops with their error."""
+    x, y = _data()
+    tuner = kt.RandomSearch(_build, objective="val_accuracy", max_trials=3, max_model_size=4,
+                            directory=tmp_path)
+    with pytest.raises(RuntimeError, match="(?s)consecutive failures.*Oversized model: [0-9]+ "
+                                           "parameters"):
+        tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
+
+
+class _TwoBooleans(kt.RandomSearch):
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        return float(hp.Boolean("a")) + 2 * float(hp.Boolean("b"))
+
+
+def test_random_search_tries_each_configuration_of_a_small_space_once_and_stops(tmp_path,
+                                                                               ray_session):
+    tuner = _TwoBooleans(objective="loss", max_trials=15, seed=3, directory=tmp_path)
+    tuner.search(verbose=0)
+    seen = [tuple(t.hyperparameters.values.values()) for t in tuner.oracle.trials.values()]
+    assert sorted(seen) == [(False, False), (False, True), (True, False), (True, True)]
+
+
+def _self_fed(hp):
+    import keras
+
+    class SelfFed(keras.Sequential):
+        """A model whose fit finds its own data (KerasTuner's search() passes none)."""
+
+        def fit(self, *args, **kwargs):
+            x, y = _data()
+            return super().fit(x, y, validation_data=(x, y), **kwargs)
+
+    model = SelfFed([keras.Input((3,)), keras.layers.Dense(hp.Int("units", 2, 4)),
+                     keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_search_without_data_fits_the_model_with_what_search_got(tmp_path, ray_session):
+    tuner = kt.RandomSearch(_self_fed, objective="val_accuracy", max_trials=2, directory=tmp_path)
+    tuner.search(epochs=2, verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
+    assert all(len(t.metrics.get_history("val_accuracy")) == 2 for t in trials)
+    # a trial's metrics are the model's, not Tune's bookkeeping nor the trial's config
+    assert set(trials[0].metrics.metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}

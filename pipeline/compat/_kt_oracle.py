@@ -1,11 +1,16 @@
-"""``tuner.oracle`` of the KerasTuner front door: a read-only view of the finished trials.
+"""``tuner.oracle`` of the KerasTuner front door: KerasTuner's oracle classes, as what a search
+is, and once searched a read-only view of its trials.
 
-KerasTuner code reads its search's trials through the oracle (``tuner.oracle.trials``,
-``tuner.oracle.get_best_trials(n)``, ``trial.score``, ``trial.hyperparameters``,
-``trial.status``, ``trial.metrics.get_history(...)``). Here the trials ran as Ray Tune
-trials and live in the pipeline's :class:`~pipeline.results.Results`; this module answers
-those calls from them. Nothing is sampled through it: the oracle's driving methods
-(``create_trial``, ``update_trial``, ``end_trial``, ...) raise an error that says so.
+``kt.oracles.RandomSearchOracle(...)`` and the others take KerasTuner's arguments (and make its
+checks); ``kt.Tuner(oracle=...)`` searches as the matching tuner class would with them, and
+each tuner's ``tuner.oracle`` is an oracle of its class. KerasTuner code reads its search's
+trials through the oracle (``tuner.oracle.trials``, ``tuner.oracle.get_best_trials(n)``,
+``trial.score``, ``trial.hyperparameters``, ``trial.status``,
+``trial.metrics.get_history(...)``). Here the trials ran as Ray Tune trials and live in the
+pipeline's :class:`~pipeline.results.Results`; this module answers those calls from them.
+Nothing is sampled through it: the oracle's driving methods (``create_trial``,
+``update_trial``, ``end_trial``, ...) raise an error that says so, and an oracle subclass
+overriding one of them (:func:`custom_driving`) is refused by the tuner.
 """
 
 from __future__ import annotations
@@ -13,6 +18,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+# Columns of a trial's history that are not its metrics: the pipeline's and Ray Tune's own
+# bookkeeping (the trial's config is there too, as config/<name>).
+_NOT_METRICS = {"epoch", "from_checkpoint", "num_params", "node_id", "timestamp",
+                "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
+                "iterations_since_restore", "pid", "done", "node_ip", "hostname", "date",
+                "trial_id", "checkpoint_dir_name", "should_checkpoint", "episodes_total",
+                "timesteps_total"}
 
 # Ray Tune's trial states as KerasTuner's ``TrialStatus`` names them.
 _STATUS = {"TERMINATED": "COMPLETED", "ERROR": "FAILED", "RUNNING": "RUNNING",
@@ -164,8 +177,8 @@ class Oracle:
             history = histories.get(tid)
             tracker = MetricsTracker(directions=directions)
             if history is not None and len(history):
-                names = [c for c in history.columns if c not in ("epoch", "from_checkpoint")
-                         and history[c].dtype.kind in "fi"]
+                names = [c for c in history.columns if c not in _NOT_METRICS
+                         and not c.startswith("config/") and history[c].dtype.kind in "fi"]
                 for name in names:
                     tracker.history[name] = [
                         MetricObservation([float(v)], int(e) - 1)

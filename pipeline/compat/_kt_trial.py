@@ -46,6 +46,7 @@ class _Job:
     no_data: bool = False  # search() got no data: the HyperModel's own fit finds it
     cwd: str | None = None  # the driver's folder: trials run there when their node has it
     objective_given: bool = True  # False: the tuner got no objective (a custom fit returns a float)
+    max_model_size: int | None = None  # KerasTuner's: a model with more trainable parameters fails
     tuner: Any = None  # a Tuner subclass overriding run_trial (a copy): it runs each trial
     trial_kwargs: dict[str, Any] = field(default_factory=dict)  # its fit arguments, but the data
 
@@ -200,6 +201,8 @@ def _build_model(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: S
     model = job.hypermodel.build(hp)
     if not isinstance(model, keras.Model):  # KerasTuner stops the search there
         raise FatalTypeError(not_a_model(model))
+    if job.max_model_size:
+        _check_size(model, job.max_model_size)
     if job.compile_kwargs:
         kwargs = dict(job.compile_kwargs)
         opt = kwargs.get("optimizer")
@@ -212,6 +215,18 @@ def _build_model(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: S
         log.warning("hyperparameters %s were not seen when the search space was discovered; "
                     "they take their default in this trial", sorted(set(hp._unknown)))
     return model
+
+
+def _check_size(model: Any, limit: int) -> None:
+    """KerasTuner's ``max_model_size``: a built model with more trainable parameters than
+    ``limit`` fails its trial (``FailedTrialError``; the search goes on)."""
+    from pipeline.compat._kt_errors import FailedTrialError
+
+    if not model.built:  # KerasTuner counts only a built model's weights
+        return
+    size = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    if size > limit:
+        raise FailedTrialError(f"Oversized model: {size} parameters. Skip model.")
 
 
 def not_a_model(model: Any) -> str:

@@ -60,6 +60,9 @@ Differences from KerasTuner (by design):
 * ``sampling="reverse_log"`` without a step is searched on a log scale;
 * hyperparameters used only for values the discovery did not try get their
   default in a trial (KerasTuner would add them to the space then);
+* a ``Tuner`` subclass's own ``run_trial`` runs in each Ray Tune trial, and also on the
+  driver (two rows of data, models that do not train) while the space is discovered
+  (:mod:`pipeline.compat._kt_run_trial`); not with ``Hyperband``;
 * ``executions_per_trial > 1`` runs the executions one after another and reports
   their per-epoch mean afterwards (no early stopping inside such a trial;
   not combinable with pausing schedulers);
@@ -348,7 +351,7 @@ def _has_custom_fit(hypermodel: HyperModel) -> bool:
 
 # search() without data, for a HyperModel whose own fit finds it: no rows travel to the trials
 _NO_DATA = Dataset(*(np.zeros((0, 1), np.float32), np.zeros((0,), np.int64)) * 3, num_classes=1)
-_IGNORED = {"logger", "tuner_id", "max_model_size", "cleanup"}
+_IGNORED = {"logger", "tuner_id", "cleanup"}
 _ORACLE = (
     "Expected `oracle` argument to be an instance of `Oracle`, got {!r}: one of "
     "kt.oracles.RandomSearchOracle, GridSearchOracle, BayesianOptimizationOracle or "
@@ -513,6 +516,8 @@ class Tuner:
             max_consecutive_failed_trials = oracle.max_consecutive_failed_trials
         self._oracle: Oracle = oracle
         self._algo: type[Tuner] = _tuner_of(oracle)
+        # KerasTuner's cap on a model's trainable parameters: a bigger one fails its trial
+        self.max_model_size: int | None = kwargs.pop("max_model_size", None)
         unknown = set(kwargs) - _IGNORED
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
@@ -839,6 +844,7 @@ class Tuner:
             pass_epochs=epochs is not None or issubclass(self._algo, Hyperband),
             dataset_batch=dataset_batch, mirrored=self.mirrored_gpus is not None, no_data=no_data,
             cwd=os.getcwd(), objective_given=self.objective is not None,
+            max_model_size=self.max_model_size,
         )
         if self._own_run_trial:
             from pipeline.compat._kt_run_trial import shipped_tuner
