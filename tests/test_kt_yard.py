@@ -250,3 +250,33 @@ def test_search_without_data_fits_the_model_with_what_search_got(tmp_path, ray_s
     assert all(len(t.metrics.get_history("val_accuracy")) == 2 for t in trials)
     # a trial's metrics are the model's, not Tune's bookkeeping nor the trial's config
     assert set(trials[0].metrics.metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def _subclassed(hp):
+    import keras
+
+    class Shifted(keras.Model):
+        """Declares a hyperparameter when first called (KerasTuner's tuner_test does so)."""
+
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2, activation="softmax")
+
+        def call(self, x):
+            return self.dense(x + hp.Float("bias", 0.0, 10.0))
+
+    model = Shifted()
+    model.compile(keras.optimizers.Adam(hp.Choice("lr", [1e-2, 1e-3])),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_hyperparameters_a_model_declares_when_called_are_searched(tmp_path, ray_session):
+    tuner = kt.RandomSearch(_subclassed, objective="val_accuracy", max_trials=2, seed=4,
+                            directory=tmp_path)
+    assert [d.name for d in tuner.oracle.get_space().space] == ["lr"]  # not called yet
+    x, y = _data()
+    tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
+    assert tuner.results.spec.space["bias"] == {"type": "float", "low": 0.0, "high": 10.0}
+    biases = {t.hyperparameters.values["bias"] for t in tuner.oracle.trials.values()}
+    assert len(biases) == 2 and all(0.0 <= b <= 10.0 for b in biases)  # sampled, not the default

@@ -585,10 +585,15 @@ class Tuner:
     # -- space ----------------------------------------------------------------------------
 
     def _discover(self, extra: Callable[[HyperParameters], Any] | None = None,
-                  ) -> dict[str, HyperParameter]:
+                  sample: np.ndarray | None = None) -> dict[str, HyperParameter]:
+        """The search space: every hyperparameter the build (and ``extra``) declares. A model
+        the build leaves unbuilt (a subclassed model, a Sequential without ``Input``) may
+        declare more when it is first called (in ``call``, a ``Lambda``): with ``sample``
+        (two rows of the search's data) each such model is called on it too."""
         import keras
 
         not_model: list[str] = []
+        self._lazy_models = False
 
         def build(hp):
             keras.backend.clear_session()
@@ -596,6 +601,13 @@ class Tuner:
                 model = self.hypermodel.build(hp)
                 if not isinstance(model, keras.Model) and len(not_model) < 1:
                     not_model.append(not_a_model(model))
+                elif not model.built:
+                    self._lazy_models = True
+                    if sample is not None:
+                        try:
+                            model(sample)
+                        except Exception as exc:  # noqa: BLE001 - the trial raises it, if real
+                            log.debug("search-space discovery: calling the model stopped: %s", exc)
             if extra is not None:
                 extra(hp)
 
@@ -823,7 +835,10 @@ class Tuner:
             self._defs = self._discover(extra=dry_run_trial(self, self._trial_kwargs(
                 _head(data, 2), args, callbacks, epochs, dataset_batch, no_data, given, dry=True)))
         elif self._custom_fit() and (x is not None or no_data):
-            self._defs = self._discover(extra=self._dry_fit(data, args, dataset_batch, no_data))
+            self._defs = self._discover(extra=self._dry_fit(data, args, dataset_batch, no_data),
+                                        sample=None if no_data else data.x_train[:2])
+        elif self._lazy_models and not no_data:
+            self._defs = self._discover(sample=data.x_train[:2])
         spec = self.build_spec(epochs, args.get("batch_size"), verbose if verbose != "auto" else 1,
                                has_validation=len(data.x_val) > 0)
         if self.executions_per_trial > 1:
