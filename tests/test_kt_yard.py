@@ -280,3 +280,25 @@ def test_hyperparameters_a_model_declares_when_called_are_searched(tmp_path, ray
     assert tuner.results.spec.space["bias"] == {"type": "float", "low": 0.0, "high": 10.0}
     biases = {t.hyperparameters.values["bias"] for t in tuner.oracle.trials.values()}
     assert len(biases) == 2 and all(0.0 <= b <= 10.0 for b in biases)  # sampled, not the default
+
+
+class _Polynomial(kt.BaseTuner):
+    def run_trial(self, trial):
+        hp = trial.hyperparameters
+        return -hp["a"] + hp["b"]
+
+
+def test_base_tuner_with_an_oracle_and_its_own_run_trial(tmp_path, ray_session):
+    """KerasTuner's BaseTuner pattern: the space declared in the oracle, no hypermodel."""
+    hps = kt.HyperParameters()
+    hps.Float("a", -1, 1)
+    hps.Float("b", -1, 1)
+    tuner = _Polynomial(oracle=kt.oracles.RandomSearchOracle(
+        objective=kt.Objective("score", "max"), hyperparameters=hps, max_trials=3, seed=1),
+        directory=tmp_path)
+    tuner.search()
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 3
+    for t in trials:
+        assert t.score == pytest.approx(-t.hyperparameters["a"] + t.hyperparameters["b"])
+    assert tuner.oracle.get_best_trials()[0].score == max(t.score for t in trials)

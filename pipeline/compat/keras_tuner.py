@@ -127,7 +127,7 @@ __all__ = [
     "HyperParameters", "HyperModel", "Objective", "Tuner", "RandomSearch", "GridSearch",
     "BayesianOptimization", "Hyperband", "errors",
     "HyperParameter", "Int", "Float", "Choice", "Boolean", "Fixed", "serialize", "deserialize",
-    "Oracle", "oracles", "tuners",
+    "Oracle", "oracles", "tuners", "BaseTuner",
 ]
 
 log = logging.getLogger(__name__)
@@ -1199,12 +1199,17 @@ class Hyperband(Tuner):
         return tuner.max_epochs  # KerasTuner's Hyperband sets the epochs itself
 
 
+# KerasTuner's BaseTuner (an oracle and a run_trial of one's own, no model needed) is, here,
+# the Tuner itself: a Tuner subclass overriding run_trial may leave hypermodel out.
+BaseTuner = Tuner
+
 _TUNER_OF: dict[type, type[Tuner]] = {
     RandomSearchOracle: RandomSearch, GridSearchOracle: GridSearch,
     BayesianOptimizationOracle: BayesianOptimization, HyperbandOracle: Hyperband}
 # KerasTuner's namespaces: kt.oracles.RandomSearchOracle, kt.tuners.RandomSearch, ...
 oracles = types.SimpleNamespace(**{c.__name__: c for c in _TUNER_OF})
-tuners = types.SimpleNamespace(Tuner=Tuner, RandomSearch=RandomSearch, GridSearch=GridSearch,
+tuners = types.SimpleNamespace(Tuner=Tuner, BaseTuner=BaseTuner, RandomSearch=RandomSearch,
+                               GridSearch=GridSearch,
                                BayesianOptimization=BayesianOptimization, Hyperband=Hyperband)
 
 # KerasTuner's public names this front door does not provide, and why (module __getattr__:
