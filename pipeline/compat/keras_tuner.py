@@ -1215,8 +1215,8 @@ tuners = types.SimpleNamespace(Tuner=Tuner, BaseTuner=BaseTuner, RandomSearch=Ra
 # KerasTuner's public names this front door does not provide, and why (module __getattr__:
 # they raise an AttributeError that says so, not a bare "no attribute").
 _NOT_PROVIDED = {
-    "synchronized": "KerasTuner's oracle-internal decorator; this front door's oracle drives no "
-                    "trials (Ray Tune's searchers choose them)",
+    "synchronized": "KerasTuner's oracle-internal decorator is not provided: this front door's "
+                    "oracle drives no trials (Ray Tune's searchers choose them)",
 }
 
 
