@@ -46,6 +46,9 @@ class _Job:
     no_data: bool = False  # search() got no data: the HyperModel's own fit finds it
     cwd: str | None = None  # the driver's folder: trials run there when their node has it
     objective_given: bool = True  # False: the tuner got no objective (a custom fit returns a float)
+    max_model_size: int | None = None  # KerasTuner's: a model with more trainable parameters fails
+    tuner: Any = None  # a Tuner subclass overriding run_trial (a copy): it runs each trial
+    trial_kwargs: dict[str, Any] = field(default_factory=dict)  # its fit arguments, but the data
 
 
 def _with_objective(job: _Job, logs: dict[str, Any] | None) -> dict[str, float]:
@@ -198,6 +201,8 @@ def _build_model(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: S
     model = job.hypermodel.build(hp)
     if not isinstance(model, keras.Model):  # KerasTuner stops the search there
         raise FatalTypeError(not_a_model(model))
+    if job.max_model_size:
+        _check_size(model, job.max_model_size)
     if job.compile_kwargs:
         kwargs = dict(job.compile_kwargs)
         opt = kwargs.get("optimizer")
@@ -210,6 +215,18 @@ def _build_model(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: S
         log.warning("hyperparameters %s were not seen when the search space was discovered; "
                     "they take their default in this trial", sorted(set(hp._unknown)))
     return model
+
+
+def _check_size(model: Any, limit: int) -> None:
+    """KerasTuner's ``max_model_size``: a built model with more trainable parameters than
+    ``limit`` fails its trial (``FailedTrialError``; the search goes on)."""
+    from pipeline.compat._kt_errors import FailedTrialError
+
+    if not model.built:  # KerasTuner counts only a built model's weights
+        return
+    size = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    if size > limit:
+        raise FailedTrialError(f"Oversized model: {size} parameters. Skip model.")
 
 
 def not_a_model(model: Any) -> str:
@@ -244,6 +261,10 @@ def _fit(job: _Job, hp: HyperParameters, model, data: Dataset, spec: Spec, callb
         if len(data.x_val):
             kwargs["validation_data"] = (data.x_val, data.y_val)
         return job.hypermodel.fit(hp, model, data.x_train, data.y_train, **kwargs)
+    if job.no_data:  # search() got no data: the model's fit gets what search() got, as KerasTuner
+        if job.pass_epochs:
+            kwargs["epochs"] = spec.training.epochs
+        return model.fit(**kwargs)
     return model.fit(**_fit_arguments(job, data, spec, kwargs))
 
 
@@ -291,6 +312,9 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
     values.pop("__default__", None)  # the placeholder of a build without hyperparameters
     epochs = spec.training.epochs
 
+    if job.tuner is not None:
+        _run_override(job, values, data)
+        return
     if job.executions == 1:
         with _strategy_scope(job):
             model, done, history, _ = restore_trial(spec, values)
@@ -341,6 +365,35 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
         keys = set().union(*rows)
         mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
         reporter.on_epoch_end(epoch, mean)
+
+
+def _run_override(job: _Job, values: dict[str, Any], data: Dataset) -> None:
+    """A Tuner subclass's own run_trial: called with the trial and the search's fit arguments;
+    what it returns, checked and reduced as KerasTuner does, is the trial's one result."""
+    from ray import tune
+
+    from pipeline.compat._kt_run_trial import (
+        RunningTrial,
+        check_result,
+        fit_keywords,
+        trial_metrics,
+    )
+
+    kwargs = dict(job.trial_kwargs)
+    if "callbacks" in kwargs:  # each trial its own copy, as in KerasTuner
+        kwargs["callbacks"] = copy.deepcopy(kwargs["callbacks"])
+    kwargs = fit_keywords(data, kwargs, job.dataset_batch, job.no_data)
+    hp = HyperParameters.replay(job.defs, values)
+    trial = RunningTrial(hp, tune.get_context().get_trial_id() or "trial")
+    result = job.tuner.run_trial(trial, **kwargs)
+    name = _metric_name(job)
+    direction = "min" if name == MULTI_OBJECTIVE else job.objectives[0][1]
+    check_result(result, name, job.objective_given)
+    metrics = trial_metrics(result, name, direction, lambda logs: _with_objective(job, logs))
+    if hp._unknown:
+        log.warning("hyperparameters %s were not seen when the search space was discovered; "
+                    "they took their default in this trial", sorted(set(hp._unknown)))
+    tune.report({**metrics, "epoch": 1})
 
 
 def worker_trial(job: _Job, worker: Any, cfg: dict[str, Any]) -> None:

@@ -60,6 +60,9 @@ Differences from KerasTuner (by design):
 * ``sampling="reverse_log"`` without a step is searched on a log scale;
 * hyperparameters used only for values the discovery did not try get their
   default in a trial (KerasTuner would add them to the space then);
+* a ``Tuner`` subclass's own ``run_trial`` runs in each Ray Tune trial, and also on the
+  driver (two rows of data, models that do not train) while the space is discovered
+  (:mod:`pipeline.compat._kt_run_trial`); not with ``Hyperband``;
 * ``executions_per_trial > 1`` runs the executions one after another and reports
   their per-epoch mean afterwards (no early stopping inside such a trial;
   not combinable with pausing schedulers);
@@ -84,6 +87,8 @@ import math
 import os
 import random
 import shutil
+import types
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -104,6 +109,14 @@ from pipeline.compat._hyperparameters import (
     to_space,
 )
 from pipeline.compat._kt_data import read_fit_data
+from pipeline.compat._kt_oracle import (
+    BayesianOptimizationOracle,
+    GridSearchOracle,
+    HyperbandOracle,
+    Oracle,
+    RandomSearchOracle,
+    custom_driving,
+)
 from pipeline.compat._kt_trial import MULTI_OBJECTIVE, _Job, _trial, not_a_model, worker_trial
 from pipeline.data import Dataset
 from pipeline.results import Results
@@ -114,6 +127,7 @@ __all__ = [
     "HyperParameters", "HyperModel", "Objective", "Tuner", "RandomSearch", "GridSearch",
     "BayesianOptimization", "Hyperband", "errors",
     "HyperParameter", "Int", "Float", "Choice", "Boolean", "Fixed", "serialize", "deserialize",
+    "Oracle", "oracles", "tuners", "BaseTuner",
 ]
 
 log = logging.getLogger(__name__)
@@ -323,6 +337,12 @@ class DefaultHyperModel(HyperModel):
         return self.build_fn(hp)
 
 
+def _head(data: Dataset, n: int) -> Dataset:
+    """The first ``n`` rows of each split (a dry run's data)."""
+    return Dataset(data.x_train[:n], data.y_train[:n], data.x_val[:n], data.y_val[:n],
+                   data.x_test[:0], data.y_test[:0], data.num_classes)
+
+
 def _has_custom_fit(hypermodel: HyperModel) -> bool:
     return type(hypermodel).fit is not HyperModel.fit
 
@@ -331,18 +351,26 @@ def _has_custom_fit(hypermodel: HyperModel) -> bool:
 
 # search() without data, for a HyperModel whose own fit finds it: no rows travel to the trials
 _NO_DATA = Dataset(*(np.zeros((0, 1), np.float32), np.zeros((0,), np.int64)) * 3, num_classes=1)
-_IGNORED = {"logger", "tuner_id", "max_model_size", "cleanup"}
+_IGNORED = {"logger", "tuner_id", "cleanup"}
 _ORACLE = (
-    "Expected `oracle` argument to be an instance of `Oracle`, got {!r}; and this front door "
-    "takes no oracle at all: Ray Tune's searchers choose the trials. Pick one with the tuner "
-    "class (RandomSearch, GridSearch, BayesianOptimization, Hyperband) or searcher=...")
+    "Expected `oracle` argument to be an instance of `Oracle`, got {!r}: one of "
+    "kt.oracles.RandomSearchOracle, GridSearchOracle, BayesianOptimizationOracle or "
+    "HyperbandOracle (the trials run on Ray Tune's searcher for it; another one may be picked "
+    "with searcher=...)")
+_OWN_ORACLE = ("{} makes its own oracle (KerasTuner: multiple values for argument 'oracle'); "
+               "pass an oracle to kt.Tuner(oracle=..., hypermodel=...) instead")
+_CUSTOM_ORACLE = (
+    "{name} overrides {methods} of KerasTuner's Oracle: a custom oracle cannot drive this front "
+    "door's trials (they are sampled by a searcher on Ray Tune, in other processes). Pass one of "
+    "kt.oracles.RandomSearchOracle, GridSearchOracle, BayesianOptimizationOracle or "
+    "HyperbandOracle, or pick a Ray Tune searcher with searcher=...")
 _RUN_TRIAL = (
-    "overriding Tuner.run_trial is not supported by this front door: its trials run as Ray Tune "
-    "trials in other processes, and the search space is found before they start by calling the "
-    "build function, which a run_trial override would have to train for. Put the training in a "
-    "HyperModel's fit(self, hp, model, *args, **kwargs) instead (declare hyperparameters there "
-    "with hp.*; return a History, a float or a dict of metrics): it is supported, with its own "
-    "hyperparameters searched")
+    "Tuner.run_trial is not called directly on this front door: search() runs each trial as a "
+    "Ray Tune trial (a subclass's own run_trial runs there, pipeline.compat._kt_run_trial)")
+_HYPERBAND_RUN_TRIAL = (
+    "a run_trial override is not supported with Hyperband on this front door: its brackets set "
+    "each trial's epochs and stop trials between epochs, which a run_trial reporting once cannot "
+    "follow; use RandomSearch, GridSearch or BayesianOptimization (or a HyperModel.fit)")
 _TERMINAL = {"TERMINATED", "ERROR"}
 # searchers that one tuner may store under either name: GridSearch cut short by max_trials
 # runs "manual"; BayesianOptimization runs "tpe" where PyTorch is missing
@@ -367,11 +395,88 @@ def _hyperband_trials(max_epochs: int, factor: int, iterations: int) -> int:
     return max(1, per_iteration * max(1, iterations))
 
 
+# The Ray start of each tuner made and not searched yet (by id: the tuner, weakly; its start).
+_UNSEARCHED: dict[int, tuple[Any, EarlyStart]] = {}
+
+
+def _claim_start(tuner: "Tuner", warm: tuple[int, float] | None) -> EarlyStart:
+    """The early Ray start for a new tuner: the one of a tuner made before and not searched
+    (still starting Ray, perhaps) when it joins the same cluster, taken over; else a new one.
+    Two starts under way at once would both call ``ray.init`` (a script or notebook making
+    a second tuner before searching the first: "ray.init twice" in its ``search()``)."""
+    for key, (ref, early) in list(_UNSEARCHED.items()):
+        old = ref()
+        if old is not None and old._early is not early:
+            del _UNSEARCHED[key]  # searched meanwhile
+            continue
+        if early.owned and early.address == tuner.address:
+            del _UNSEARCHED[key]
+            if old is not None:
+                old._early = None  # its search, if any, joins the running Ray
+            early.warm = warm
+            _UNSEARCHED[id(tuner)] = (weakref.ref(tuner), early)
+            return early
+    early = EarlyStart.claim(tuner.address, warm)
+    _UNSEARCHED[id(tuner)] = (weakref.ref(tuner), early)
+    return early
+
+
+def _check_oracle(oracle: Any) -> None:
+    """An ``oracle=`` this front door can search as KerasTuner would, else an error."""
+    if not isinstance(oracle, Oracle):
+        raise ValueError(_ORACLE.format(oracle))
+    custom = custom_driving(oracle)
+    if custom:
+        raise NotImplementedError(_CUSTOM_ORACLE.format(name=type(oracle).__name__,
+                                                        methods=", ".join(custom)))
+    if not any(cls in _TUNER_OF for cls in type(oracle).__mro__):
+        raise NotImplementedError(
+            f"{type(oracle).__name__} samples no trials of its own (KerasTuner's base Oracle: its "
+            "populate_space is abstract): pass one of kt.oracles.RandomSearchOracle, "
+            "GridSearchOracle, BayesianOptimizationOracle or HyperbandOracle")
+
+
+def _tuner_of(oracle: Oracle) -> "type[Tuner]":
+    """The tuner class whose search an oracle of this class stands for."""
+    return next(_TUNER_OF[cls] for cls in type(oracle).__mro__ if cls in _TUNER_OF)
+
+
+def _exhaustive(tuner: "Tuner", space: dict) -> list[dict[str, Any]] | None:
+    """Every configuration of a finite space, in an order drawn from the seed, when there are
+    no more than ``max_trials`` of them (else None): KerasTuner's random and Bayesian searches
+    never try a configuration twice and end when none is left, so they try each once."""
+    if tuner.searcher != tuner._algo._searcher and not (tuner.searcher == "tpe"
+                                                        and tuner._algo._searcher == "gp"):
+        return None  # a searcher the user chose searches as it does
+    finite = all(p["type"] in ("fixed", "bool", "choice", "int")
+                 or (p["type"] == "float" and p.get("step")) for p in space.values())
+    if not finite or not tuner.max_trials:
+        return None
+    from pipeline.space import SearchSpace
+
+    grid = SearchSpace.from_dict(space).grid()
+    if len(grid) > tuner.max_trials:
+        return None
+    random.Random(tuner.seed).shuffle(grid)
+    return grid
+
+
 class Tuner:
-    """The common base of the tuners (KerasTuner's ``Tuner``), run on Ray Tune."""
+    """The common base of the tuners (KerasTuner's ``Tuner``), run on Ray Tune.
+
+    As in KerasTuner, ``Tuner(oracle=kt.oracles.RandomSearchOracle(...), hypermodel=...)``
+    searches with the oracle's algorithm and arguments (objective, max_trials, seed,
+    hyperparameters, ...); without an oracle it searches at random.
+    """
 
     _searcher = "optuna-random"
     _scheduler = "fifo"
+    _oracle_class: type[Oracle] = RandomSearchOracle
+    # set by the algorithm's _setup (BayesianOptimization's, Hyperband's)
+    num_initial_points: int | None
+    max_epochs: int
+    factor: int
+    hyperband_iterations: int
 
     def __init__(self, hypermodel=None, objective=None, max_trials: int | None = 10,
                  executions_per_trial: int = 1, max_retries_per_trial: int = 0,
@@ -391,20 +496,44 @@ class Tuner:
         self.workers = _multiworker(distribution_strategy, resources_per_trial or {})
         if self.workers is not None:
             resources_per_trial = {**(resources_per_trial or {}), "workers": self.workers}
-        if type(self).run_trial is not Tuner.run_trial:
-            raise NotImplementedError(_RUN_TRIAL)
-        if "oracle" in kwargs:  # never ignored: the search would not be the one asked for
-            raise ValueError(_ORACLE.format(kwargs["oracle"]))
+        self._own_run_trial = type(self).run_trial is not Tuner.run_trial
+        oracle = kwargs.pop("oracle", None)
+        if oracle is None and isinstance(hypermodel, Oracle):  # KerasTuner's order: Tuner(oracle, hypermodel)
+            oracle, hypermodel, objective = hypermodel, objective, None
+        if oracle is None:
+            oracle = self._oracle_class(objective=objective, max_trials=max_trials, seed=seed,
+                                        hyperparameters=hyperparameters,
+                                        allow_new_entries=allow_new_entries,
+                                        tune_new_entries=tune_new_entries,
+                                        max_retries_per_trial=max_retries_per_trial,
+                                        max_consecutive_failed_trials=max_consecutive_failed_trials)
+        else:  # the search it stands for, with its arguments (never ignored)
+            _check_oracle(oracle)
+            objective, max_trials, seed = oracle.objective_arg, oracle.max_trials, oracle.seed
+            hyperparameters = oracle.declared
+            allow_new_entries, tune_new_entries = oracle.allow_new_entries, oracle.tune_new_entries
+            max_retries_per_trial = oracle.max_retries_per_trial
+            max_consecutive_failed_trials = oracle.max_consecutive_failed_trials
+        self._oracle: Oracle = oracle
+        self._algo: type[Tuner] = _tuner_of(oracle)
+        # KerasTuner's cap on a model's trainable parameters: a bigger one fails its trial
+        self.max_model_size: int | None = kwargs.pop("max_model_size", None)
         unknown = set(kwargs) - _IGNORED
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
         for key in kwargs:
             log.warning("%s=%r is not used by this front door", key, kwargs[key])
-        if hypermodel is None:
-            raise ValueError("Received `hypermodel=None`: a hypermodel (build function or HyperModel) "
-                             "is required (KerasTuner allows None only with a run_trial override, "
-                             "which this front door does not support)")
-        if isinstance(hypermodel, HyperModel):
+        if self._own_run_trial and issubclass(self._algo, Hyperband):
+            raise NotImplementedError(_HYPERBAND_RUN_TRIAL)
+        if hypermodel is None and not self._own_run_trial:
+            raise ValueError("Received `hypermodel=None`. We only allow not specifying "
+                             "`hypermodel` if the user defines the search space in "
+                             "`Tuner.run_trial()` by creating a custom `Tuner` class and "
+                             "override `Tuner.run_trial()`.")
+        self.hypermodel: HyperModel | None
+        if hypermodel is None:  # the run_trial override declares the space and trains
+            self.hypermodel = None
+        elif isinstance(hypermodel, HyperModel):
             self.hypermodel = hypermodel
         elif callable(hypermodel):
             self.hypermodel = DefaultHyperModel(hypermodel)
@@ -430,9 +559,9 @@ class Tuner:
         if self.compile_kwargs and "optimizer" not in self.compile_kwargs:
             raise ValueError("pass `optimizer` together with `loss`/`metrics` "
                              "(the tuner compiles the model)")
-        self.searcher = searcher or self._searcher
+        self.searcher = searcher or self._algo._searcher
         self.searcher_options = dict(searcher_options or {})
-        self.scheduler = scheduler or self._scheduler
+        self.scheduler = scheduler or self._algo._scheduler
         self.scheduler_options = dict(scheduler_options or {})
         self.resources = {"cpu": 1, "gpu": 0, **(resources_per_trial or {})}
         self.max_concurrent_trials = max_concurrent_trials
@@ -440,6 +569,7 @@ class Tuner:
         self.storage = os.fspath(storage or self.directory)
         self.notes: list[str] = []
         self._results: Results | None = None
+        self._algo._setup(self)
         if self.workers is not None:
             _check_multiworker(self)
         self._defs = self._discover()
@@ -450,21 +580,34 @@ class Tuner:
             # not for Ray Train's workers (multi-worker trials), which Train starts itself
             at_once = min(n for n in (self.max_trials, self.max_concurrent_trials, 10**6) if n)
             warm = None if self.workers is not None else (at_once, float(self.resources["cpu"]))
-            self._early = EarlyStart.claim(self.address, warm)
+            self._early = _claim_start(self, warm)
 
     # -- space ----------------------------------------------------------------------------
 
     def _discover(self, extra: Callable[[HyperParameters], Any] | None = None,
-                  ) -> dict[str, HyperParameter]:
+                  sample: np.ndarray | None = None) -> dict[str, HyperParameter]:
+        """The search space: every hyperparameter the build (and ``extra``) declares. A model
+        the build leaves unbuilt (a subclassed model, a Sequential without ``Input``) may
+        declare more when it is first called (in ``call``, a ``Lambda``): with ``sample``
+        (two rows of the search's data) each such model is called on it too."""
         import keras
 
         not_model: list[str] = []
+        self._lazy_models = False
 
         def build(hp):
             keras.backend.clear_session()
-            model = self.hypermodel.build(hp)
-            if not isinstance(model, keras.Model) and len(not_model) < 1:
-                not_model.append(not_a_model(model))
+            if self.hypermodel is not None:
+                model = self.hypermodel.build(hp)
+                if not isinstance(model, keras.Model) and len(not_model) < 1:
+                    not_model.append(not_a_model(model))
+                elif not model.built:
+                    self._lazy_models = True
+                    if sample is not None:
+                        try:
+                            model(sample)
+                        except Exception as exc:  # noqa: BLE001 - the trial raises it, if real
+                            log.debug("search-space discovery: calling the model stopped: %s", exc)
             if extra is not None:
                 extra(hp)
 
@@ -501,17 +644,39 @@ class Tuner:
 
     # -- spec -----------------------------------------------------------------------------
 
+    # What each search algorithm (RandomSearch, GridSearch, ...) decides, for a tuner whose
+    # oracle is of that algorithm (kt.Tuner(oracle=kt.oracles.GridSearchOracle(...)) as well).
+
+    @staticmethod
+    def _setup(tuner: "Tuner") -> None:
+        """Algorithm-specific settings, once the tuner's arguments are stored."""
+
+    @staticmethod
+    def _plan_trials(tuner: "Tuner") -> int | None:
+        return tuner.max_trials
+
+    @staticmethod
+    def _plan_searcher(tuner: "Tuner", space: dict) -> dict[str, Any]:
+        every = _exhaustive(tuner, space)
+        if every is not None:
+            return {"name": "manual", "points_to_evaluate": every}
+        return {"name": tuner.searcher, "options": tuner.searcher_options}
+
+    @staticmethod
+    def _plan_epochs(tuner: "Tuner", epochs: int | None) -> int:
+        return int(epochs or 1)
+
     def _trials(self) -> int | None:
-        return self.max_trials
+        return self._algo._plan_trials(self)
 
     def _searcher_spec(self, space: dict) -> dict[str, Any]:
-        return {"name": self.searcher, "options": self.searcher_options}
+        return self._algo._plan_searcher(self, space)
 
     def _scheduler_spec(self) -> dict[str, Any]:
         return {"name": self.scheduler, "options": self.scheduler_options}
 
     def _epochs(self, epochs: int | None) -> int:
-        return int(epochs or 1)
+        return self._algo._plan_epochs(self, epochs)
 
     def build_spec(self, epochs: int | None = 1, batch_size: int | None = None, verbose: int = 0,
                    has_validation: bool = True) -> Spec:
@@ -570,13 +735,22 @@ class Tuner:
         self._results = Results(where)
         stored = self._results.spec
         was = (_FAMILY.get(stored.searcher.name, stored.searcher.name), stored.scheduler.name)
-        if was != (_FAMILY.get(self.searcher, self.searcher), self.scheduler):
+        planned = self._searcher_spec(self._space())["name"]  # "manual" for an exhausted space
+        now = {(_FAMILY.get(n, n), self.scheduler) for n in (self.searcher, planned)}
+        if was not in now:
             # KerasTuner cannot reload another tuner's oracle either
             raise RuntimeError(
                 f"Error reloading the existing project {where.path}: it was searched with "
                 f"searcher {stored.searcher.name!r} and scheduler {stored.scheduler.name!r}, this "
                 f"{type(self).__name__} uses {self.searcher!r} and {self.scheduler!r}. Change the "
                 "`project_name` or pass `overwrite=True` to start it again")
+
+    def reload(self) -> None:
+        """KerasTuner's ``reload()``: read the project's stored trials (``directory/project_name``)
+        again, e.g. after another tuner searched it."""
+        where = self._where()
+        if where.exists() and self._is_ours(where):
+            self._results = Results(where)
 
     def _delete(self, where: Location) -> None:
         import pyarrow.fs as pafs
@@ -615,6 +789,7 @@ class Tuner:
         from pipeline.runner import effective_spec, run
 
         bound = inspect.signature(keras.Model.fit).bind(None, *fit_args, **fit_kwargs)
+        given = set(bound.arguments) | set(bound.arguments.get("kwargs", {}))
         args = dict(bound.arguments)
         args.pop("self", None)
         args.update(args.pop("kwargs", {}))
@@ -634,8 +809,10 @@ class Tuner:
             raise errors.FatalTypeError(self._not_a_model)
         if "sample_weight" in args:
             raise TypeError("sample_weight is not supported by this front door")
-        no_data = x is None and y is None and validation_data is None and self._custom_fit()
-        if no_data:  # a HyperModel whose own fit finds its data (KerasTuner allows search())
+        # a HyperModel or run_trial whose own fit finds its data, or a model whose fit needs
+        # none: KerasTuner allows search() without data (the fit gets what search() got)
+        no_data = x is None and y is None and validation_data is None
+        if no_data:
             data, dataset_batch = _NO_DATA, None
         else:
             data, dataset_batch = read_fit_data(x, y, validation_data, validation_split)
@@ -652,8 +829,16 @@ class Tuner:
         if self._finished():
             print(f"Reloading results from {self.results.where.path}: the search has finished")
             return
-        if self._custom_fit() and (x is not None or no_data):
-            self._defs = self._discover(extra=self._dry_fit(data, args, dataset_batch, no_data))
+        if self._own_run_trial:
+            from pipeline.compat._kt_run_trial import dry_run_trial
+
+            self._defs = self._discover(extra=dry_run_trial(self, self._trial_kwargs(
+                _head(data, 2), args, callbacks, epochs, dataset_batch, no_data, given, dry=True)))
+        elif self._custom_fit() and (x is not None or no_data):
+            self._defs = self._discover(extra=self._dry_fit(data, args, dataset_batch, no_data),
+                                        sample=None if no_data else data.x_train[:2])
+        elif self._lazy_models and not no_data:
+            self._defs = self._discover(sample=data.x_train[:2])
         spec = self.build_spec(epochs, args.get("batch_size"), verbose if verbose != "auto" else 1,
                                has_validation=len(data.x_val) > 0)
         if self.executions_per_trial > 1:
@@ -671,14 +856,23 @@ class Tuner:
             objectives=[(o.name, o.direction) for o in objectives], callbacks=callbacks,
             fit_kwargs=fit_kwargs_out, executions=self.executions_per_trial,
             compile_kwargs=self.compile_kwargs, custom_fit=self._custom_fit(),
-            pass_epochs=epochs is not None or isinstance(self, Hyperband),
+            pass_epochs=epochs is not None or issubclass(self._algo, Hyperband),
             dataset_batch=dataset_batch, mirrored=self.mirrored_gpus is not None, no_data=no_data,
             cwd=os.getcwd(), objective_given=self.objective is not None,
+            max_model_size=self.max_model_size,
         )
+        if self._own_run_trial:
+            from pipeline.compat._kt_run_trial import shipped_tuner
+
+            job.tuner = shipped_tuner(self)
+            job.trial_kwargs = self._trial_kwargs(None, args, callbacks, epochs, dataset_batch,
+                                                  no_data, given)
         resume = self._results is not None
-        check_portable({**self._shipped_hypermodel(), "callbacks": callbacks,
+        check_portable({**self._shipped_hypermodel(), **({"tuner": job.tuner} if job.tuner else {}),
+                        "callbacks": callbacks,
                         "fit arguments": fit_kwargs_out, "compile arguments": self.compile_kwargs})
         early, self._early = self._early, None
+        _UNSEARCHED.pop(id(self), None)
         guard = SearchGuard(self.max_consecutive_failed_trials)
         with ray_session(self.address, early=early):
             if self.workers is not None:  # each trial: Ray Train workers under their own strategy
@@ -697,14 +891,31 @@ class Tuner:
         self._check_failures()
 
     def run_trial(self, trial, *args, **kwargs):
-        """KerasTuner's hook for a custom trial; not supported here (say so where it is defined)."""
+        """KerasTuner's hook for a custom trial: override it in a subclass (it then runs in each
+        Ray Tune trial, :mod:`pipeline.compat._kt_run_trial`); not called directly here."""
         raise NotImplementedError(_RUN_TRIAL)
 
+    def _trial_kwargs(self, data: Dataset | None, args: dict[str, Any], callbacks: list,
+                      epochs: int | None, dataset_batch: int | None, no_data: bool,
+                      given: set[str], dry: bool = False) -> dict[str, Any]:
+        """The fit arguments a run_trial override gets, as given to search() (``data`` None:
+        the trial adds its copy of the data; ``dry``: no user callbacks)."""
+        from pipeline.compat._kt_run_trial import fit_keywords
+
+        out = {k: v for k, v in args.items() if k in given and k != "epochs"}
+        if "callbacks" in given:
+            out["callbacks"] = [] if dry else callbacks
+        if epochs is not None:
+            out["epochs"] = epochs
+        return out if data is None else fit_keywords(data, out, dataset_batch, no_data)
+
     def _custom_fit(self) -> bool:
-        return _has_custom_fit(self.hypermodel)
+        return self.hypermodel is not None and _has_custom_fit(self.hypermodel)
 
     def _shipped_hypermodel(self) -> dict[str, Any]:
         """The hypermodel as the user knows it, for errors naming what cannot travel to Ray."""
+        if self.hypermodel is None:
+            return {}
         if isinstance(self.hypermodel, DefaultHyperModel):
             fn = self.hypermodel.build_fn
             return {f"build function {getattr(fn, '__name__', fn)!s}": fn}
@@ -765,15 +976,15 @@ class Tuner:
 
     @property
     def oracle(self):
-        """KerasTuner's ``tuner.oracle``: trials, best trials, objective (a read-only view)."""
-        from pipeline.compat._kt_oracle import Oracle
-
+        """KerasTuner's ``tuner.oracle``: the tuner's oracle (the one given, else its class's),
+        showing the trials, best trials, objective (a read-only view)."""
         res = self._results
         if res is not None and res.metric != MULTI_OBJECTIVE:
             objective: Any = Objective(res.metric, res.mode)
         else:  # KerasTuner's oracle keeps an Objective (a MultiObjective for a list)
             objective = None if self.objective is None else _as_objective(self.objective, True)
-        return Oracle(res, objective, self.max_trials, self._oracle_space(), self._hp_of)
+        return self._oracle._attach(res, objective, self.max_trials, self._oracle_space(),
+                                    self._hp_of)
 
     def _oracle_space(self) -> HyperParameters:
         """``oracle.hyperparameters``: as in KerasTuner, the user's ``hyperparameters=`` object
@@ -853,10 +1064,13 @@ class RandomSearch(Tuner):
     """Random search (Optuna's random sampler through the pipeline: conditions kept exactly)."""
 
     _searcher = "optuna-random"
+    _oracle_class = RandomSearchOracle
 
     def __init__(self, hypermodel=None, objective=None, max_trials: int = 10, seed=None,
                  hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
+        if "oracle" in kwargs:
+            raise TypeError(_OWN_ORACLE.format(type(self).__name__))
         super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
                          allow_new_entries=allow_new_entries,
@@ -868,26 +1082,31 @@ class GridSearch(Tuner):
     """Every combination of the values (KerasTuner's ten values for a stepless float)."""
 
     _searcher = "grid"
+    _oracle_class = GridSearchOracle
 
     def __init__(self, hypermodel=None, objective=None, max_trials: int | None = None, seed=None,
                  hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
+        if "oracle" in kwargs:
+            raise TypeError(_OWN_ORACLE.format(type(self).__name__))
         super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
                          allow_new_entries=allow_new_entries,
                          max_retries_per_trial=max_retries_per_trial,
                          max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
 
-    def _searcher_spec(self, space: dict) -> dict[str, Any]:
-        if self.searcher == "grid" and self.max_trials:
+    @staticmethod
+    def _plan_searcher(tuner: Tuner, space: dict) -> dict[str, Any]:
+        if tuner.searcher == "grid" and tuner.max_trials:
             from pipeline.space import SearchSpace
 
             grid = SearchSpace.from_dict(space).grid()
-            if self.max_trials < len(grid):
-                return {"name": "manual", "points_to_evaluate": grid[: self.max_trials]}
-        return super()._searcher_spec(space)
+            if tuner.max_trials < len(grid):
+                return {"name": "manual", "points_to_evaluate": grid[: tuner.max_trials]}
+        return Tuner._plan_searcher(tuner, space)
 
-    def _trials(self) -> int | None:
+    @staticmethod
+    def _plan_trials(tuner: Tuner) -> int | None:
         return None
 
 
@@ -895,23 +1114,31 @@ class BayesianOptimization(Tuner):
     """Gaussian-process Bayesian optimization (Optuna's GPSampler)."""
 
     _searcher = "gp"
+    _oracle_class = BayesianOptimizationOracle
 
     def __init__(self, hypermodel=None, objective=None, max_trials: int = 10,
                  num_initial_points: int | None = None, alpha: float = 1e-4, beta: float = 2.6,
                  seed=None, hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, **kwargs):
-        super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
-                         hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-                         allow_new_entries=allow_new_entries,
-                         max_retries_per_trial=max_retries_per_trial,
-                         max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
-        self.num_initial_points = num_initial_points
-        if self.searcher == "gp" and importlib.util.find_spec("torch") is None:
+        if "oracle" in kwargs:
+            raise TypeError(_OWN_ORACLE.format(type(self).__name__))
+        oracle = BayesianOptimizationOracle(
+            objective, max_trials, num_initial_points, alpha, beta, seed, hyperparameters,
+            allow_new_entries, tune_new_entries, max_retries_per_trial,
+            max_consecutive_failed_trials)
+        super().__init__(hypermodel, oracle=oracle, **kwargs)
+
+    @staticmethod
+    def _setup(tuner: Tuner) -> None:
+        oracle = tuner._oracle
+        assert isinstance(oracle, BayesianOptimizationOracle)
+        tuner.num_initial_points = oracle.num_initial_points
+        if tuner.searcher == "gp" and importlib.util.find_spec("torch") is None:
             log.warning("Optuna's GPSampler needs PyTorch, which is not installed; "
                         "BayesianOptimization uses TPE instead")
-            self.searcher = "tpe"
-        if num_initial_points and self.searcher in ("gp", "tpe"):
-            self.searcher_options.setdefault("n_startup_trials", int(num_initial_points))
+            tuner.searcher = "tpe"
+        if oracle.num_initial_points and tuner.searcher in ("gp", "tpe"):
+            tuner.searcher_options.setdefault("n_startup_trials", int(oracle.num_initial_points))
 
 
 class Hyperband(Tuner):
@@ -931,50 +1158,65 @@ class Hyperband(Tuner):
     # kt_hyperband (random: 185, best val accuracy 0.965 vs KerasTuner's 0.931).
     _searcher = "optuna-random"
     _scheduler = "asha"
+    _oracle_class = HyperbandOracle
 
     def __init__(self, hypermodel=None, objective=None, max_epochs: int = 100, factor: int = 3,
                  hyperband_iterations: int = 1, seed=None, hyperparameters=None,
                  tune_new_entries=True, allow_new_entries=True, max_retries_per_trial=0,
                  max_consecutive_failed_trials=3, max_trials: int | None = None,
                  synchronous: bool = False, **kwargs):
-        self.max_epochs, self.factor = int(max_epochs), int(factor)
-        self.hyperband_iterations = int(hyperband_iterations)
+        if "oracle" in kwargs:
+            raise TypeError(_OWN_ORACLE.format(type(self).__name__))
         if synchronous and not kwargs.get("scheduler"):
             kwargs["scheduler"] = "hyperband"
-        super().__init__(hypermodel, objective, max_trials=max_trials, seed=seed,
-                         hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-                         allow_new_entries=allow_new_entries,
-                         max_retries_per_trial=max_retries_per_trial,
-                         max_consecutive_failed_trials=max_consecutive_failed_trials, **kwargs)
-        if self.scheduler in ("hyperband", "asha"):
-            self.scheduler_options.setdefault("reduction_factor", self.factor)
-        if self.scheduler == "asha":
-            brackets = _hyperband_brackets(self.max_epochs, self.factor)
-            first_cut = math.ceil(self.max_epochs / self.factor ** (brackets - 1))
-            self.scheduler_options.setdefault("grace_period", max(1, first_cut))
-            self.scheduler_options.setdefault("brackets", brackets)
+        oracle = HyperbandOracle(objective, max_epochs, factor, hyperband_iterations, seed,
+                                 hyperparameters, allow_new_entries, tune_new_entries,
+                                 max_retries_per_trial, max_consecutive_failed_trials)
+        oracle.max_trials = max_trials  # this front door's cap on the configurations tried
+        super().__init__(hypermodel, oracle=oracle, **kwargs)
 
-    def _trials(self) -> int | None:
-        n = _hyperband_trials(self.max_epochs, self.factor, self.hyperband_iterations)
-        return min(n, self.max_trials) if self.max_trials else n
+    @staticmethod
+    def _setup(tuner: Tuner) -> None:
+        oracle = tuner._oracle
+        assert isinstance(oracle, HyperbandOracle)
+        tuner.max_epochs, tuner.factor = int(oracle.max_epochs), int(oracle.factor)
+        tuner.hyperband_iterations = int(oracle.hyperband_iterations)
+        if tuner.scheduler in ("hyperband", "asha"):
+            tuner.scheduler_options.setdefault("reduction_factor", tuner.factor)
+        if tuner.scheduler == "asha":
+            brackets = _hyperband_brackets(tuner.max_epochs, tuner.factor)
+            first_cut = math.ceil(tuner.max_epochs / tuner.factor ** (brackets - 1))
+            tuner.scheduler_options.setdefault("grace_period", max(1, first_cut))
+            tuner.scheduler_options.setdefault("brackets", brackets)
 
-    def _epochs(self, epochs: int | None) -> int:
-        return self.max_epochs  # KerasTuner's Hyperband sets the epochs itself
+    @staticmethod
+    def _plan_trials(tuner: Tuner) -> int | None:
+        n = _hyperband_trials(tuner.max_epochs, tuner.factor, tuner.hyperband_iterations)
+        return min(n, tuner.max_trials) if tuner.max_trials else n
 
+    @staticmethod
+    def _plan_epochs(tuner: Tuner, epochs: int | None) -> int:
+        return tuner.max_epochs  # KerasTuner's Hyperband sets the epochs itself
+
+
+# KerasTuner's BaseTuner (an oracle and a run_trial of one's own, no model needed) is, here,
+# the Tuner itself: a Tuner subclass overriding run_trial may leave hypermodel out.
+BaseTuner = Tuner
+
+_TUNER_OF: dict[type, type[Tuner]] = {
+    RandomSearchOracle: RandomSearch, GridSearchOracle: GridSearch,
+    BayesianOptimizationOracle: BayesianOptimization, HyperbandOracle: Hyperband}
+# KerasTuner's namespaces: kt.oracles.RandomSearchOracle, kt.tuners.RandomSearch, ...
+oracles = types.SimpleNamespace(**{c.__name__: c for c in _TUNER_OF})
+tuners = types.SimpleNamespace(Tuner=Tuner, BaseTuner=BaseTuner, RandomSearch=RandomSearch,
+                               GridSearch=GridSearch,
+                               BayesianOptimization=BayesianOptimization, Hyperband=Hyperband)
 
 # KerasTuner's public names this front door does not provide, and why (module __getattr__:
-# ``kt.Oracle`` and the like raise an AttributeError that says so, not a bare "no attribute").
+# they raise an AttributeError that says so, not a bare "no attribute").
 _NOT_PROVIDED = {
-    **dict.fromkeys(
-        ("Oracle", "oracles", "RandomSearchOracle", "BayesianOptimizationOracle", "HyperbandOracle",
-         "GridSearchOracle", "synchronized"),
-        "KerasTuner's oracles are not part of this front door: Ray Tune's searchers choose the "
-        "trials (pick one with the tuner class or searcher=...); tuner.oracle is a read-only "
-        "view of the trials"),
-    **dict.fromkeys(
-        ("Int", "Float", "Choice", "Boolean", "Fixed"),
-        "standalone hyperparameter objects are not provided: declare hyperparameters with "
-        "hp.Int/hp.Float/hp.Choice/hp.Boolean/hp.Fixed on a kt.HyperParameters"),
+    "synchronized": "KerasTuner's oracle-internal decorator is not provided: this front door's "
+                    "oracle drives no trials (Ray Tune's searchers choose them)",
 }
 
 
