@@ -227,8 +227,10 @@ def test_tuner_specs_map_keras_tuner_arguments(tmp_path):
                                  project_name="bo").build_spec()
     assert (bo.objective.metric, bo.objective.mode) == ("multi_objective", "min")
     assert bo.searcher.options["n_startup_trials"] == 2
-    assert kt.infer_direction("val_sparse_categorical_accuracy") == "max"
-    assert kt.infer_direction("mae") == "min"
+    from pipeline.compat._kt_objective import infer_direction
+
+    assert infer_direction("val_sparse_categorical_accuracy") == "max"
+    assert infer_direction("mae") == "min"
     data, _ = read_fit_data(np.arange(10.0)[:, None], np.arange(10), validation_split=0.2)
     assert data.x_val[:, 0].tolist() == [8.0, 9.0]  # the last 20%, as Keras takes it
 

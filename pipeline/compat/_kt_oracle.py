@@ -268,7 +268,7 @@ def custom_driving(oracle: Oracle) -> list[str]:
 
 
 def _objective(objective: Any) -> Any:
-    from pipeline.compat.keras_tuner import _as_objective
+    from pipeline.compat._kt_objective import _as_objective
 
     return _as_objective(objective, True)
 

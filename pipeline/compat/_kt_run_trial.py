@@ -57,8 +57,6 @@ class _DryHyperModel:
         self._real = real
 
     def build(self, hp):
-        from pipeline.compat.keras_tuner import _DryModel
-
         if self._real is not None:
             self._real.build(hp)
         return _DryModel()
@@ -176,3 +174,13 @@ def fit_keywords(data: Any, fit_kwargs: dict[str, Any], dataset_batch: int | Non
     if len(data.x_val):
         out["validation_data"] = (data.x_val, data.y_val)
     return out
+
+
+class _DryModel:
+    """Stands in for the model during the dry run of a HyperModel's ``fit``."""
+
+    def fit(self, *args, **kwargs):
+        return None
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
