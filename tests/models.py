@@ -93,3 +93,12 @@ class LoseNamedCheckpointOnce(keras.callbacks.Callback):
         newest.rename(moved)
         self.marker.write_text(f"{newest}\n{moved}")
         raise RuntimeError(f"injected failure at epoch {self.epoch}")
+
+
+def tiny_kt_build(hp):
+    """A KerasTuner build function over a 3-feature, 2-class problem: units and learning rate."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(hp.Int("units", 2, 4)),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.Adam(hp.Choice("lr", [1e-2, 1e-3])),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model

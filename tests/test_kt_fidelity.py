@@ -13,16 +13,9 @@ import pytest
 from pipeline.compat import keras_tuner as kt
 from pipeline.compat._kt_trial import _check_returned, _Job
 from pipeline.storage import SPEC_FILE
+from tests.models import tiny_kt_build
 
-
-def _build(hp):
-    import keras
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(hp.Int("units", 2, 4)),
-                              keras.layers.Dense(2, activation="softmax")])
-    model.compile(keras.optimizers.Adam(hp.Choice("lr", [1e-2, 1e-3])),
-                  "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+_build = tiny_kt_build  # one small build function for the KerasTuner door tests
 
 
 def test_oracle_objective_is_an_objective_object(tmp_path):

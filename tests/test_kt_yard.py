@@ -12,18 +12,12 @@ import numpy as np
 import pytest
 
 from pipeline.compat import keras_tuner as kt
+from tests.models import tiny_kt_build
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _build(hp):
-    import keras
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(hp.Int("units", 2, 4)),
-                              keras.layers.Dense(2, activation="softmax")])
-    model.compile(keras.optimizers.Adam(hp.Choice("lr", [1e-2, 1e-3])),
-                  "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+_build = tiny_kt_build  # one small build function for the KerasTuner door tests
 
 
 def _data(n=24):
