@@ -55,9 +55,17 @@ def ray_session():
     import ray
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # a front door whose search() failed before it began leaves its Ray up, or still starting
+    import threading
+    import time
+
     from cluster.connect import NO_DASHBOARD
 
-    if ray.is_initialized():  # left up by a front door whose search() failed before it began
+    starting = any(t.name == "ray-early-start" and t.is_alive() for t in threading.enumerate())
+    deadline = time.time() + 30
+    while starting and not ray.is_initialized() and time.time() < deadline:
+        time.sleep(0.1)
+    if ray.is_initialized():
         ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, **NO_DASHBOARD, logging_level="WARNING",
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)},
