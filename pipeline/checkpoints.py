@@ -1,7 +1,9 @@
 """Where a trial continues from: its checkpoints on storage, and Tune's view of them.
 
 A checkpoint is a folder ``checkpoint_NNNNNN`` in the trial's storage folder holding
-``model.keras`` and ``state.json`` (epoch, history, the trial's id). Tune names the
+``model.keras`` (or, for a model Keras cannot save whole, ``model.weights.h5``: see
+:func:`save_model`) and ``state.json`` (epoch, history, the trial's id, the model's build
+config). Tune names the
 one a restored trial continues from, as its experiment state last saved it; what is
 stored may be newer (the state is saved every 10 s or more), and with a
 ``num_to_keep`` the named one may even be deleted already (Tune deletes old
@@ -12,11 +14,58 @@ newest whole checkpoint on storage either way.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import zipfile
+from pathlib import Path
 from typing import Any
 
 MODEL_FILE = "model.keras"
+# the weights alone, of a model Keras cannot save whole (a subclassed model without get_config)
+WEIGHTS_FILE = "model.weights.h5"
 STATE_FILE = "state.json"
+
+
+def save_model(model: Any, folder: str) -> None:
+    """Save the model into a checkpoint folder: whole (``model.keras``) when Keras can, else
+    its weights (``model.weights.h5``), as KerasTuner saves every model. A subclassed model
+    whose ``__init__`` takes arguments and that has no ``get_config`` cannot be saved whole;
+    its trial goes on, and whoever restores it rebuilds the model (:func:`load_weights_into`)."""
+    path = os.path.join(folder, MODEL_FILE)
+    try:
+        model.save(path)
+    except (NotImplementedError, TypeError, ValueError):
+        if os.path.exists(path):
+            os.remove(path)
+        model.save_weights(os.path.join(folder, WEIGHTS_FILE))
+
+
+def build_config(model: Any) -> dict[str, Any] | None:
+    """What a rebuilt model needs to create its weights before loading them (JSON-safe)."""
+    return json.loads(json.dumps(model.get_build_config())) if model.built else None
+
+
+def load_weights_into(model: Any, folder: str) -> Any:
+    """Give a model rebuilt by its builder (KerasTuner's way) a checkpoint's weights and
+    optimizer state; an unbuilt one (subclassed, Sequential without ``Input``) is first built
+    as the saved one was. Needs no custom object registered."""
+    import keras
+
+    whole = os.path.join(folder, MODEL_FILE)
+    if not model.built:
+        state = json.loads(Path(folder, STATE_FILE).read_text())
+        config = state.get("build_config")
+        if config is None and os.path.exists(whole):  # a checkpoint from before build_config
+            with zipfile.ZipFile(whole) as archive:
+                config = json.loads(archive.read("config.json")).get("build_config")
+        if config:
+            model.build_from_config(config)  # a subclassed model: its call runs symbolically,
+            model.built = model.built or bool(model.weights)  # its layers get their weights
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
+        optimizer.build(model.trainable_variables)  # its saved state loads too
+    model.load_weights(whole if os.path.exists(whole) else os.path.join(folder, WEIGHTS_FILE))
+    return model
 
 
 def newest_own_checkpoint(fs, folder: str, trial_id: str, default=None):
@@ -44,7 +93,8 @@ def newest_own_checkpoint(fs, folder: str, trial_id: str, default=None):
         try:
             with fs.open_input_stream(f"{info.path}/{STATE_FILE}") as f:
                 state = json.loads(f.read().decode())
-            whole = fs.get_file_info(f"{info.path}/{MODEL_FILE}").size
+            whole = any(fs.get_file_info(f"{info.path}/{name}").size
+                        for name in (MODEL_FILE, WEIGHTS_FILE))
         except (OSError, ValueError):
             continue
         epoch = state.get("epoch") if isinstance(state, dict) else None

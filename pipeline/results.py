@@ -245,13 +245,19 @@ class Results:
         import keras
 
         import pipeline.preprocessing  # noqa: F401  (registers the custom layers saved models use)
-        from pipeline.checkpoints import MODEL_FILE
+        from pipeline.checkpoints import MODEL_FILE, WEIGHTS_FILE
 
         trial_id = trial_id or self.best_trial.trial_id
         checkpoint = self.checkpoint(trial_id, which)
         if checkpoint is None:
             raise LookupError(f"trial {trial_id} has no checkpoint")
         with checkpoint.as_directory() as d:
+            if not os.path.exists(os.path.join(d, MODEL_FILE)):
+                raise LookupError(
+                    f"trial {trial_id} saved only its weights ({WEIGHTS_FILE}): Keras could not "
+                    "save its model whole (a subclassed model without get_config). Build the "
+                    "model with the trial's hyperparameters and load them (the KerasTuner door's "
+                    "tuner.get_best_models() does)")
             return keras.models.load_model(os.path.join(d, MODEL_FILE))
 
     def best_checkpoint(self):

@@ -24,7 +24,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
-from pipeline.checkpoints import MODEL_FILE, STATE_FILE, own_checkpoint
+from pipeline.checkpoints import (
+    MODEL_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    build_config,
+    load_weights_into,
+    own_checkpoint,
+    save_model,
+)
 from pipeline.data import Dataset
 from pipeline.models import build_model, resolve_callable
 from pipeline.optimizers import build_optimizer, steps_per_epoch
@@ -122,9 +130,10 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]],
             if done == last_epoch or (every and done % every == 0):
                 tmp = tempfile.mkdtemp(prefix="ckpt-")
                 try:
-                    self.model.save(os.path.join(tmp, MODEL_FILE))
-                    Path(tmp, STATE_FILE).write_text(
-                        json.dumps({"epoch": done, "history": history, "trial_id": trial_id}))
+                    save_model(self.model, tmp)
+                    Path(tmp, STATE_FILE).write_text(json.dumps({
+                        "epoch": done, "history": history, "trial_id": trial_id,
+                        "build_config": build_config(self.model)}))
                     # Uploading to storage happens inside report: an outage stalls, not fails, it
                     # (a failed attempt leaves a gap in the checkpoint numbering, nothing else).
                     patiently(lambda: send(metrics, tmp),
@@ -147,11 +156,14 @@ class Restored(NamedTuple):
 
 
 def restore_trial(spec: Spec, hp: dict[str, Any], checkpoint: Any = None,
-                  trial_id: str | None = None) -> Restored:
+                  trial_id: str | None = None, rebuild: Callable[[], Any] | None = None) -> Restored:
     """The trial's latest checkpoint (a PBT donor's after an exploit), or ``Restored(None, 0, [], False)``.
 
     ``checkpoint`` and ``trial_id`` default to Tune's (``tune.get_checkpoint()``, the trial's
-    id); a multi-worker trial's workers pass them, as they cannot ask Tune.
+    id); a multi-worker trial's workers pass them, as they cannot ask Tune. ``rebuild``
+    (KerasTuner's way, the front door's): the model is built anew and given the checkpoint's
+    weights, so no custom class needs registering; not under PBT, whose exploits may bring
+    another trial's model. Without it, the saved model is loaded whole.
     """
     import keras
     from ray import tune
@@ -171,7 +183,14 @@ def restore_trial(spec: Spec, hp: dict[str, Any], checkpoint: Any = None,
     try:
         patiently(lambda: checkpoint.to_directory(d), "reading the trial's checkpoint",
                   spec.storage.outage_tolerance_s)
-        model = keras.models.load_model(os.path.join(d, MODEL_FILE))
+        whole = os.path.join(d, MODEL_FILE)
+        if rebuild is not None and (spec.scheduler.name != "pbt" or not os.path.exists(whole)):
+            model = load_weights_into(rebuild(), d)
+        elif os.path.exists(whole):
+            model = keras.models.load_model(whole)
+        else:
+            raise RuntimeError(f"the checkpoint holds the weights only ({WEIGHTS_FILE}: Keras "
+                               "could not save the model whole) and nothing here rebuilds it")
         state = json.loads(Path(d, STATE_FILE).read_text())
     finally:
         shutil.rmtree(d, ignore_errors=True)

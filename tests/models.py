@@ -102,3 +102,34 @@ def tiny_kt_build(hp):
     model.compile(keras.optimizers.Adam(hp.Choice("lr", [1e-2, 1e-3])),
                   "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+class Scale(keras.layers.Layer):
+    """A custom layer nobody registered with Keras (``keras.models.load_model`` cannot
+    rebuild a model holding it)."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.w
+
+
+class ScaledNet(keras.Model):
+    """A subclassed model (unbuilt until called) around :class:`Scale`."""
+
+    def __init__(self, units: int):
+        super().__init__()
+        self.scale, self.hidden = Scale(), keras.layers.Dense(units, activation="relu")
+        self.out = keras.layers.Dense(2, activation="softmax")
+
+    def call(self, x):
+        return self.out(self.hidden(self.scale(x)))
+
+
+def scaled_kt_build(hp):
+    """A KerasTuner build function returning an unbuilt subclassed model with a custom layer."""
+    model = ScaledNet(hp.Int("units", 2, 4))
+    model.compile(keras.optimizers.Adam(hp.Choice("lr", [1e-2, 3e-2])),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model

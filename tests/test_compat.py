@@ -16,6 +16,7 @@ import ray
 from pipeline.compat import keras_tuner as kt
 from pipeline.compat import optuna
 from pipeline.compat._kt_data import read_fit_data
+from pipeline.compat._kt_tuners import _hyperband_trials
 
 
 def _dense_units(model) -> list[int]:
@@ -212,7 +213,7 @@ def test_tuner_specs_map_keras_tuner_arguments(tmp_path):
     assert (exact.scheduler.name, exact.scheduler.options) == ("hyperband", {"reduction_factor": 3})
     assert kt.Hyperband(build, max_epochs=15, factor=3, directory=str(tmp_path), project_name="hb15",
                         objective="val_loss").build_spec().scheduler.options["grace_period"] == 2
-    assert spec.search.trials == kt._hyperband_trials(9, 3, 1) > 1
+    assert spec.search.trials == _hyperband_trials(9, 3, 1) > 1
     assert spec.objective.mode == "min"
     assert spec.space["units"] == {"type": "choice", "values": [2, 4, 8, 16, 32, 64]}
     assert spec.space["decay"] == {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}

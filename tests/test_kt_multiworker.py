@@ -9,7 +9,7 @@ import os
 import pytest
 
 from pipeline.compat import keras_tuner as kt
-from pipeline.compat.keras_tuner import _multiworker
+from pipeline.compat._kt_strategy import multiworker as _multiworker
 
 
 def _digits(n: int):

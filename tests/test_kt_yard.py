@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.checkpoints import load_weights_into
 from pipeline.compat import keras_tuner as kt
-from tests.models import tiny_kt_build
+from tests.models import Scale, ScaledNet, scaled_kt_build, tiny_kt_build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,6 +183,52 @@ def test_hypermodel_none_needs_a_run_trial_override_and_hyperband_refuses_one(tm
 
     with pytest.raises(NotImplementedError, match="run_trial override is not supported with Hyperband"):
         MyHyperband(objective="loss", directory=tmp_path)
+
+
+def test_best_models_are_rebuilt_and_given_their_checkpoints_weights(tmp_path, ray_session):
+    """As KerasTuner's get_best_models: the hypermodel builds each best trial's model and its
+    best checkpoint's weights are loaded, so a custom layer nobody registered and a subclassed
+    model come back (keras.models.load_model cannot read their saved file)."""
+    import keras
+
+    x, y = _data(48)
+    tuner = kt.RandomSearch(scaled_kt_build, objective="val_accuracy", max_trials=2, seed=3,
+                            directory=str(tmp_path), project_name="custom")
+    tuner.search(x, y, epochs=2, validation_data=(x[:16], y[:16]), verbose=0)
+    # Keras cannot save this model whole (its __init__ takes units, it has no get_config):
+    # as KerasTuner, the trials keep its weights, and the tuner rebuilds it
+    with pytest.raises(LookupError, match="saved only its weights"):
+        tuner.results.load_model()
+    best, second = tuner.get_best_models(2)
+    assert isinstance(best, ScaledNet) and isinstance(best.scale, Scale)
+    trials = tuner.oracle.get_best_trials(2)
+    for model, trial in zip((best, second), trials):
+        assert model.hidden.units == trial.hyperparameters.get("units")
+        score = model.evaluate(x[:16], y[:16], verbose=0, return_dict=True)["accuracy"]
+        assert score == pytest.approx(trial.score, abs=1e-6)
+    assert int(best.optimizer.iterations) == 2 * 2  # the trained optimizer's state too (2 batches x 2 epochs)
+    assert isinstance(best.optimizer, keras.optimizers.Adam)
+
+
+def test_exact_hyperband_continues_paused_models_keras_cannot_save_whole(tmp_path, ray_session):
+    """KerasTuner's synchronous brackets pause trials and continue them from their checkpoints.
+    A subclassed model without get_config (its checkpoints hold the weights only) is rebuilt
+    and continues where it was, its optimizer's state included (KerasTuner keeps it too)."""
+    x, y = _data(48)  # 2 batches of 32 per epoch
+    tuner = kt.Hyperband(scaled_kt_build, objective="val_accuracy", max_epochs=3, factor=3,
+                         synchronous=True, seed=1, directory=str(tmp_path), project_name="sync")
+    tuner.search(x, y, validation_data=(x[:16], y[:16]), verbose=0)
+    res = tuner.results
+    assert set(res.dataframe()["status"]) == {"TERMINATED"}
+    epochs = {t: list(h["epoch"]) for t, h in res.histories.items()}
+    continued = [t for t, e in epochs.items() if e == [1, 2, 3] and res.checkpoint(t, "latest")]
+    assert continued, epochs
+    for trial_id in continued:
+        model = scaled_kt_build(tuner.oracle.trials[trial_id].hyperparameters)
+        with res.checkpoint(trial_id, "latest").as_directory() as folder:
+            assert sorted(os.listdir(folder)) == ["model.weights.h5", "state.json"]
+            load_weights_into(model, folder)
+        assert int(model.optimizer.iterations) == 2 * 3  # not restarted at the pause
 
 
 def test_reload_reads_the_trials_another_tuner_stored(tmp_path, ray_session):

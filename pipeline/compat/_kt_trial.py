@@ -189,10 +189,10 @@ def _strategy_scope(job: _Job):
 
 def _build(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
     with _strategy_scope(job):
-        return _build_model(job, hp, values, spec)
+        return build_model(job, hp, values, spec)
 
 
-def _build_model(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
+def build_model(job: _Job, hp: HyperParameters, values: dict[str, Any], spec: Spec):
     import keras
 
     from pipeline.compat._kt_errors import FatalTypeError
@@ -316,9 +316,10 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
         _run_override(job, values, data)
         return
     if job.executions == 1:
-        with _strategy_scope(job):
-            model, done, history, _ = restore_trial(spec, values)
         hp = HyperParameters.replay(job.defs, values)
+        with _strategy_scope(job):  # a restored trial's model is rebuilt, as KerasTuner's
+            model, done, history, _ = restore_trial(
+                spec, values, rebuild=lambda: build_model(job, hp, values, spec))
         if model is None:
             model = _build(job, hp, values, spec)
         if done >= epochs:
@@ -415,9 +416,10 @@ def worker_trial(job: _Job, worker: Any, cfg: dict[str, Any]) -> None:
     epochs = spec.training.epochs
     hp = HyperParameters.replay(job.defs, values)
     with worker.strategy.scope():  # variables (restored or new) are mirrored across the workers
-        model, done, history, _ = restore_trial(spec, values, worker.checkpoint, worker.trial_id)
+        model, done, history, _ = restore_trial(spec, values, worker.checkpoint, worker.trial_id,
+                                                rebuild=lambda: build_model(job, hp, values, spec))
         if model is None:
-            model = _build_model(job, hp, values, spec)
+            model = build_model(job, hp, values, spec)
     if done >= epochs:
         if history:  # as _run_job: the restored end is reported again, marked
             worker.report({**history[-1], RESTORED_AT_END: True}, None)
