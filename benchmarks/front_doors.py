@@ -9,9 +9,10 @@ document's order (build function, tuner, data, ``search``); the Optuna script pr
 its data first and creates the study just before ``optimize``. Repetitions are interleaved
 (peer, pipeline, pipeline, peer, ...) and figures are medians.
 
-The scripts write two kinds of marks to ``$FRONT_DOOR_MARKS`` (harness only, the same
-in both variants): when ``search()``/``optimize()`` is called, and when a trial's first
-epoch ends. From them: time from the call to the first finished epoch.
+The scripts write marks to ``$FRONT_DOOR_MARKS`` (harness only, the same in both
+variants): when ``search()``/``optimize()`` is called, and when each epoch of a trial ends.
+From them: time from the call to the first finished epoch, and the epochs and trials
+trained (the work each contestant's early stopping left to do).
 
 Run (on an otherwise idle machine)::
 
@@ -47,8 +48,7 @@ def _mark(what):
 _MARK_CALLBACK = '''
 class FirstEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
-        if epoch == 0:
-            _mark("first_epoch")
+        _mark("first_epoch" if epoch == 0 else "epoch")
 '''
 
 KT_RANDOM = '''{import_line}
@@ -150,8 +150,7 @@ def objective(trial):
     for epoch in range(EPOCHS):
         hist = model.fit(x_train, y_train, batch_size=64, epochs=1, verbose=0,
                          validation_data=(x_val, y_val))
-        if epoch == 0:
-            _mark("first_epoch")
+        _mark("first_epoch" if epoch == 0 else "epoch")
         acc = hist.history["val_accuracy"][-1]
         best = max(best, acc)
         trial.report(acc, epoch)
@@ -207,8 +206,10 @@ def run_once(scenario: str, who: str, timeout: float) -> dict:
         lines = [ln.split() for ln in marks.read_text().splitlines()] if marks.exists() else []
         called = min((float(t) for w, t in lines if w == "search"), default=float("nan"))
         first = min((float(t) for w, t in lines if w == "first_epoch"), default=float("nan"))
+        epochs = sum(w in ("first_epoch", "epoch") for w, _ in lines)
         return {"wall_s": wall, "best": best, "first_epoch_s": first - called,
-                "to_call_s": called - start, "loadavg_before": load}
+                "to_call_s": called - start, "loadavg_before": load,
+                "trials": sum(w == "first_epoch" for w, _ in lines), "epochs": epochs}
 
 
 def main(argv=None) -> int:
@@ -234,7 +235,8 @@ def main(argv=None) -> int:
                 r = run_once(s, who, args.timeout)
                 runs[s][who].append(r)
                 print(f"  {s:13s} {who:5s} rep {rep + 1}: wall {r['wall_s']:6.1f} s, best "
-                      f"{r['best']:.4f}, first epoch {r['first_epoch_s']:5.1f} s after the call "
+                      f"{r['best']:.4f}, first epoch {r['first_epoch_s']:5.1f} s after the call, "
+                      f"{r['epochs']} epochs in {r['trials']} trials "
                       f"(load {r['loadavg_before']:.2f})", flush=True)
     print()
     print(f"{'scenario':13s} {'peer s':>8s} {'ours s':>8s} {'ratio':>6s} {'target':>6s} "
