@@ -299,16 +299,21 @@ def _fit_workers(worker: Worker, cfg: dict[str, Any]) -> None:
     batch_size = int(hp.get("batch_size", spec.training.batch_size))
     global_batch = batch_size * world
     streamed = isinstance(data, StreamedDataset)
+    def new_model():
+        values = dict(hp)
+        builder = values.pop("builder", spec.model.builder)
+        train: dict[str, Any] = ({"train_stats": data.train_stats} if streamed
+                                 else {"x_train": data.x_train, "y_train": data.y_train})
+        model = build_model(build_fn or builder, values, data.input_shape, data.num_classes, **train)
+        if not model.compiled:
+            n_train = data.rows("train") if streamed else len(data.x_train)
+            compile_model(model, spec, values, steps_per_epoch(n_train, global_batch))
+        return model
+
     with strategy.scope():  # variables (restored or new) are mirrored across the workers
-        model, done, history, own = restore_trial(spec, hp, checkpoint, trial_id)
+        model, done, history, own = restore_trial(spec, hp, checkpoint, trial_id, rebuild=new_model)
         if model is None:
-            builder = hp.pop("builder", spec.model.builder)
-            train: dict[str, Any] = ({"train_stats": data.train_stats} if streamed
-                                     else {"x_train": data.x_train, "y_train": data.y_train})
-            model = build_model(build_fn or builder, hp, data.input_shape, data.num_classes, **train)
-            if not model.compiled:
-                n_train = data.rows("train") if streamed else len(data.x_train)
-                compile_model(model, spec, hp, steps_per_epoch(n_train, global_batch))
+            model = new_model()
     epochs = spec.training.epochs
     extra = {"data_split": data.fingerprint} if streamed else None
     inputs = (data.fit_inputs(global_batch, spec.seed) if streamed

@@ -156,14 +156,16 @@ class Restored(NamedTuple):
 
 
 def restore_trial(spec: Spec, hp: dict[str, Any], checkpoint: Any = None,
-                  trial_id: str | None = None, rebuild: Callable[[], Any] | None = None) -> Restored:
+                  trial_id: str | None = None, rebuild: Callable[[], Any] | None = None,
+                  rebuild_first: bool = False) -> Restored:
     """The trial's latest checkpoint (a PBT donor's after an exploit), or ``Restored(None, 0, [], False)``.
 
     ``checkpoint`` and ``trial_id`` default to Tune's (``tune.get_checkpoint()``, the trial's
     id); a multi-worker trial's workers pass them, as they cannot ask Tune. ``rebuild``
-    (KerasTuner's way, the front door's): the model is built anew and given the checkpoint's
-    weights, so no custom class needs registering; not under PBT, whose exploits may bring
-    another trial's model. Without it, the saved model is loaded whole.
+    builds the trial's model anew, to be given the checkpoint's weights: used when the
+    checkpoint holds the weights only (:func:`pipeline.checkpoints.save_model`), and, with
+    ``rebuild_first`` (KerasTuner's way, its front door's), always but under PBT, whose
+    exploits may bring another trial's model; else the saved model is loaded whole.
     """
     import keras
     from ray import tune
@@ -184,9 +186,10 @@ def restore_trial(spec: Spec, hp: dict[str, Any], checkpoint: Any = None,
         patiently(lambda: checkpoint.to_directory(d), "reading the trial's checkpoint",
                   spec.storage.outage_tolerance_s)
         whole = os.path.join(d, MODEL_FILE)
-        if rebuild is not None and (spec.scheduler.name != "pbt" or not os.path.exists(whole)):
+        stored_whole = os.path.exists(whole)
+        if rebuild is not None and (not stored_whole or (rebuild_first and spec.scheduler.name != "pbt")):
             model = load_weights_into(rebuild(), d)
-        elif os.path.exists(whole):
+        elif stored_whole:
             model = keras.models.load_model(whole)
         else:
             raise RuntimeError(f"the checkpoint holds the weights only ({WEIGHTS_FILE}: Keras "
@@ -460,18 +463,24 @@ def _train_keras(config: dict[str, Any], data: Dataset | StreamedDataset, spec: 
 def _fit_trial(config: dict[str, Any], data: Dataset | StreamedDataset, spec: Spec,
                build_fn: Callable[..., Any] | None) -> None:
     hp = hyperparameters(spec, config)
-    model, done, history, own = restore_trial(spec, hp)
     batch_size = int(hp.get("batch_size", spec.training.batch_size))
-    if model is None:
-        builder = hp.pop("builder", spec.model.builder)  # the builder itself may be searched
+
+    def new_model():
+        values = dict(hp)
+        builder = values.pop("builder", spec.model.builder)  # the builder itself may be searched
         # the training split only: preprocessing fitted inside the model never sees val/test;
         # streamed data hands the statistics computed once on the driver instead of arrays
         train: dict[str, Any] = ({"train_stats": data.train_stats} if isinstance(data, StreamedDataset)
                                  else {"x_train": data.x_train, "y_train": data.y_train})
-        model = build_model(build_fn or builder, hp, data.input_shape, data.num_classes, **train)
+        model = build_model(build_fn or builder, values, data.input_shape, data.num_classes, **train)
         if not model.compiled:
             n_train = data.rows("train") if isinstance(data, StreamedDataset) else len(data.x_train)
-            compile_model(model, spec, hp, steps_per_epoch(n_train, batch_size))
+            compile_model(model, spec, values, steps_per_epoch(n_train, batch_size))
+        return model
+
+    model, done, history, own = restore_trial(spec, hp, rebuild=new_model)
+    if model is None:
+        model = new_model()
     epochs = spec.training.epochs
     if done >= epochs and own and history:
         # Its own last checkpoint (paused on its last epoch by the median rule, or a driver

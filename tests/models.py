@@ -118,13 +118,14 @@ class Scale(keras.layers.Layer):
 class ScaledNet(keras.Model):
     """A subclassed model (unbuilt until called) around :class:`Scale`."""
 
-    def __init__(self, units: int):
+    def __init__(self, units: int, classes: int = 2):
         super().__init__()
-        self.scale, self.hidden = Scale(), keras.layers.Dense(units, activation="relu")
-        self.out = keras.layers.Dense(2, activation="softmax")
+        self.flat, self.scale = keras.layers.Flatten(), Scale()
+        self.hidden = keras.layers.Dense(units, activation="relu")
+        self.out = keras.layers.Dense(classes, activation="softmax")
 
     def call(self, x):
-        return self.out(self.hidden(self.scale(x)))
+        return self.out(self.hidden(self.scale(self.flat(x))))
 
 
 def scaled_kt_build(hp):
@@ -133,3 +134,8 @@ def scaled_kt_build(hp):
     model.compile(keras.optimizers.Adam(hp.Choice("lr", [1e-2, 3e-2])),
                   "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def scaled_net(hp, num_classes):
+    """A spec builder (``tests.models:scaled_net``) whose model Keras cannot save whole."""
+    return ScaledNet(int(hp.get("units", 8)), num_classes)

@@ -187,6 +187,26 @@ def test_failed_trial_retries_from_its_checkpoint(tmp_path):
     assert res.dataframe()["status"].tolist() == ["TERMINATED"]
 
 
+def test_a_model_keras_cannot_save_whole_retries_from_its_weights(tmp_path):
+    """A builder's subclassed model without get_config: its checkpoints hold the weights
+    (before, its first checkpoint failed the trial), and a failed trial's retry rebuilds the
+    model with the builder and goes on from them; loading it whole says why it cannot."""
+    marker = tmp_path / "failed-once"
+    res = _run(tmp_path, model={"builder": "tests.models:scaled_net"}, search={"trials": 1},
+               training={"epochs": 3, "checkpoint_every": 1,
+                         "callbacks": [{"factory": "tests.models:FailOnce",
+                                        "kwargs": {"marker": str(marker), "epoch": 3}}]},
+               failure={"max_failures": 1})
+    assert marker.exists(), "the fault was not injected"
+    ((trial_id, hist),) = res.histories.items()
+    assert list(hist["epoch"]) == [1, 2, 3]  # went on at 3 from the epoch-2 weights
+    assert res.dataframe()["status"].tolist() == ["TERMINATED"]
+    with res.checkpoint(trial_id, "latest").as_directory() as folder:
+        assert sorted(os.listdir(folder)) == ["model.weights.h5", "state.json"]
+    with pytest.raises(LookupError, match="saved only its weights"):
+        res.load_model(trial_id)
+
+
 def test_a_trial_whose_named_checkpoint_is_gone_goes_on_from_its_newest_stored_one(tmp_path):
     """Tune restores a failed (or resumed) trial from the checkpoint its state names; if that
     one is gone from storage, the trial's newest whole stored checkpoint is taken instead of

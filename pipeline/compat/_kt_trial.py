@@ -319,7 +319,7 @@ def _run_job(config: dict[str, Any], data: Dataset, spec: Spec, job: _Job) -> No
         hp = HyperParameters.replay(job.defs, values)
         with _strategy_scope(job):  # a restored trial's model is rebuilt, as KerasTuner's
             model, done, history, _ = restore_trial(
-                spec, values, rebuild=lambda: build_model(job, hp, values, spec))
+                spec, values, rebuild=lambda: build_model(job, hp, values, spec), rebuild_first=True)
         if model is None:
             model = _build(job, hp, values, spec)
         if done >= epochs:
@@ -417,7 +417,8 @@ def worker_trial(job: _Job, worker: Any, cfg: dict[str, Any]) -> None:
     hp = HyperParameters.replay(job.defs, values)
     with worker.strategy.scope():  # variables (restored or new) are mirrored across the workers
         model, done, history, _ = restore_trial(spec, values, worker.checkpoint, worker.trial_id,
-                                                rebuild=lambda: build_model(job, hp, values, spec))
+                                                rebuild=lambda: build_model(job, hp, values, spec),
+                                                rebuild_first=True)
         if model is None:
             model = build_model(job, hp, values, spec)
     if done >= epochs:
