@@ -279,13 +279,11 @@ def _fit_workers(worker: Worker, cfg: dict[str, Any]) -> None:
     """The spec's Keras trial on one worker (the default body)."""
     import ray
 
-    from pipeline.models import build_model
-    from pipeline.optimizers import steps_per_epoch
     from pipeline.trainable import (
         _user_callbacks,
-        compile_model,
         fit_inputs,
         hyperparameters,
+        new_trial_model,
         report_callback,
         restore_trial,
     )
@@ -299,16 +297,9 @@ def _fit_workers(worker: Worker, cfg: dict[str, Any]) -> None:
     batch_size = int(hp.get("batch_size", spec.training.batch_size))
     global_batch = batch_size * world
     streamed = isinstance(data, StreamedDataset)
+
     def new_model():
-        values = dict(hp)
-        builder = values.pop("builder", spec.model.builder)
-        train: dict[str, Any] = ({"train_stats": data.train_stats} if streamed
-                                 else {"x_train": data.x_train, "y_train": data.y_train})
-        model = build_model(build_fn or builder, values, data.input_shape, data.num_classes, **train)
-        if not model.compiled:
-            n_train = data.rows("train") if streamed else len(data.x_train)
-            compile_model(model, spec, values, steps_per_epoch(n_train, global_batch))
-        return model
+        return new_trial_model(spec, hp, data, build_fn, global_batch)
 
     with strategy.scope():  # variables (restored or new) are mirrored across the workers
         model, done, history, own = restore_trial(spec, hp, checkpoint, trial_id, rebuild=new_model)

@@ -460,23 +460,30 @@ def _train_keras(config: dict[str, Any], data: Dataset | StreamedDataset, spec: 
         _fit_trial(config, data, spec, build_fn)
 
 
+def new_trial_model(spec: Spec, hp: dict[str, Any], data: Dataset | StreamedDataset,
+                    build_fn: Callable[..., Any] | None, batch_size: int):
+    """The trial's model, built by the spec's builder (or ``build_fn``) and compiled unless
+    the builder compiled it; ``batch_size``: the global batch (sizes the LR schedules)."""
+    values = dict(hp)
+    builder = values.pop("builder", spec.model.builder)  # the builder itself may be searched
+    # the training split only: preprocessing fitted inside the model never sees val/test;
+    # streamed data hands the statistics computed once on the driver instead of arrays
+    train: dict[str, Any] = ({"train_stats": data.train_stats} if isinstance(data, StreamedDataset)
+                             else {"x_train": data.x_train, "y_train": data.y_train})
+    model = build_model(build_fn or builder, values, data.input_shape, data.num_classes, **train)
+    if not model.compiled:
+        n_train = data.rows("train") if isinstance(data, StreamedDataset) else len(data.x_train)
+        compile_model(model, spec, values, steps_per_epoch(n_train, batch_size))
+    return model
+
+
 def _fit_trial(config: dict[str, Any], data: Dataset | StreamedDataset, spec: Spec,
                build_fn: Callable[..., Any] | None) -> None:
     hp = hyperparameters(spec, config)
     batch_size = int(hp.get("batch_size", spec.training.batch_size))
 
     def new_model():
-        values = dict(hp)
-        builder = values.pop("builder", spec.model.builder)  # the builder itself may be searched
-        # the training split only: preprocessing fitted inside the model never sees val/test;
-        # streamed data hands the statistics computed once on the driver instead of arrays
-        train: dict[str, Any] = ({"train_stats": data.train_stats} if isinstance(data, StreamedDataset)
-                                 else {"x_train": data.x_train, "y_train": data.y_train})
-        model = build_model(build_fn or builder, values, data.input_shape, data.num_classes, **train)
-        if not model.compiled:
-            n_train = data.rows("train") if isinstance(data, StreamedDataset) else len(data.x_train)
-            compile_model(model, spec, values, steps_per_epoch(n_train, batch_size))
-        return model
+        return new_trial_model(spec, hp, data, build_fn, batch_size)
 
     model, done, history, own = restore_trial(spec, hp, rebuild=new_model)
     if model is None:
