@@ -222,7 +222,8 @@ def test_tuner_specs_map_keras_tuner_arguments(tmp_path):
     grid = kt.GridSearch(build, objective=kt.Objective("val_mae", "min"), max_trials=5,
                          directory=str(tmp_path), project_name="grid").build_spec()
     assert grid.searcher.name == "manual" and grid.num_trials == 5
-    assert len(grid.space["dropout"]["grid"]) == 10  # KerasTuner's values for a stepless float
+    # KerasTuner's values for a stepless float: its default (min_value) and ten spread values
+    assert len(grid.space["dropout"]["grid"]) == 11 and grid.space["dropout"]["grid"][0] == 0.0
     bo = kt.BayesianOptimization(build, objective=["val_loss", kt.Objective("val_auc", "max")],
                                  max_trials=4, num_initial_points=2, directory=str(tmp_path),
                                  project_name="bo").build_spec()
@@ -956,6 +957,22 @@ def test_keras_tuner_search_without_data_when_the_hypermodel_fits_itself(tmp_pat
     assert sorted(t.hyperparameters.values["choice"] for t in trials) == [0, 1, 2]
     assert sorted(t.score for t in trials) == [3.0, 4.0, 5.0]
     assert tuner.get_best_hyperparameters()[0].values["choice"] == 0  # the score is minimized
+
+
+def test_space_discovery_tries_each_value_of_a_short_integer_range():
+    """A name that only a value in between declares (a ``Lambda`` in a layer loop reads the
+    loop variable when called, so 2 layers declare ``bias1`` and 3 only ``bias2``) is found
+    before the search, as KerasTuner finds it during trials; a long range probes its top."""
+    from pipeline.compat._hyperparameters import discover
+
+    def build(hp):
+        for i in range(hp.Int("layers", 1, 3)):
+            pass
+        hp.Float(f"bias{i}", -1, 1)
+        if hp.Int("units", 8, 256, step=8) == 128:
+            hp.Boolean("only_at_128")
+
+    assert sorted(discover(build)) == ["bias0", "bias1", "bias2", "layers", "units"]
 
 
 def test_space_discovery_survives_a_build_that_refuses_some_values():

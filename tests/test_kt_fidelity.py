@@ -93,6 +93,24 @@ def test_oracle_hyperparameters_hold_the_defaults_of_the_active_ones(tmp_path):
         space.get("extra")
 
 
+def test_space_before_the_search_is_what_kerastuner_knows_then(tmp_path, capsys):
+    """KerasTuner knows only what the build with defaults declares before its first trial
+    (one layer: ``width_0``); the door discovers the deeper layers' names up front for its
+    searcher, but shows them only once trials have run."""
+    def build(hp):
+        for i in range(hp.Int("layers", 1, 3)):
+            hp.Int(f"width_{i}", 2, 4)
+        return _build(hp)
+
+    tuner = kt.RandomSearch(build, objective="val_loss", max_trials=1, directory=tmp_path)
+    shown = tuner.oracle.hyperparameters
+    assert [d.name for d in shown.space] == ["layers", "width_0", "units", "lr"]
+    assert shown.values == {"layers": 1, "width_0": 2, "units": 2, "lr": 1e-2}
+    tuner.search_space_summary()
+    assert "Default search space size: 4" in capsys.readouterr().out
+    assert {"width_1", "width_2"} <= set(tuner._defs)  # discovered all the same, for the searcher
+
+
 def test_search_refuses_callbacks_that_cannot_be_deep_copied(tmp_path):
     import keras
 

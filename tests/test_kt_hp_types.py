@@ -178,6 +178,22 @@ def test_container_serializes_and_takes_objects_in():
                      "units": {"type": "int", "low": 8, "high": 16, "step": 8}}
 
 
+def test_grid_values_are_kerastuners_with_the_default_first_where_it_is_not_among_them():
+    """KerasTuner's GridSearch walks each value list with the default put first, so
+    ``Float("x", 1, 2)`` is tried at 1.0 and at its ten spread values (its own test counts
+    5 x 11 trials for this space)."""
+    from pipeline.space import SearchSpace
+
+    defs = discover(lambda hp: (hp.Int("int", 1, 5), hp.Float("float", 1, 2),
+                                hp.Int("odd", 1, 7, step=3, default=2)))
+    space, _ = to_space(defs, grid=True)
+    assert space["float"]["grid"][0] == 1.0 and len(space["float"]["grid"]) == 11
+    assert "grid" not in space["int"]  # its step grid 1..5 holds its default already
+    assert space["odd"]["grid"] == [2, 1, 4, 7]
+    assert len(SearchSpace.from_dict(space).grid()) == 5 * 11 * 4
+    assert "grid" not in to_space(defs)[0]["float"]  # random search samples the range
+
+
 def test_hp_calls_refuse_what_the_classes_refuse():
     hp = HyperParameters()
     with pytest.raises(ValueError, match="min_value must be an int"):

@@ -279,7 +279,13 @@ class Int(_Numerical):
         return {**super().get_config(), "default": self._default}
 
     def probe_values(self):
-        hi = self.kt_values()[-1] if self.step else self.max_value
+        """The largest value (a loop over ``range(hp.Int(...))`` declares the most names
+        there); for a short range (a layer count) every value: a name can come only from a
+        value in between (a ``Lambda`` in the loop reads the loop variable late)."""
+        values = self.kt_values() if self.step else []
+        if 0 < len(values) <= 6:
+            return [v for v in reversed(values) if v != self.default]
+        hi = values[-1] if values else self.max_value
         return [hi] if hi != self.default else []
 
 

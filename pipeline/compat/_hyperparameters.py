@@ -323,13 +323,15 @@ def _satisfy(registry: dict[str, HyperParameter], conditions, values: dict[str, 
 
 def discover(build: Callable[[HyperParameters], Any],
              declared: HyperParameters | None = None,
-             max_builds: int = 48) -> dict[str, HyperParameter]:
+             max_builds: int = 48,
+             initial: list[str] | None = None) -> dict[str, HyperParameter]:
     """Every hyperparameter ``build`` registers, with its conditions, in declaration order.
 
     Mirrors KerasTuner: build with defaults, then activate each conditional scope
-    that was never active. Then (beyond KerasTuner, which discovers the rest lazily
-    during trials) build once per other value of each choice/boolean and with the
-    largest value of each integer, until no new name appears.
+    that was never active (the names found so far are appended to ``initial`` when it
+    is given: KerasTuner's space before its first trial). Then (beyond KerasTuner, which
+    discovers the rest lazily during trials) build once per other value of each
+    choice/boolean and with the largest value of each integer, until no new name appears.
     """
     registry: dict[str, HyperParameter] = dict(declared._defs) if declared else {}
     builds = 0
@@ -374,6 +376,8 @@ def discover(build: Callable[[HyperParameters], Any],
         if not pending:
             break
         values = pending[0]
+    if initial is not None:
+        initial.extend(registry)
 
     probed: set[tuple[str, Any]] = set()
     grew = True
@@ -400,14 +404,29 @@ def _possible(d: HyperParameter) -> list[Any] | None:
     return None if d.kind == "float" and d.args.get("step") is None else d.kt_values()
 
 
+def _kt_grid(d: HyperParameter, p: dict[str, Any]) -> None:
+    """A numeric parameter's GridSearch values as KerasTuner walks them: its values (ten
+    spread over the range without a finite step), and its default too where that is not
+    one of them (``Float("x", 1, 2)``: 1.0 and the ten, 11 values)."""
+    values = d.kt_values()
+    if d.default is not None and d.default not in values:
+        values = [d.default, *values]
+    elif not (p.get("log") or (p["type"] == "float" and not p.get("step"))):
+        return  # the parameter's own step grid is KerasTuner's
+    if p["type"] == "choice":
+        p["values"] = values
+    else:
+        p["grid"] = values
+
+
 def to_space(defs: dict[str, HyperParameter], grid: bool = False,
              fixed: Iterable[str] = ()) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """(pipeline space dict, notes) for the definitions.
 
     ``reverse_log`` sampling has no pipeline equivalent: without a step it is
     searched on a log scale (noted); with a step its exact value set becomes a
-    choice. ``grid=True`` gives numeric parameters without a finite step
-    KerasTuner's ten GridSearch values. Names in ``fixed`` keep their default.
+    choice. ``grid=True`` gives numeric parameters KerasTuner's GridSearch values
+    (:func:`_kt_grid`). Names in ``fixed`` keep their default.
     """
     space: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
@@ -440,9 +459,8 @@ def to_space(defs: dict[str, HyperParameter], grid: bool = False,
                     p["high"] = round(lo + math.floor((hi - lo) / step + 1e-9) * step, 12)
             if sampling == "reverse_log" and step is None:
                 notes.append(f"{name}: sampling='reverse_log' is searched on a log scale")
-            if grid and p["type"] in ("int", "float") and (p.get("log") or (
-                    p["type"] == "float" and not p.get("step"))):
-                p["grid"] = d.kt_values()
+            if grid:
+                _kt_grid(d, p)
         when: dict[str, list[Any]] = {}
         for parent, allowed in d.conditions:
             prev = when.get(parent)

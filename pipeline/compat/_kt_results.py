@@ -23,6 +23,7 @@ class TunerResults:
     _results: Results | None
     _oracle: Oracle
     _defs: dict[str, HyperParameter]
+    _initial: list[str]
     _declared: HyperParameters | None
     objective: Any
     hypermodel: Any
@@ -64,7 +65,16 @@ class TunerResults:
         if declared is not None and (not self.tune_new_entries
                                      or all(n in declared._defs for n in self._defs)):
             return declared
-        return HyperParameters.defaults(self._defs.values())
+        return HyperParameters.defaults(self._shown_defs().values())
+
+    def _shown_defs(self) -> dict[str, HyperParameter]:
+        """The space as KerasTuner shows it: before the search, only what the build with
+        defaults (and each conditional scope activated once) declares, as KerasTuner knows
+        no more before its first trial; the door's deeper discovery (e.g. the layers of a
+        larger ``num_layers``) shows once trials have run."""
+        if self._results is not None:
+            return self._defs
+        return {n: self._defs[n] for n in self._initial if n in self._defs}
 
     def _best_trials(self, n: int) -> list[str]:
         if self._results is None:
@@ -105,8 +115,9 @@ class TunerResults:
 
     def search_space_summary(self, extended: bool = False) -> None:
         print("Search space summary")
-        print(f"Default search space size: {len(self._defs)}")
-        for name, d in self._defs.items():
+        shown = self._shown_defs()
+        print(f"Default search space size: {len(shown)}")
+        for name, d in shown.items():
             print(f"{name} ({_KT_NAMES[str(d.kind)]})")
             print({k: v for k, v in d.get_config().items() if k != "name"})  # as KerasTuner prints it
 

@@ -31,6 +31,7 @@ class Discovered:
     defs: dict[str, HyperParameter]
     not_a_model: str | None  # the error of a build that returned no Keras model (search() raises it)
     lazy_models: bool  # a model left unbuilt (subclassed, no Input) may declare more when called
+    initial: list[str]  # the names KerasTuner knows before its first trial (build with defaults)
 
 
 def discover_space(hypermodel: Any, declared: HyperParameters | None, allow_new_entries: bool,
@@ -64,14 +65,15 @@ def discover_space(hypermodel: Any, declared: HyperParameters | None, allow_new_
         if extra is not None:
             extra(hp)
 
-    defs = discover(build, declared)
+    initial: list[str] = []
+    defs = discover(build, declared, initial=initial)
     if declared is not None:
         new = [n for n in defs if n not in declared._defs]
         if new and not allow_new_entries:
             raise RuntimeError(f"`allow_new_entries` is `False`, but the build function uses "
                                f"hyperparameters not in `hyperparameters`: {new}")
     keras.backend.clear_session(free_memory=False)
-    return Discovered(defs, not_model[0] if not_model else None, lazy)
+    return Discovered(defs, not_model[0] if not_model else None, lazy, initial)
 
 
 def head(data: Dataset, n: int) -> Dataset:

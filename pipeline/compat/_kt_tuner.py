@@ -247,6 +247,7 @@ class Tuner(TunerResults):
                                            extra, sample)
         self._defs: dict[str, HyperParameter] = found.defs
         self._not_a_model, self._lazy_models = found.not_a_model, found.lazy_models
+        self._initial = found.initial
 
     def _fixed_names(self) -> list[str]:
         if self._declared is None or self.tune_new_entries:
