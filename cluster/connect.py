@@ -240,9 +240,10 @@ class EarlyStart:
     background too, all before the script calls ``search()``/``optimize()``.
     """
 
-    # The start a front door's import began in this process, until a tuner or study claims it:
-    # process-wide like Ray itself, which it starts.
-    _at_import: "EarlyStart | None" = None
+    # The start no tuner or study holds: begun by a front door's import, or kept running
+    # after a search (:meth:`keep`), until the next tuner or study claims it. Process-wide
+    # like Ray itself, which it starts.
+    _unclaimed: "EarlyStart | None" = None
 
     def __init__(self, address: str | None = None, warm: tuple[int, float] | None = None,
                  *, warm_env: bool | None = None):
@@ -271,7 +272,7 @@ class EarlyStart:
         CPU, and import TensorFlow; None: if the script imports Keras or TensorFlow
         (:func:`imports_keras`).
         """
-        source = _script_source() if cls._at_import is None else None
+        source = _script_source() if cls._unclaimed is None else None
         if source is None:
             return
         import ray
@@ -280,13 +281,19 @@ class EarlyStart:
             keras = imports_keras(source) if warm_env is None else warm_env
             # Keras trials: as soon as Ray is up, a worker per CPU starts and imports TensorFlow
             # (a script may make its tuner or study just before searching: too late to wait)
-            cls._at_import = cls(None, (10**6, 1.0) if keras else None, warm_env=keras)
+            cls._unclaimed = cls(None, (10**6, 1.0) if keras else None, warm_env=keras)
 
     @classmethod
     def claim(cls, address: str | None, warm: tuple[int, float] | None) -> "EarlyStart":
         """The start for a tuner or study: the one its import began if it joins the same
         cluster (``address`` None or ``RAY_ADDRESS``), else a new one (ending the other)."""
-        early, cls._at_import = cls._at_import, None
+        early, cls._unclaimed = cls._unclaimed, None
+        if early is not None and early.owned and early._ready.is_set() and early.error is None:
+            import ray
+
+            if not ray.is_initialized():  # the script shut Ray down since
+                early.stop()
+                early = None
         if early is None or not early.owned:
             return cls(address, warm)
         if address is not None and address != os.environ.get("RAY_ADDRESS"):
@@ -338,6 +345,21 @@ class EarlyStart:
             self._thread = None
             raise error
 
+    def keep(self) -> None:
+        """The session that used this start is over: Ray stays up, as after ``ray.init``,
+        for the next tuner or study of this process, which takes it over (:meth:`claim`) and
+        has its trial workers started ahead again; Ray's exit hook ends it with the process.
+        Without a start of its own (Ray was there before) nothing changes."""
+        import ray
+
+        if self._thread is None:
+            return
+        if not ray.is_initialized() or EarlyStart._unclaimed is not None:
+            self.stop()
+            return
+        self._prestarted = threading.Lock()
+        EarlyStart._unclaimed = self
+
     def stop(self) -> None:
         import ray
 
@@ -355,7 +377,8 @@ def ray_session(address: str | None = None, *, dashboard: bool = False,
 
     Reuses an already initialized Ray (tests, notebooks) and leaves it running;
     otherwise shuts down what it started. ``early``: an :class:`EarlyStart` begun
-    before, waited for here and ended with this session when it started Ray.
+    before (a front door's), waited for here; the Ray it started stays up for the
+    process's next search (:meth:`EarlyStart.keep`), as Ray does after ``ray.init``.
     """
     import ray
 
@@ -364,7 +387,7 @@ def ray_session(address: str | None = None, *, dashboard: bool = False,
         try:
             yield
         finally:
-            early.stop()
+            early.keep()
         return
     if ray.is_initialized():
         yield

@@ -11,6 +11,7 @@ Example (after a run)::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from functools import cached_property
@@ -21,6 +22,26 @@ import pandas as pd
 
 from pipeline.spec import Spec, parse_spec
 from pipeline.storage import SPEC_FILE, Location, locate_experiment
+
+
+class _NoResultsYet(logging.Filter):
+    """Drops what Tune's ``ExperimentAnalysis`` logs about trials that ended before their
+    first result (stopped by a time budget, a callback or a scheduler, or failed at once):
+    "Failed to fetch metrics" and an ERROR "No checkpoints have been found". Not errors
+    here: such trials are in the results with their status."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("Failed to fetch metrics" in message
+                    or "No checkpoints have been found" in message)
+
+
+def quiet_analysis() -> None:
+    """Keep :class:`_NoResultsYet`'s lines from the user (once per process; where Tune reads
+    runs back: at the end of a run and in :class:`Results`)."""
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    if not any(isinstance(f, _NoResultsYet) for f in logger.filters):
+        logger.addFilter(_NoResultsYet())
 
 
 def pareto_mask(values, modes: list[str]):
@@ -63,6 +84,7 @@ class Results:
     def _analysis(self):
         from ray.tune import ExperimentAnalysis
 
+        quiet_analysis()
         return ExperimentAnalysis(self.where.path, storage_filesystem=self.where.fs)
 
     @property

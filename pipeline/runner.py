@@ -275,8 +275,10 @@ def _fit(tuner: Any, where: "Location", keep_cwd: bool = False) -> None:
     trial folder, so a front door's user code finds relative paths where its script does.
     """
     from pipeline import tune_patches
+    from pipeline.results import quiet_analysis
 
     tune_patches.install()  # a trial whose reused worker dies as it takes the trial is retried
+    quiet_analysis()  # Tune reads the run back as it ends
     env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}  # ours are in the callbacks
     if keep_cwd:
         env["RAY_CHDIR_TO_TRIAL_DIR"] = "0"  # Tune passes it on to the trial actors

@@ -587,6 +587,55 @@ def test_optuna_callback_exception_comes_out_of_optimize(tmp_path, ray_session):
     assert states[:2] == ["COMPLETE", "COMPLETE"] and len(states) <= 3, states
 
 
+def test_optuna_study_is_announced_once_and_a_timeout_logs_no_errors(tmp_path, ray_session, capfd):
+    """Optuna says "A new study created" once, at create_study; the door's study must not
+    repeat it at each optimize or callback. "Trial N finished with value ..." is logged by
+    the script's Optuna logger, as Optuna logs it (not by the study actor through Ray's
+    worker log, which folds lines that differ only in numbers). Trials a timeout stops
+    before their first result are not errors (Tune logs "No checkpoints have been found")."""
+    import logging
+    import time
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    keep = Keep()
+    for name in ("optuna", "ray"):
+        logging.getLogger(name).addHandler(keep)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # Optuna's default (other tests change it)
+    try:
+        study = optuna.create_study(results_path=str(tmp_path), study_name="quiet")
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2, n_jobs=1,
+                       callbacks=[lambda s, frozen: None])
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1, n_jobs=1)
+
+        def slow(t):
+            t.suggest_float("x", 0.0, 1.0)
+            time.sleep(60)
+            return 0.0
+
+        study.optimize(slow, timeout=10, n_jobs=1)  # the trial starts well before; stopped then
+        assert "timeout=10 s is a hard limit here" in capfd.readouterr().err  # said where called
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+        for name in ("optuna", "ray"):
+            logging.getLogger(name).removeHandler(keep)
+    assert sum("A new study created" in line for line in keep.lines) == 1, keep.lines
+    assert not [line for line in keep.lines if "No checkpoints have been found" in line
+                or "Failed to fetch metrics" in line or "may be a performance bottleneck" in line]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 + ["FAIL"]
+    # Optuna's lines for each trial come out of the script's own Optuna logger, in order
+    finished = [line.split(" finished")[0] for line in keep.lines if " finished with value" in line]
+    assert finished == ["Trial 0", "Trial 1", "Trial 2"], keep.lines
+    assert any(line.startswith("Trial 3 failed") for line in keep.lines), keep.lines
+
+
 def _digits(n: int):
     from sklearn.datasets import load_digits
 
@@ -760,11 +809,13 @@ def test_keras_tuner_front_door_names_what_cannot_travel(tmp_path):
     assert not (tmp_path / "locked").exists()
 
 
-def test_front_door_starts_ray_before_optimize_and_ends_it_after(tmp_path):
+def test_front_door_starts_ray_before_optimize_and_keeps_it_for_the_next(tmp_path):
     """A script's own Ray (no cluster, no fixture): started in the background when the study
-    is created, used by optimize(), shut down when optimize() returns; a second optimize works."""
+    is created, used by optimize(), kept up after it (as after ``ray.init``) so the next
+    optimize does not start Ray again, and ended with the script."""
     import subprocess
     import sys
+    import time
     from pathlib import Path
 
     script = tmp_path / "script.py"
@@ -780,17 +831,31 @@ def test_front_door_starts_ray_before_optimize_and_ends_it_after(tmp_path):
         "print('started before optimize:', ray.is_initialized())\n"
         "study.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=3)\n"
         "print('running after optimize:', ray.is_initialized())\n"
+        "session = ray.get_runtime_context().get_node_id()\n"
+        "again = optuna.create_study(results_path='res2')\n"
+        "again.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=1)\n"
         "study.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=1)\n"
-        "print('trials:', len(study.trials))\n")
+        "print('same Ray:', ray.get_runtime_context().get_node_id() == session)\n"
+        "print('session:', ray._private.worker._global_node.session_name)\n"
+        "print('trials:', len(study.trials), len(again.trials))\n")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "started before optimize: True" in proc.stdout
-    assert "running after optimize: False" in proc.stdout
-    assert "trials: 4" in proc.stdout
+    assert "running after optimize: True" in proc.stdout
+    assert "same Ray: True" in proc.stdout
+    assert "trials: 4 1" in proc.stdout
     assert "SIGTERM handler" not in proc.stderr
+    session = proc.stdout.split("session: ", 1)[1].split()[0]
+    deadline = time.time() + 30
+    while time.time() < deadline:  # Ray's processes end with the script
+        left = subprocess.run(["pgrep", "-f", session], capture_output=True, text=True).stdout
+        if not left.strip():
+            break
+        time.sleep(0.5)
+    assert not left.strip(), f"Ray processes of {session} outlived the script: {left}"
 
 
 

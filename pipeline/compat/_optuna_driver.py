@@ -5,12 +5,15 @@ every trial it finishes. :class:`StudyCallbacks`, a ``ray.tune.Callback`` in Tun
 controller loop (the driver process), drains that queue as Tune completes trials and after
 each step, makes the user's study current and calls each callback as Optuna does:
 ``callback(study, frozen_trial)``, once per trial, in finishing order. :class:`~pipeline.compat._stopping.StopWhen`
-ends the run once a callback called ``study.stop()`` or raised.
+ends the run once a callback called ``study.stop()`` or raised. The study's Optuna log lines
+("Trial 3 finished with value ...") are printed here too, by the driver's Optuna logger.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import time
 from typing import Any, Callable
 
 import ray
@@ -20,20 +23,26 @@ from pipeline.compat._stopping import StopWhen
 
 
 class StudyCallbacks(tune.Callback):
-    """Runs the user's Optuna callbacks on the driver after each trial finishes.
+    """Runs the user's Optuna callbacks on the driver after each trial finishes, and prints
+    the study's Optuna log lines there.
 
     Tune pickles its run configuration (``tuner.pkl``, the experiment state): a pickled
     copy keeps none of the driver's objects and does nothing.
     """
 
-    def __init__(self, study: Any, actor: Any, callbacks: list[Callable], in_memory: bool):
+    def __init__(self, study: Any, actor: Any, callbacks: list[Callable], in_memory: bool,
+                 verbosity: int = logging.INFO):
         self.study, self.actor, self.callbacks, self.in_memory = study, actor, callbacks, in_memory
+        self.verbosity = verbosity  # Optuna's, as the user's script set it
         self.error: Exception | None = None  # the first exception a callback raised
         self.stopper = StopWhen(self)
+        self._asked = 0.0  # when a step last asked the study
+        self._pending: Any = None  # that question, until answered
 
     def __getstate__(self) -> dict[str, Any]:
         return {"study": None, "actor": None, "callbacks": [], "in_memory": True, "error": None,
-                "stopper": StopWhen(None)}
+                "stopper": StopWhen(None), "_asked": 0.0,
+                "_pending": None, "verbosity": self.verbosity}
 
     @property
     def stopping(self) -> bool:
@@ -48,7 +57,18 @@ class StudyCallbacks(tune.Callback):
         self._settle(trial.trial_id, "ERROR")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self.drain()  # a trial the study finished before Tune saw it end (or a retried one)
+        # a trial the study finished before Tune saw it end (or a retried one), and the log
+        # lines; without waiting on the study (Tune warns of a slow step, and the study
+        # actor may still be starting): its answer is taken at a later step
+        if self._pending is not None:
+            ready, _ = ray.wait([self._pending], timeout=0)
+            if not ready:
+                return
+            pending, self._pending = self._pending, None
+            self._handle(*ray.get(pending))
+        if self.actor is not None and (self.callbacks or time.monotonic() - self._asked > 0.25):
+            self._asked = time.monotonic()  # with no callbacks, a few times a second will do
+            self._pending = self.actor.drain.remote(self.in_memory)
 
     def _settle(self, tune_id: str, status: str) -> None:
         """Tune ended a trial: one its scheduler stopped is PRUNED in the study now."""
@@ -58,11 +78,23 @@ class StudyCallbacks(tune.Callback):
         self.drain()
 
     def drain(self) -> None:
-        """Call the callbacks for the trials the study finished since the last call."""
-        if self.actor is None or not self.callbacks:
+        """Print the study's Optuna log lines since the last call, as Optuna prints them
+        (here, in the script's process), and call the callbacks for the trials the study
+        finished since then."""
+        if self.actor is None:
             return
-        finished, trials = ray.get(self.actor.drain.remote(self.in_memory))
-        if not finished:
+        if self._pending is not None:  # asked at a step: its answer comes first
+            pending, self._pending = self._pending, None
+            self._handle(*ray.get(pending))
+        self._handle(*ray.get(self.actor.drain.remote(self.in_memory)))
+
+    def _handle(self, finished: list, trials: list | None,
+                logs: list[tuple[str, int, str]]) -> None:
+        for name, level, message in logs:  # at the user's verbosity (Tune's searcher lowers it)
+            if level >= self.verbosity:
+                logger = logging.getLogger(name)
+                logger.handle(logger.makeRecord(name, level, "(study)", 0, message, (), None))
+        if not finished or not self.callbacks:
             return
         if trials is not None:
             self.study._sync(trials)
@@ -75,6 +107,6 @@ class StudyCallbacks(tune.Callback):
                 except Exception as exc:  # noqa: BLE001 - re-raised by optimize once Ray wound down
                     self.error = exc
                     break
-        if self.stopping:
+        if self.stopping and self.actor is not None:
             self.actor.close.remote()  # Tune trials starting before the stopper acts get no trial
 

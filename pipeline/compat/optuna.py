@@ -31,7 +31,8 @@ Optuna.
 Differences from Optuna: ``n_jobs`` runs Tune trials in parallel, and when it is
 not given as many at a time as the cluster's CPUs hold (said on stderr when
 ``optimize`` starts; ``n_jobs=1`` runs them one after another, in Optuna's
-order); Tune's schedulers count reports, not ``step`` values; an objective
+order); ``timeout`` stops the trials still running at the deadline (Optuna lets them
+finish; said on stderr); Tune's schedulers count reports, not ``step`` values; an objective
 failing with an exception not in ``catch`` re-raises it after all trials ran
 (Optuna stops at once); ``study.stop()`` is not supported inside objectives (it raises
 there; call it from a callback). ``callbacks`` run as in Optuna: on the driver, in the
@@ -52,6 +53,7 @@ over between one worker's trials, not between workers.
 
 from __future__ import annotations
 
+import logging as logging_
 import os
 import pickle
 import re
@@ -149,6 +151,17 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
+class _KeepLogs(logging_.Handler):
+    """The study actor's Optuna log records, kept for the driver to print."""
+
+    def __init__(self, into: list[tuple[str, int, str]]):
+        super().__init__()
+        self.into = into
+
+    def emit(self, record: logging_.LogRecord) -> None:
+        self.into.append((record.name, record.levelno, record.getMessage()))
+
+
 class _StudyHolder:
     """Holds the real ``optuna.Study``; runs as a Ray actor next to the driver."""
 
@@ -156,7 +169,13 @@ class _StudyHolder:
                  queue: bool, verbosity: int):
         import optuna
 
-        optuna.logging.set_verbosity(min(verbosity, optuna.logging.WARNING))
+        # Optuna's log lines ("Trial 3 finished with value ...") go to the driver, which
+        # prints them as Optuna would (:meth:`drain`): not through Ray's worker log, which
+        # prefixes them and folds lines that differ only in numbers
+        self.logs: list[tuple[str, int, str]] = []
+        optuna.logging.disable_default_handler()
+        optuna.logging.get_logger("optuna").addHandler(_KeepLogs(self.logs))
+        optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
         self.study = optuna.create_study(**create_kwargs)  # the driver logged its creation already
         optuna.logging.set_verbosity(verbosity)
         if prior:
@@ -254,14 +273,16 @@ class _StudyHolder:
         """The study stopped: Tune trials that start from now on get no Optuna trial."""
         self.closed = True
 
-    def drain(self, with_trials: bool) -> tuple[list, list | None]:
+    def drain(self, with_trials: bool) -> tuple[list, list | None, list[tuple[str, int, str]]]:
         """The frozen trials finished since the last call, in finishing order (then
-        forgotten), and, if asked and there are any, all the study's trials now."""
+        forgotten), and, if asked and there are any, all the study's trials now; and the
+        Optuna log lines since the last call (logger name, level, message)."""
+        logs, self.logs[:] = list(self.logs), []
         if self.queue is None:
-            return [], None
+            return [], None, logs
         finished, self.queue = self.queue, []
         trials = self.study.get_trials(deepcopy=True) if with_trials and finished else None
-        return finished, trials
+        return finished, trials, logs
 
     def export(self) -> tuple[list, Any, list[tuple[int, BaseException]]]:
         return self.study.get_trials(deepcopy=True), self.study.sampler, self.errors
@@ -690,6 +711,10 @@ class Study(_optuna.Study):
             if n_trials:
                 concurrency = min(concurrency, int(n_trials))
             print(f"optimize: {concurrency} trial(s) at a time ({why})", file=sys.stderr, flush=True)
+            if timeout:
+                print(f"optimize: timeout={timeout:g} s is a hard limit here: trials still running "
+                      "then are stopped (Optuna lets them finish and starts no new one)",
+                      file=sys.stderr, flush=True)
             name = self._free_name()
             spec, metrics, ask_pruner = self._spec(n_trials, timeout, concurrency, name)
             create = {"directions": list(self._study.directions), "sampler": self._study.sampler,
@@ -708,7 +733,7 @@ class Study(_optuna.Study):
                 pass
             actor: Any = ray.remote(_StudyHolder).options(**options).remote(
                 create, prior, attrs, bool(callbacks), verbosity)
-            driver = StudyCallbacks(self, actor, callbacks, in_memory)
+            driver = StudyCallbacks(self, actor, callbacks, in_memory, verbosity)
             try:
                 trainable = tune.with_parameters(
                     _objective_trainable, objective=func, actor=actor,
@@ -762,8 +787,13 @@ class Study(_optuna.Study):
         """Make the driver's study what the actor's became (same trials, sampler state)."""
         old = self._study
         if in_memory:
-            new = _optuna.create_study(directions=list(old.directions), sampler=sampler,
-                                       pruner=old.pruner, study_name=old.study_name)
+            verbosity = _optuna.logging.get_verbosity()  # the user saw the study created once
+            _optuna.logging.set_verbosity(max(verbosity, _optuna.logging.WARNING))
+            try:
+                new = _optuna.create_study(directions=list(old.directions), sampler=sampler,
+                                           pruner=old.pruner, study_name=old.study_name)
+            finally:
+                _optuna.logging.set_verbosity(verbosity)
             new.add_trials(trials)
             for key, value in old.user_attrs.items():
                 new.set_user_attr(key, value)
