@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any, TextIO
 
 from ray.tune import Callback
+from ray.tune.progress_reporter import TrialProgressCallback
 
 
 class Progress(Callback):
@@ -121,3 +122,17 @@ class Progress(Callback):
                                auto_refresh=False, transient=False, vertical_overflow="visible")
             self._panel.start()
         self._panel.update(self._render(), refresh=True)
+
+
+
+class TuneTrialLinesOff(TrialProgressCallback):
+    """Tune's own per-trial lines, silenced: the run's progress is :class:`Progress`'s.
+
+    Tune adds its ``TrialProgressCallback`` unless one is given; at ``verbose=0`` it still
+    prints "Trial ... completed. Last result: " for a trial that ended without a result
+    (an Optuna door trial that started after ``study.stop()``). Given this one, it prints
+    nothing.
+    """
+
+    def _print(self, msg: str) -> None:
+        pass

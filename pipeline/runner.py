@@ -62,7 +62,9 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
         build_fn: "Callable[..., Any] | None" = None,
         trainable: "Callable[[dict], Any] | None" = None,
         worker_body: "Callable[..., Any] | None" = None,
-        callbacks: "Sequence[Any]" = (), stop: Any = None) -> "Results":
+        callbacks: "Sequence[Any]" = (), stop: Any = None,
+        stop_starting: "Callable[[], bool] | None" = None,
+        since: float | None = None) -> "Results":
     """Run the experiment described by ``spec`` and return its results.
 
     ``resume=True`` continues an interrupted experiment of the same name and
@@ -79,15 +81,19 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
     worker of a multi-worker trial runs instead of the Keras fit (each trial is
     then :func:`pipeline.distributed.train_multiworker` on
     ``spec.resources.workers`` workers, one included). They may also add ``callbacks`` (more
-    ``ray.tune.Callback`` objects, after the pipeline's own) and a ``stop``
-    (a ``ray.tune.Stopper``); both apply to a new experiment only (a resumed one
-    keeps the run configuration it was started with).
+    ``ray.tune.Callback`` objects, after the pipeline's own), a ``stop``
+    (a ``ray.tune.Stopper``, which stops running trials too) and ``stop_starting``
+    (once it returns True, no trial starts and the running ones finish); they apply
+    to a new experiment only (a resumed one keeps the run configuration it was
+    started with). ``since`` (``time.monotonic()``) starts the clock of
+    ``search.start_trials_for_s`` before the run, e.g. when the user's call began.
     """
     from ray import tune
 
     import searchers
     from cluster.connect import ray_session
     from pipeline.results import Results
+    from pipeline.soft_stop import SoftStop
 
     spec = effective_spec(spec)
     _check_front_door(spec, trainable)
@@ -113,8 +119,10 @@ def run(spec: Spec, *, address: str | None = None, resume: bool = False,
             tuner = tune.Tuner.restore(where.path, trainable, storage_filesystem=where.fs,
                                        resume_unfinished=True, resume_errored=True)
         else:
+            soft = ([SoftStop(search_alg, spec.search.start_trials_for_s, stop_starting, since)]
+                    if spec.search.start_trials_for_s or stop_starting else [])
             tuner = _new_tuner(spec, where, trainable, progress, search_alg, param_space, scheduler,
-                               extra_callbacks=callbacks, stop=stop)
+                               extra_callbacks=[*soft, *callbacks], stop=stop)
             where.write_text(SPEC_FILE, spec.to_yaml())
         _fit(tuner, where, keep_cwd=trainable_given)
     _check_saved(where, spec.storage.outage_tolerance_s)
@@ -250,14 +258,14 @@ def _new_tuner(spec: Spec, where: "Location", trainable: Any, progress: bool | s
 
 def _callbacks(spec: Spec, progress: bool | str) -> list[Any]:
     """Our progress lines or panel, Tune's result files, and MLflow if the spec tracks there."""
-    from pipeline.progress import Progress
+    from pipeline.progress import Progress, TuneTrialLinesOff
 
     metric, mode = spec.objective.primary
     callbacks: list[Any] = [Progress(metric, mode, spec.num_trials, spec.training.epochs,
                                      time_budget_s=spec.search.time_budget_s,
                                      live={"live": True, "lines": False}.get(str(progress)))
                             ] if progress else []
-    callbacks += _loggers(spec)
+    callbacks += [TuneTrialLinesOff(), *_loggers(spec)]
     if spec.tracking.mlflow_uri:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 

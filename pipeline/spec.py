@@ -298,7 +298,13 @@ class SearchSpec(_Section):
     max_concurrent: int | None = Field(
         default=None, gt=0,
         description="trials at a time; default: as many as the cluster's CPUs/GPUs hold, at most trials")
-    time_budget_s: float | None = Field(default=None, gt=0)
+    time_budget_s: float | None = Field(
+        default=None, gt=0,
+        description="hard limit: trials still running after this many seconds are stopped")
+    start_trials_for_s: float | None = Field(
+        default=None, gt=0,
+        description="soft limit: no trial starts after this many seconds; running ones finish "
+                    "(Optuna's timeout)")
     reuse_actors: bool = True
 
 

@@ -110,6 +110,17 @@ def test_trial_paused_on_its_last_epoch_repeats_no_epoch(tmp_path):
         {t: [1, 2] for t in res.histories}
 
 
+@pytest.mark.parametrize("searcher", ["tpe", "random"])
+def test_soft_budget_starts_no_trial_after_it_and_lets_running_ones_finish(tmp_path, searcher):
+    """``search.start_trials_for_s`` (Optuna's timeout): the trial running at the deadline
+    trains all its epochs; no trial starts after it (``time_budget_s`` would stop it)."""
+    res = _run(tmp_path, searcher={"name": searcher}, training={"epochs": 6},
+               search={"trials": 6, "max_concurrent": 1, "start_trials_for_s": 1})
+    df = res.dataframe()
+    assert 1 <= len(df) < 6, df
+    assert set(df["status"]) == {"TERMINATED"} and set(df["epochs"]) == {6}, df
+
+
 def test_grid_runs_every_combination_once(tmp_path):
     space = {"units": {"type": "choice", "values": [8, 16]},
              "learning_rate": {"type": "choice", "values": [0.001, 0.01]}}

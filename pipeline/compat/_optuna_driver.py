@@ -4,8 +4,9 @@ The study actor (:class:`pipeline.compat.optuna._StudyHolder`) queues the frozen
 every trial it finishes. :class:`StudyCallbacks`, a ``ray.tune.Callback`` in Tune's
 controller loop (the driver process), drains that queue as Tune completes trials and after
 each step, makes the user's study current and calls each callback as Optuna does:
-``callback(study, frozen_trial)``, once per trial, in finishing order. :class:`~pipeline.compat._stopping.StopWhen`
-ends the run once a callback called ``study.stop()`` or raised. The study's Optuna log lines
+``callback(study, frozen_trial)``, once per trial, in finishing order. Once a callback
+called ``study.stop()`` or raised, the run starts no new trial (:attr:`StudyCallbacks.stopping`,
+given to :class:`pipeline.soft_stop.SoftStop`) and ends when the running ones end. The study's Optuna log lines
 ("Trial 3 finished with value ...") are printed here too, by the driver's Optuna logger.
 """
 
@@ -18,8 +19,6 @@ from typing import Any, Callable
 
 import ray
 from ray import tune
-
-from pipeline.compat._stopping import StopWhen
 
 
 class StudyCallbacks(tune.Callback):
@@ -35,18 +34,17 @@ class StudyCallbacks(tune.Callback):
         self.study, self.actor, self.callbacks, self.in_memory = study, actor, callbacks, in_memory
         self.verbosity = verbosity  # Optuna's, as the user's script set it
         self.error: Exception | None = None  # the first exception a callback raised
-        self.stopper = StopWhen(self)
         self._asked = 0.0  # when a step last asked the study
         self._pending: Any = None  # that question, until answered
 
     def __getstate__(self) -> dict[str, Any]:
         return {"study": None, "actor": None, "callbacks": [], "in_memory": True, "error": None,
-                "stopper": StopWhen(None), "_asked": 0.0,
+                "_asked": 0.0,
                 "_pending": None, "verbosity": self.verbosity}
 
     @property
     def stopping(self) -> bool:
-        """A callback called ``study.stop()`` or raised: the run ends."""
+        """A callback called ``study.stop()`` or raised: no trial starts any more."""
         return self.error is not None or bool(self.study is not None and self.study._stop_requested)
 
     # Tune's hooks (the controller loop, on the driver)
@@ -108,5 +106,5 @@ class StudyCallbacks(tune.Callback):
                     self.error = exc
                     break
         if self.stopping and self.actor is not None:
-            self.actor.close.remote()  # Tune trials starting before the stopper acts get no trial
+            self.actor.close.remote()  # Tune trials starting after this get no Optuna trial
 

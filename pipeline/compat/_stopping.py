@@ -1,9 +1,10 @@
 """A Tune stopper that ends the whole run once a driver-side callback says so.
 
-Both front doors watch trials from the driver (a ``tune.Callback``): the Optuna door for
-``study.stop()`` or a raising callback, the KerasTuner door for ``kt.errors.FatalError``
-and too many failures in a row. :class:`StopWhen` turns the watcher's ``stopping`` into
-Tune's ``stop_all``.
+The KerasTuner door watches trials from the driver (a ``tune.Callback``) for
+``kt.errors.FatalError`` and too many failures in a row, which end KerasTuner's search at
+once. :class:`StopWhen` turns the watcher's ``stopping`` into Tune's ``stop_all``. (The
+Optuna door's ``study.stop()`` lets running trials finish, as Optuna does:
+:mod:`pipeline.soft_stop`.)
 """
 
 from __future__ import annotations

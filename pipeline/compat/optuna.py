@@ -31,8 +31,7 @@ Optuna.
 Differences from Optuna: ``n_jobs`` runs Tune trials in parallel, and when it is
 not given as many at a time as the cluster's CPUs hold (said on stderr when
 ``optimize`` starts; ``n_jobs=1`` runs them one after another, in Optuna's
-order); ``timeout`` stops the trials still running at the deadline (Optuna lets them
-finish; said on stderr); Tune's schedulers count reports, not ``step`` values; an objective
+order); Tune's schedulers count reports, not ``step`` values; an objective
 failing with an exception not in ``catch`` re-raises it after all trials ran
 (Optuna stops at once); ``study.stop()`` is not supported inside objectives (it raises
 there; call it from a callback). ``callbacks`` run as in Optuna: on the driver, in the
@@ -40,10 +39,11 @@ process calling ``optimize``, as ``callback(study, frozen_trial)`` once after ea
 finishes (COMPLETE, PRUNED or FAIL), in finishing order, with ``study`` (this object)
 up to date (:mod:`pipeline.compat._optuna_driver`); they need not be picklable. A
 callback calling ``study.stop()`` (e.g. ``optuna.study.MaxTrialsCallback``) ends
-``optimize``: no new trial starts, and trials still running are stopped by Tune
-(recorded PRUNED if they reported an intermediate value, FAIL otherwise). A callback
-that raises stops the run the same way, and ``optimize`` raises its exception once Ray
-has wound down, with the finished trials in the study. An objective that changes state
+``optimize`` as in Optuna: no new trial starts, and trials still running finish
+(:mod:`pipeline.soft_stop`); ``timeout`` does the same at its deadline, counted from the
+call to ``optimize``. A callback that raises stops the run the same way, and
+``optimize`` raises its exception once the running trials ended, with the finished
+trials in the study. An objective that changes state
 outside itself (a global list of scores, a dict of models, ``self.`` attributes of a
 callable object) changes it in another process: ``optimize`` warns, naming it
 (:mod:`pipeline.compat._driver_state`). Each worker unpickles the objective once per
@@ -58,6 +58,7 @@ import os
 import pickle
 import re
 import sys
+import time
 import uuid
 import warnings
 from typing import Any, Callable, Iterable, Sequence
@@ -166,7 +167,7 @@ class _StudyHolder:
     """Holds the real ``optuna.Study``; runs as a Ray actor next to the driver."""
 
     def __init__(self, create_kwargs: dict[str, Any], prior: list, study_attrs: dict[str, Any],
-                 queue: bool, verbosity: int):
+                 queue: bool, verbosity: int, deadline: float | None = None):
         import optuna
 
         # Optuna's log lines ("Trial 3 finished with value ...") go to the driver, which
@@ -189,6 +190,7 @@ class _StudyHolder:
         self.by_tune_id: dict[str, int] = {}
         self.errors: list[tuple[int, BaseException]] = []
         self.closed = False
+        self.deadline = deadline  # time.time() after which no trial starts (optimize's timeout)
 
     def ask(self, tune_trial_id: str) -> int | None:
         """The trial number of this Tune trial (a new Optuna trial, or its own if retried);
@@ -196,8 +198,8 @@ class _StudyHolder:
         number = self.by_tune_id.get(tune_trial_id)
         if number is not None and number in self.trials:  # a retried Tune trial keeps its Optuna trial
             return number
-        if self.closed:
-            return None
+        if self.closed or (self.deadline is not None and time.time() >= self.deadline):
+            return None  # as Optuna: no trial starts after study.stop() or the timeout
         t = self.study.ask()
         self.trials[t.number] = t
         self.by_tune_id[tune_trial_id] = t.number
@@ -589,8 +591,7 @@ class Study(_optuna.Study):
         """Optuna's ``Study.stop``, from a callback: ``optimize`` starts no new trial and returns.
 
         Callbacks run on the driver after each trial (as in Optuna). Trials still running
-        when a callback calls it are stopped by Tune, not waited for (each is recorded
-        PRUNED if it reported an intermediate value, FAIL otherwise, as with ``timeout``).
+        when a callback calls it finish (as in Optuna, and as with ``timeout``).
         Outside ``optimize`` it raises Optuna's ``RuntimeError``; inside an objective, which
         runs in a Ray worker, it is not supported and raises a ``RuntimeError`` saying so.
         """
@@ -635,7 +636,7 @@ class Study(_optuna.Study):
             "scheduler": {"name": scheduler, "options": options},
             "resources": {"cpu": 1, "gpu": 0, **self.resources_per_trial},
             "search": {"trials": int(n_trials) if n_trials else 10 ** 9, "max_concurrent": concurrency,
-                       **({"time_budget_s": float(timeout)} if timeout else {})},
+                       **({"start_trials_for_s": float(timeout)} if timeout else {})},
             "storage": {"path": self.results_path},
         }
         return parse_spec(raw, source="optuna study"), metrics, ask_pruner
@@ -673,14 +674,18 @@ class Study(_optuna.Study):
                  show_progress_bar: bool = False) -> None:
         """Run ``n_trials`` trials of ``func`` (or until ``timeout`` seconds) as Ray Tune trials.
 
+        As in Optuna, ``timeout`` counts from this call; no trial starts after it, and
+        trials running then finish.
+
         ``callbacks`` are called on the driver as Optuna calls them: ``callback(study,
         frozen_trial)`` once after each trial finishes (COMPLETE, PRUNED or FAIL), in
         finishing order, with this study brought up to date. A callback may call
         :meth:`stop`; one that raises stops the run, and its exception is raised here once
-        Ray has wound down (the finished trials are in the study).
+        the running trials ended (the finished trials are in the study).
         """
         import os
 
+        since = time.monotonic()  # timeout counts from here, as in Optuna
         if n_trials is None and timeout is None:
             raise ValueError("give n_trials or timeout (a Tune search needs an end)")
         catch = tuple(catch) if isinstance(catch, Iterable) else (catch,)
@@ -689,13 +694,14 @@ class Study(_optuna.Study):
         self._check_shippable(func)
         self._optimize_pid, self._stop_requested = os.getpid(), False
         try:
-            self._optimize(func, n_trials, timeout, n_jobs, catch, callbacks, show_progress_bar)
+            self._optimize(func, n_trials, timeout, n_jobs, catch, callbacks, show_progress_bar,
+                           since)
         finally:
             self._optimize_pid, self._stop_requested = None, False
 
     def _optimize(self, func: Callable, n_trials: int | None, timeout: float | None,
                   n_jobs: int | None, catch: tuple[type[Exception], ...], callbacks: list[Callable],
-                  show_progress_bar: bool) -> None:
+                  show_progress_bar: bool, since: float) -> None:
         import ray
         from ray import tune
 
@@ -711,10 +717,6 @@ class Study(_optuna.Study):
             if n_trials:
                 concurrency = min(concurrency, int(n_trials))
             print(f"optimize: {concurrency} trial(s) at a time ({why})", file=sys.stderr, flush=True)
-            if timeout:
-                print(f"optimize: timeout={timeout:g} s is a hard limit here: trials still running "
-                      "then are stopped (Optuna lets them finish and starts no new one)",
-                      file=sys.stderr, flush=True)
             name = self._free_name()
             spec, metrics, ask_pruner = self._spec(n_trials, timeout, concurrency, name)
             create = {"directions": list(self._study.directions), "sampler": self._study.sampler,
@@ -731,8 +733,9 @@ class Study(_optuna.Study):
                     ray.get_runtime_context().get_node_id(), soft=True)
             except Exception:  # noqa: BLE001 - placement is only a preference
                 pass
+            deadline = time.time() + timeout - (time.monotonic() - since) if timeout else None
             actor: Any = ray.remote(_StudyHolder).options(**options).remote(
-                create, prior, attrs, bool(callbacks), verbosity)
+                create, prior, attrs, bool(callbacks), verbosity, deadline)
             driver = StudyCallbacks(self, actor, callbacks, in_memory, verbosity)
             try:
                 trainable = tune.with_parameters(
@@ -742,7 +745,8 @@ class Study(_optuna.Study):
                            "cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
                 try:
                     results = run(spec, address=self.address, progress=show_progress_bar,
-                                  trainable=trainable, callbacks=[driver], stop=driver.stopper)
+                                  trainable=trainable, callbacks=[driver],
+                                  stop_starting=lambda: driver.stopping, since=since)
                 finally:
                     _optuna.logging.set_verbosity(verbosity)  # the searcher quietens Optuna
                 from pipeline.results import Results
