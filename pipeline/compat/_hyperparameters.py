@@ -18,7 +18,8 @@ this container as KerasTuner's functions do.
 An inactive hyperparameter returns ``None`` and has no entry in ``values``, as
 in KerasTuner. :func:`discover` builds the model repeatedly (activating never
 active conditional scopes as KerasTuner does, then probing choices, booleans and
-the largest value of integers for names that only appear for other values, such
+integers (every value of a short range, else the largest) for names that only
+appear for other values, such
 as ``units_2`` inside ``for i in range(hp.Int("layers", 1, 3))``);
 :func:`to_space` converts the definitions into the pipeline's space dict.
 """
@@ -331,7 +332,8 @@ def discover(build: Callable[[HyperParameters], Any],
     that was never active (the names found so far are appended to ``initial`` when it
     is given: KerasTuner's space before its first trial). Then (beyond KerasTuner, which
     discovers the rest lazily during trials) build once per other value of each
-    choice/boolean and with the largest value of each integer, until no new name appears.
+    choice/boolean and with the values of each integer that ``Int.probe_values`` names
+    (every value of a short range, else the largest), until no new name appears.
     """
     registry: dict[str, HyperParameter] = dict(declared._defs) if declared else {}
     builds = 0

@@ -53,6 +53,7 @@ over between one worker's trials, not between workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging as logging_
 import os
 import pickle
@@ -61,7 +62,7 @@ import sys
 import time
 import uuid
 import warnings
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import optuna as _optuna
 from optuna import (  # noqa: F401  (re-exported: code uses optuna.samplers.TPESampler etc.)
@@ -163,6 +164,17 @@ class _KeepLogs(logging_.Handler):
         self.into.append((record.name, record.levelno, record.getMessage()))
 
 
+@contextlib.contextmanager
+def _quietly() -> Iterator[None]:
+    """Optuna's INFO lines off meanwhile (a study created again is not news to the user)."""
+    verbosity = _optuna.logging.get_verbosity()
+    _optuna.logging.set_verbosity(max(verbosity, _optuna.logging.WARNING))
+    try:
+        yield
+    finally:
+        _optuna.logging.set_verbosity(verbosity)
+
+
 class _StudyHolder:
     """Holds the real ``optuna.Study``; runs as a Ray actor next to the driver."""
 
@@ -176,9 +188,9 @@ class _StudyHolder:
         self.logs: list[tuple[str, int, str]] = []
         optuna.logging.disable_default_handler()
         optuna.logging.get_logger("optuna").addHandler(_KeepLogs(self.logs))
-        optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
-        self.study = optuna.create_study(**create_kwargs)  # the driver logged its creation already
         optuna.logging.set_verbosity(verbosity)
+        with _quietly():  # the driver logged its creation already
+            self.study = optuna.create_study(**create_kwargs)
         if prior:
             self.study.add_trials(prior)
         for key, value in study_attrs.get("user", {}).items():
@@ -791,13 +803,9 @@ class Study(_optuna.Study):
         """Make the driver's study what the actor's became (same trials, sampler state)."""
         old = self._study
         if in_memory:
-            verbosity = _optuna.logging.get_verbosity()  # the user saw the study created once
-            _optuna.logging.set_verbosity(max(verbosity, _optuna.logging.WARNING))
-            try:
+            with _quietly():  # the user saw the study created once
                 new = _optuna.create_study(directions=list(old.directions), sampler=sampler,
                                            pruner=old.pruner, study_name=old.study_name)
-            finally:
-                _optuna.logging.set_verbosity(verbosity)
             new.add_trials(trials)
             for key, value in old.user_attrs.items():
                 new.set_user_attr(key, value)
