@@ -16,7 +16,7 @@ TORCH_LINKS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-ind
 LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
 	--quiet --custom-compile-command "make lock" $(TORCH_LINKS)
 
-.PHONY: demo test install clean bench chaos lock lock-upgrade test-latest
+.PHONY: demo test test-slow test-all install clean bench chaos lock lock-upgrade test-latest
 
 $(PY):
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else \
@@ -36,12 +36,20 @@ demo: $(STAMP)
 
 LINTED := pipeline searchers cluster tests benchmarks examples
 
+# `make test`: lint, types and every test but the slow tier (~15 min on 2 CPUs).
+# `make test-slow`: the slow tier (multi-node clusters, killed processes, storage outages,
+# multi-worker trials; ~17 min). CI (.ci/run) runs both; `make test-all` too.
 test: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m mypy
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q --durations=15 -m "not slow" tests
 
-# The short chaos soak alone (it is part of `make test` too; README, Reliability).
+test-slow: $(STAMP)
+	$(PY) -m pytest -q --durations=15 -m slow tests
+
+test-all: test test-slow
+
+# The short chaos soak alone (part of `make test-slow`; README, Reliability).
 chaos: $(STAMP)
 	$(PY) -m pytest -q -s tests/test_chaos.py
 

@@ -37,6 +37,12 @@ TINY = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: own multi-node clusters, killed processes, storage outages, multi-worker "
+                   "trials (make test-slow; make test leaves them out)")
+
+
 def tiny_spec(tmp_path: Path, **sections) -> dict:
     """A small, fast spec dict; ``sections`` replace or update top-level sections."""
     raw = copy.deepcopy(TINY)

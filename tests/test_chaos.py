@@ -20,6 +20,9 @@ import pytest
 
 from tests.conftest import ROOT
 
+# multi-node clusters, killed processes, storage outages: `make test-slow` (CI runs it too)
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("ray")
 if not sys.platform.startswith("linux"):
     pytest.skip("cluster.local process bookkeeping needs /proc", allow_module_level=True)

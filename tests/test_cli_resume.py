@@ -10,10 +10,14 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 import yaml
 
 from pipeline.results import Results
 from tests.conftest import ROOT, tiny_spec
+
+# multi-node clusters, killed processes, storage outages: `make test-slow` (CI runs it too)
+pytestmark = pytest.mark.slow
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 

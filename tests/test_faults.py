@@ -10,10 +10,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from pipeline.results import Results
 from tests.conftest import ROOT
 from tests.s3faults import free_port
 from tests.test_cli_resume import _cli, _write_spec
+
+# multi-node clusters, killed processes, storage outages: `make test-slow` (CI runs it too)
+pytestmark = pytest.mark.slow
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 

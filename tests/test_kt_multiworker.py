@@ -11,6 +11,9 @@ import pytest
 from pipeline.compat import keras_tuner as kt
 from pipeline.compat._kt_strategy import multiworker as _multiworker
 
+# multi-worker trials (~80 s): `make test-slow` (CI runs it too)
+pytestmark = pytest.mark.slow
+
 
 def _digits(n: int):
     from sklearn.datasets import load_digits

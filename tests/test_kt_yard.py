@@ -26,6 +26,7 @@ def _data(n=24):
     return rng.random((n, 3)).astype("float32"), rng.integers(0, 2, n)
 
 
+@pytest.mark.slow  # a script starting Ray of its own twice, ~60 s
 def test_a_second_tuner_made_before_the_first_searched_takes_its_ray_start_over(tmp_path):
     """A script (own Ray, no fixture) makes a tuner, then another that it searches first: the
     first one's Ray start is the second's (two starts under way called ray.init twice:

@@ -24,6 +24,9 @@ import pytest
 
 pytest.importorskip("ray")
 
+# multi-node clusters, killed processes, storage outages: `make test-slow` (CI runs it too)
+pytestmark = pytest.mark.slow
+
 from cluster import _procs, local  # noqa: E402
 
 if not sys.platform.startswith("linux"):

@@ -21,6 +21,9 @@ from pipeline.storage import filesystem
 from tests.conftest import ROOT, tiny_spec
 from tests.s3faults import FreezingProxy, RestartableS3
 
+# multi-node clusters, killed processes, storage outages: `make test-slow` (CI runs it too)
+pytestmark = pytest.mark.slow
+
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 BUCKET = "storage-faults"
 

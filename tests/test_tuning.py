@@ -43,7 +43,8 @@ COMBOS = {
 }
 
 
-@pytest.mark.parametrize("combo", list(COMBOS))
+@pytest.mark.parametrize("combo", [pytest.param(c, marks=pytest.mark.slow) if "2workers" in c else c
+                                   for c in COMBOS])
 def test_searcher_and_scheduler_run_for_real(tmp_path, monkeypatch, combo):
     searcher, scheduler, extra = COMBOS[combo]
     extra = dict(extra)
@@ -237,6 +238,7 @@ def test_a_trial_whose_named_checkpoint_is_gone_goes_on_from_its_newest_stored_o
     assert res.dataframe()["status"].tolist() == ["TERMINATED"]
 
 
+@pytest.mark.slow  # a killed Ray Train worker, ~60 s
 def test_lost_train_worker_restarts_its_group_from_the_last_checkpoint(tmp_path):
     """A 2-worker trial whose rank-1 worker is SIGKILLed at the start of epoch 3: Ray Train
     restarts the worker group from the epoch-2 checkpoint (the new workers begin at epoch 3,
