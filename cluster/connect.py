@@ -160,10 +160,28 @@ def _init(address: str | None, dashboard: bool, warm: bool = False) -> None:
                     " (a cluster with token authentication needs RAY_AUTH_MODE=token and "
                     "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)")
             raise ClusterConnectError(f"could not join the Ray cluster at {address}: {exc}{hint}") from None
-    elif dashboard:
-        ray.init(include_dashboard=True, **NO_IDLE_WORKERS, **kwargs)
     else:
-        ray.init(include_dashboard=False, **NO_DASHBOARD, **NO_IDLE_WORKERS, **kwargs)
+        # A Ray started here for this process keeps its token to itself: Ray's note that
+        # token authentication is on by default ("Set RAY_AUTH_MODE=disabled to opt out")
+        # is not for the user of a script that never called ray.init.
+        note = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        quiet = _TokenAuthByDefault()
+        note.addFilter(quiet)
+        try:
+            if dashboard:
+                ray.init(include_dashboard=True, **NO_IDLE_WORKERS, **kwargs)
+            else:
+                ray.init(include_dashboard=False, **NO_DASHBOARD, **NO_IDLE_WORKERS, **kwargs)
+        finally:
+            note.removeFilter(quiet)
+
+
+class _TokenAuthByDefault(logging.Filter):
+    """Drops Ray's note that a local Ray turned token authentication on by default (its
+    note that authentication is off still shows)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled" not in record.getMessage()
 
 
 class _NotMainThread(logging.Filter):
