@@ -636,9 +636,11 @@ def test_optuna_study_is_announced_once_and_a_timeout_lets_the_running_trial_fin
         def __init__(self):
             super().__init__()
             self.lines: list[str] = []
+            self.times: dict[str, float] = {}
 
         def emit(self, record):
             self.lines.append(record.getMessage())
+            self.times[record.getMessage()] = record.created
 
     keep = Keep()
     for name in ("optuna", "ray"):
@@ -674,6 +676,9 @@ def test_optuna_study_is_announced_once_and_a_timeout_lets_the_running_trial_fin
     # Optuna's lines for each trial come out of the script's own Optuna logger, in order
     finished = [line.split(" finished")[0] for line in keep.lines if " finished with value" in line]
     assert finished == ["Trial 0", "Trial 1", "Trial 2", "Trial 3"], keep.lines
+    for t in study.trials:  # each line has the time it happened, as Optuna's, not when shown
+        [made] = [at for line, at in keep.times.items() if line.startswith(f"Trial {t.number} finished")]
+        assert abs(made - t.datetime_complete.timestamp()) < 0.05, (t.number, made, t.datetime_complete)
     assert "hard limit" not in capfd.readouterr().err
 
 

@@ -87,11 +87,13 @@ class StudyCallbacks(tune.Callback):
         self._handle(*ray.get(self.actor.drain.remote(self.in_memory)))
 
     def _handle(self, finished: list, trials: list | None,
-                logs: list[tuple[str, int, str]]) -> None:
-        for name, level, message in logs:  # at the user's verbosity (Tune's searcher lowers it)
+                logs: list[tuple[str, int, str, float]]) -> None:
+        for name, level, message, created in logs:  # at the user's verbosity (Tune's searcher lowers it)
             if level >= self.verbosity:
                 logger = logging.getLogger(name)
-                logger.handle(logger.makeRecord(name, level, "(study)", 0, message, (), None))
+                record = logger.makeRecord(name, level, "(study)", 0, message, (), None)
+                record.created, record.msecs = created, (created % 1) * 1000  # when it happened
+                logger.handle(record)
         if not finished or not self.callbacks:
             return
         if trials is not None:

@@ -154,14 +154,15 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 class _KeepLogs(logging_.Handler):
-    """The study actor's Optuna log records, kept for the driver to print."""
+    """The study actor's Optuna log records, kept for the driver to print (with the time
+    each was made: Optuna's lines carry it)."""
 
-    def __init__(self, into: list[tuple[str, int, str]]):
+    def __init__(self, into: list[tuple[str, int, str, float]]):
         super().__init__()
         self.into = into
 
     def emit(self, record: logging_.LogRecord) -> None:
-        self.into.append((record.name, record.levelno, record.getMessage()))
+        self.into.append((record.name, record.levelno, record.getMessage(), record.created))
 
 
 @contextlib.contextmanager
@@ -185,7 +186,7 @@ class _StudyHolder:
         # Optuna's log lines ("Trial 3 finished with value ...") go to the driver, which
         # prints them as Optuna would (:meth:`drain`): not through Ray's worker log, which
         # prefixes them and folds lines that differ only in numbers
-        self.logs: list[tuple[str, int, str]] = []
+        self.logs: list[tuple[str, int, str, float]] = []
         optuna.logging.disable_default_handler()
         optuna.logging.get_logger("optuna").addHandler(_KeepLogs(self.logs))
         optuna.logging.set_verbosity(verbosity)
@@ -287,7 +288,7 @@ class _StudyHolder:
         """The study stopped: Tune trials that start from now on get no Optuna trial."""
         self.closed = True
 
-    def drain(self, with_trials: bool) -> tuple[list, list | None, list[tuple[str, int, str]]]:
+    def drain(self, with_trials: bool) -> tuple[list, list | None, list[tuple[str, int, str, float]]]:
         """The frozen trials finished since the last call, in finishing order (then
         forgotten), and, if asked and there are any, all the study's trials now; and the
         Optuna log lines since the last call (logger name, level, message)."""
