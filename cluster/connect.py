@@ -137,7 +137,7 @@ NO_DASHBOARD: dict[str, Any] = {"dashboard_port": 0}
 NO_IDLE_WORKERS: dict[str, Any] = {"_system_config": {"prestart_worker_first_driver": False}}
 
 
-def _init(address: str | None, dashboard: bool, warm: bool = False) -> None:
+def _init(address: str | None, dashboard: bool, warm: str | None = None) -> None:
     import ray
 
     # Snapshots forced by checkpoint retention are the price of durability, not a problem.
@@ -147,8 +147,8 @@ def _init(address: str | None, dashboard: bool, warm: bool = False) -> None:
 
     # Workers keep TensorFlow's start-up notes to themselves (pipeline.quiet); errors still show.
     runtime_env: dict[str, Any] = {"worker_process_setup_hook": "cluster.prewarm.setup_worker"}
-    if warm:  # trial workers import TensorFlow as they start (cluster.prewarm)
-        runtime_env["env_vars"] = {prewarm.WARM: "1"}
+    if warm:  # trial workers import Ray Tune (and TensorFlow) as they start (cluster.prewarm)
+        runtime_env["env_vars"] = {prewarm.WARM: warm}
     kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING",
                               "runtime_env": runtime_env}
     if address:
@@ -253,9 +253,9 @@ class EarlyStart:
     not in the background.
 
     ``warm=(trials, cpu_per_trial)``: once Ray is up, the workers of the first trials are
-    started (:mod:`cluster.prewarm`); with ``warm_env`` (default: whether ``warm`` is given)
-    the job's trial workers import TensorFlow as they start. Ray Tune is imported in the
-    background too, all before the script calls ``search()``/``optimize()``.
+    started (:mod:`cluster.prewarm`) and import Ray Tune as they start, and TensorFlow too
+    with ``warm_env`` (default: True). Ray Tune is imported in the background (driver) too,
+    all before the script calls ``search()``/``optimize()``.
     """
 
     # The start no tuner or study holds: begun by a front door's import, or kept running
@@ -269,7 +269,10 @@ class EarlyStart:
 
         self.address = address
         self.warm = warm
-        self._warm_env = warm is not None if warm_env is None else warm_env
+        # what trial workers import as they start (cluster.prewarm.WARM): TensorFlow too for
+        # Keras trials, else Ray Tune only
+        tensorflow = warm is not None if warm_env is None else warm_env
+        self._warm_env = None if warm is None else "tensorflow" if tensorflow else "tune"
         self.error: BaseException | None = None
         self._ready, self._stop = threading.Event(), threading.Event()
         self._prestarted = threading.Lock()
@@ -285,10 +288,10 @@ class EarlyStart:
         """Begin Ray in the background as a script imports a front door (see :func:`_script_source`).
 
         The script's own imports (Keras, TensorFlow) then overlap Ray's start; the tuner or
-        study made next takes this start over (:meth:`claim`). ``warm_env``: the front
-        door's trials are Keras trials (KerasTuner's), so trial workers start at once, one per
-        CPU, and import TensorFlow; None: if the script imports Keras or TensorFlow
-        (:func:`imports_keras`).
+        study made next takes this start over (:meth:`claim`). Trial workers start at once,
+        one per CPU, and import Ray Tune; ``warm_env``: the front door's trials are Keras
+        trials (KerasTuner's), so they import TensorFlow too; None: if the script imports
+        Keras or TensorFlow (:func:`imports_keras`).
         """
         source = _script_source() if cls._unclaimed is None else None
         if source is None:
@@ -297,12 +300,14 @@ class EarlyStart:
 
         if not ray.is_initialized():
             keras = imports_keras(source) if warm_env is None else warm_env
-            # Keras trials: as soon as Ray is up, a worker per CPU starts and imports TensorFlow
-            # (a script may make its tuner or study just before searching: too late to wait)
-            cls._unclaimed = cls(None, (10**6, 1.0) if keras else None, warm_env=keras)
+            # as soon as Ray is up, a worker per CPU starts and imports Ray Tune, and for Keras
+            # trials TensorFlow (a script may make its tuner or study just before searching:
+            # too late to wait)
+            cls._unclaimed = cls(None, (10**6, 1.0), warm_env=keras)
 
     @classmethod
-    def claim(cls, address: str | None, warm: tuple[int, float] | None) -> "EarlyStart":
+    def claim(cls, address: str | None, warm: tuple[int, float] | None,
+              warm_env: bool | None = None) -> "EarlyStart":
         """The start for a tuner or study: the one its import began if it joins the same
         cluster (``address`` None or ``RAY_ADDRESS``), else a new one (ending the other)."""
         early, cls._unclaimed = cls._unclaimed, None
@@ -313,12 +318,12 @@ class EarlyStart:
                 early.stop()
                 early = None
         if early is None or not early.owned:
-            return cls(address, warm)
+            return cls(address, warm, warm_env=warm_env)
         if address is not None and address != os.environ.get("RAY_ADDRESS"):
             early._ready.wait()  # a start under way is ended once it is up
             early.error = None
             early.stop()
-            return cls(address, warm)
+            return cls(address, warm, warm_env=warm_env)
         early.warm = warm
         if early._ready.is_set() and early.error is None:
             early._prestart()  # Ray came up before the tuner or study was made

@@ -27,7 +27,8 @@ import os
 
 log = logging.getLogger(__name__)
 
-WARM = "PIPELINE_WARM_TRIAL_WORKERS"  # in a job's environment: its trial workers warm up
+# In a job's environment: what its trial workers import as they start ("tune", "tensorflow").
+WARM = "PIPELINE_WARM_TRIAL_WORKERS"
 # What Ray Tune adds to every trial actor's environment (ray.tune.execution.class_cache):
 # copied, so that the request need not wait for Ray Tune's import; tests/test_prewarm.py
 # compares them with Tune's own.
@@ -52,16 +53,19 @@ def setup_worker() -> None:
     """Ray's ``worker_process_setup_hook`` for the pipeline's runs.
 
     Quiets TensorFlow's start-up lines (:mod:`pipeline.quiet`); in a Tune trial worker of a
-    job that asked for it (``WARM`` set), imports TensorFlow and Ray Tune right away, so a
-    worker started ahead of its trial is ready when the trial comes.
+    job that asked for it (``WARM`` set), imports Ray Tune, and TensorFlow (``WARM`` is
+    ``tensorflow``) right away, so a worker started ahead of its trial is ready when the
+    trial comes.
     """
     from pipeline.quiet import install
 
     install()
-    if os.environ.get(WARM) != "1" or os.environ.get("PL_DISABLE_FORK") != TUNE_ENV["PL_DISABLE_FORK"]:
+    warm = os.environ.get(WARM)
+    if warm not in ("tune", "tensorflow") or os.environ.get("PL_DISABLE_FORK") != TUNE_ENV["PL_DISABLE_FORK"]:
         return
     try:
-        for module in ("ray.tune", "tensorflow"):  # what the trial's actor class needs first, then
+        # what the trial's actor class needs first, then (Keras trials) what it trains with
+        for module in ("ray.tune", "tensorflow")[:2 if warm == "tensorflow" else 1]:
             importlib.import_module(module)
     except Exception:  # noqa: BLE001 - the trial's own import reports it, where it belongs
         log.debug("warming the trial worker failed", exc_info=True)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -156,29 +158,46 @@ def test_a_script_that_starts_ray_itself_is_left_to_do_so(tmp_path):
     assert "cpus: 1.0" in proc.stdout
 
 
-_OPTUNA_KERAS = """
+_OPTUNA = """
 import os, time
+import ray
 from pipeline.compat import optuna
-import keras
+KERAS
+
+def started():  # this process's start, in seconds since the epoch
+    ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+    boot = next(float(l.split()[1]) for l in open("/proc/stat") if l.startswith("btime"))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 def objective(trial):
     x = trial.suggest_float("x", 0.0, 1.0)
+    time.sleep(1)  # both trials at once, one per CPU
     with open(os.path.abspath("trials.txt"), "a") as f:
-        f.write(f"{os.getpid()} {os.environ.get('PIPELINE_WARM_TRIAL_WORKERS')}\\n")
+        f.write(f"{os.getpid()} {started()} {os.environ.get('PIPELINE_WARM_TRIAL_WORKERS')}\\n")
     return x
 
 study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+deadline = time.time() + 120
+while not ray.is_initialized() and time.time() < deadline:
+    time.sleep(0.05)
+time.sleep(3)  # the script prepares its data
+print("optimize at", time.time(), flush=True)
 study.optimize(objective, n_trials=2)
 print("best", study.best_value)
 """
 
 
-def test_optuna_door_warms_trial_workers_when_the_script_imports_keras(tmp_path):
-    """An Optuna script that imports Keras: the Ray its import starts gives trial workers the
-    setting under which they import TensorFlow as they start (cluster.prewarm.setup_worker),
-    so a Keras objective's first trial does not wait for it. A script without Keras does not
-    (cluster.connect.imports_keras)."""
-    proc = _run_script(tmp_path, _OPTUNA_KERAS)
+@pytest.mark.parametrize("keras", [True, False], ids=["keras", "no-keras"])
+def test_optuna_door_trials_run_in_workers_started_before_optimize(tmp_path, keras):
+    """An Optuna script: the Ray its import starts starts the first trials' workers too,
+    before ``optimize()`` is called, so each ``optimize`` of a cheap objective does not wait
+    for new processes (about 2-3 s on 2 CPUs). They import Ray Tune as they start, and
+    TensorFlow when the script imports Keras (cluster.connect.imports_keras), so a Keras
+    objective's first trial does not wait for it either (cluster.prewarm.setup_worker)."""
+    proc = _run_script(tmp_path, _OPTUNA.replace("KERAS", "import keras" if keras else ""))
     assert "best " in proc.stdout
+    called = float(proc.stdout.split("optimize at", 1)[1].split()[0])
     rows = [line.split() for line in (tmp_path / "trials.txt").read_text().splitlines()]
-    assert len(rows) == 2 and all(warm == "1" for _, warm in rows), rows
+    assert len(rows) == 2 and len({pid for pid, _, _ in rows}) == 2, rows
+    assert all(float(start) < called for _, start, _ in rows), (called, rows)
+    assert {warm for _, _, warm in rows} == {"tensorflow" if keras else "tune"}, rows

@@ -579,11 +579,12 @@ class Study(_optuna.Study):
         self.address = address
         self.resources_per_trial = dict(resources_per_trial or {})
         self.results_list: list = []
-        # Ray starts while the script goes on; with Keras imported, the objective is taken to
-        # train Keras models: the first trials' workers import TensorFlow meanwhile
+        # Ray starts while the script goes on, and the first trials' workers with it; with
+        # Keras imported, the objective is taken to train Keras models: they import
+        # TensorFlow meanwhile
         keras = "keras" in sys.modules or "tensorflow" in sys.modules
-        warm = (10**6, float(self.resources_per_trial.get("cpu", 1))) if keras else None
-        self._early: EarlyStart | None = EarlyStart.claim(address, warm)
+        warm = (10**6, float(self.resources_per_trial.get("cpu", 1)))
+        self._early: EarlyStart | None = EarlyStart.claim(address, warm, warm_env=keras)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_study":
