@@ -39,11 +39,9 @@ class SoftStop(tune.Callback):
     def __init__(self, search_alg: Any, seconds: float | None = None,
                  when: Callable[[], bool] | None = None, since: float | None = None):
         self.search_alg, self.seconds, self.when, self.since = search_alg, seconds, when, since
-        self.stopped_at: float | None = None  # time.monotonic() when it finished the search
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"search_alg": self.search_alg, "seconds": self.seconds, "when": None,
-                "since": None, "stopped_at": None}
+        return {"search_alg": self.search_alg, "seconds": self.seconds, "when": None, "since": None}
 
     def setup(self, stop: Any = None, num_samples: int | None = None,
               total_num_samples: int | None = None, **info: Any) -> None:
@@ -58,6 +56,5 @@ class SoftStop(tune.Callback):
         return late or bool(self.when is not None and self.when())
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.stopped_at is None and self.due:
+        if not self.search_alg.is_finished() and self.due:
             self.search_alg.set_finished()
-            self.stopped_at = time.monotonic()

@@ -291,7 +291,7 @@ class _StudyHolder:
     def drain(self, with_trials: bool) -> tuple[list, list | None, list[tuple[str, int, str, float]]]:
         """The frozen trials finished since the last call, in finishing order (then
         forgotten), and, if asked and there are any, all the study's trials now; and the
-        Optuna log lines since the last call (logger name, level, message)."""
+        Optuna log lines since the last call (logger name, level, message, time)."""
         logs, self.logs[:] = list(self.logs), []
         if self.queue is None:
             return [], None, logs
