@@ -116,7 +116,7 @@ def test_soft_budget_starts_no_trial_after_it_and_lets_running_ones_finish(tmp_p
     """``search.start_trials_for_s`` (Optuna's timeout): the trial running at the deadline
     trains all its epochs; no trial starts after it (``time_budget_s`` would stop it)."""
     res = _run(tmp_path, searcher={"name": searcher}, training={"epochs": 6},
-               search={"trials": 6, "max_concurrent": 1, "start_trials_for_s": 1})
+               search={"trials": 6, "max_concurrent": 1, "start_trials_for_s": 3})
     df = res.dataframe()
     assert 1 <= len(df) < 6, df
     assert set(df["status"]) == {"TERMINATED"} and set(df["epochs"]) == {6}, df
