@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -137,6 +138,36 @@ NO_DASHBOARD: dict[str, Any] = {"dashboard_port": 0}
 NO_IDLE_WORKERS: dict[str, Any] = {"_system_config": {"prestart_worker_first_driver": False}}
 
 
+def end_monitor() -> None:
+    """End the autoscaler monitor of the Ray this process started, at once.
+
+    ``ray.shutdown()`` (and Ray's exit hook, at the end of a script) ends a local Ray's
+    processes one after another, each with a SIGTERM and up to 1 s to exit; the monitor
+    (Ray 2.60) never exits within that second, so every script that started Ray waited a
+    second more at its end than it needed (``kill monitor: 1.01 s``, the raylet 0.06 s).
+    It has nothing to save on a Ray about to end: it gets a SIGKILL, and Ray's shutdown
+    then skips it. Nothing happens for a Ray this process joined (it owns no processes).
+    """
+    from ray._private import ray_constants, worker
+
+    node = getattr(worker, "_global_node", None)
+    for info in (node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, [])
+                 if node is not None else []):
+        if info.process.poll() is None:
+            info.process.kill()
+            try:
+                info.process.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - Ray's shutdown reaps it then, as before
+                pass
+
+
+def _shutdown() -> None:
+    import ray
+
+    end_monitor()
+    ray.shutdown()
+
+
 def _init(address: str | None, dashboard: bool, warm: str | None = None) -> None:
     import ray
 
@@ -174,6 +205,9 @@ def _init(address: str | None, dashboard: bool, warm: str | None = None) -> None
                 ray.init(include_dashboard=False, **NO_DASHBOARD, **NO_IDLE_WORKERS, **kwargs)
         finally:
             note.removeFilter(quiet)
+        # before Ray's own exit hook (registered at its import; they run last-in first-out)
+        atexit.unregister(end_monitor)
+        atexit.register(end_monitor)
 
 
 class _TokenAuthByDefault(logging.Filter):
@@ -384,10 +418,8 @@ class EarlyStart:
         EarlyStart._unclaimed = self
 
     def stop(self) -> None:
-        import ray
-
         if self._thread is not None:
-            ray.shutdown()
+            _shutdown()
             self._stop.set()
             self._thread.join(timeout=30)
             self._thread = None
@@ -419,4 +451,4 @@ def ray_session(address: str | None = None, *, dashboard: bool = False,
     try:
         yield
     finally:
-        ray.shutdown()
+        _shutdown()

@@ -201,3 +201,52 @@ def test_optuna_door_trials_run_in_workers_started_before_optimize(tmp_path, ker
     assert len(rows) == 2, rows  # in one worker or two: Tune may hand the second to the first
     assert all(float(start) < called for _, start, _ in rows), (called, rows)
     assert {warm for _, _, warm in rows} == {"tensorflow" if keras else "tune"}, rows
+
+
+_ENDS = """
+import json, os, sys, time
+import ray
+from pipeline.compat import optuna
+
+deadline = time.time() + 120
+while not ray.is_initialized() and time.time() < deadline:
+    time.sleep(0.05)
+time.sleep(3)  # the first trials' workers start meanwhile
+sys.path.insert(0, os.path.join(os.path.dirname(ray.__file__), "thirdparty_files"))
+import psutil  # Ray's copy
+from ray._private import worker
+ours = {t: [i.process for i in infos] for t, infos in worker._global_node.all_processes.items()}
+print("pids", json.dumps([p.pid for p in psutil.Process().children(recursive=True)]), flush=True)
+if EXPLICIT:
+    from cluster.connect import end_monitor
+    end_monitor()
+    print("monitor", [p.returncode for p in ours["monitor"]], "the rest alive",
+          all(p.poll() is None for t, ps in ours.items() if t != "monitor" for p in ps), flush=True)
+"""
+
+
+@pytest.mark.parametrize("explicit", [True, False], ids=["end_monitor", "at-exit"])
+def test_a_front_doors_ray_ends_with_the_script_without_waiting_for_its_monitor(tmp_path, explicit):
+    """Ray gives each of its processes up to 1 s to exit on SIGTERM, and its autoscaler
+    monitor takes all of it: the front door's Ray ends the monitor at once (SIGKILL) and
+    the rest as Ray does, before Ray's own exit hook. Nothing of that Ray outlives the script."""
+    import json
+    import time
+
+    def alive(pid: int) -> bool:  # a zombie has ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    proc = _run_script(tmp_path, _ENDS.replace("EXPLICIT", str(explicit)))
+    pids = json.loads(proc.stdout.split("pids ", 1)[1].splitlines()[0])
+    assert len(pids) >= 5, proc.stdout  # gcs, raylet, monitor, log monitor, agents, workers
+    if explicit:
+        assert "monitor [-9] the rest alive True" in proc.stdout
+    deadline = time.time() + 20
+    while time.time() < deadline and any(map(alive, pids)):
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    assert not left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left]
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr
