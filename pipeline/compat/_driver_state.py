@@ -1,14 +1,16 @@
-"""Which state outside an objective the objective changes (and so loses, on Ray).
+"""Which state outside the user's trial code that code changes (and so loses, on Ray).
 
 Optuna's examples often keep a list of scores, a dict of models or a counter next to
-the objective and change it from inside. With the front door each trial runs in another
-process, so such a change stays in that process and the script's copy never sees it.
-:func:`outer_changes` reads the function's bytecode (the common forms only: an
-assignment to a ``global`` or ``nonlocal`` name, an item or attribute set on an outer
-object, a call of a mutating method such as ``append`` or ``update``, the same on
-``self`` in a callable object's ``__call__``) so that the front door can say so once,
-where ``optimize`` is called. Only the objective is checked: ``optimize``'s callbacks run
-on the driver (:mod:`pipeline.compat._optuna_driver`), so what they change is the script's.
+the objective and change it from inside; KerasTuner code does the same from a build
+function, a ``HyperModel``, a ``run_trial`` override or a Keras callback. With the front
+doors each trial runs in another process, so such a change stays in that process and the
+script's copy never sees it. :func:`outer_changes` reads the function's bytecode (the
+common forms only: an assignment to a ``global`` or ``nonlocal`` name, an item or
+attribute set on an outer object, a call of a mutating method such as ``append`` or
+``update``, the same on ``self`` in a callable object's ``__call__``) so that the front
+door can say so once, where ``optimize`` or ``search`` is called; :func:`method_changes`
+does it for the methods a class overrides. ``optimize``'s callbacks are not checked: they
+run on the driver (:mod:`pipeline.compat._optuna_driver`), so what they change is the script's.
 
 >>> scores = []
 >>> def objective(trial):
@@ -18,6 +20,15 @@ on the driver (:mod:`pipeline.compat._optuna_driver`), so what they change is th
 >>> outer_changes(objective)
 ['scores']
 >>> outer_changes(lambda trial: sum(scores))
+[]
+>>> def builds(hp):  # its own names, even those a nested function or class uses, are its own
+...     import keras
+...     seen = []
+...     class Net(keras.Model):
+...         built_after = len(seen)
+...     seen.append(1)
+...     return Net
+>>> outer_changes(builds)
 []
 """
 
@@ -66,11 +77,14 @@ def outer_changes(func: Callable) -> list[str]:
     except TypeError:
         return []
 
+    # a cell of the function's own (a local that a nested function or class uses) is not outer
+    own_cells = set(code_owner.__code__.co_cellvars) - set(code_owner.__code__.co_freevars)
+
     def outer(i: int) -> str | None:
         """The outer name instruction ``i`` loads, if it loads one."""
         op = ins[i]
         if op.opname in _LOADS:
-            return _name(op)
+            return None if _name(op) in own_cells else _name(op)
         if self_name and op.opname.startswith("LOAD_FAST") and op.argval == self_name:
             nxt = ins[i + 1] if i + 1 < len(ins) else None
             if nxt is not None and nxt.opname in ("LOAD_ATTR", "LOAD_METHOD") \
@@ -87,7 +101,7 @@ def outer_changes(func: Callable) -> list[str]:
 
     for i, op in enumerate(ins):
         if op.opname in ("STORE_GLOBAL", "STORE_DEREF", "DELETE_GLOBAL", "DELETE_DEREF"):
-            note(_name(op))
+            note(None if _name(op) in own_cells else _name(op))
         elif op.opname in ("LOAD_METHOD", "LOAD_ATTR") and _name(op) in MUTATING and i:
             note(outer(i - 1) if ins[i - 1].opname != "LOAD_ATTR" else outer(i - 2))
         elif op.opname in ("STORE_SUBSCR", "DELETE_SUBSCR", "STORE_ATTR", "DELETE_ATTR"):
@@ -107,10 +121,43 @@ def outer_changes(func: Callable) -> list[str]:
     return found
 
 
+def method_changes(obj: Any, base: type, wanted: Callable[[str], bool], *,
+                   own_state: bool) -> dict[str, list[str]]:
+    """What the methods ``obj``'s class defines over ``base`` change outside themselves.
+
+    Only methods whose name ``wanted`` accepts and that the class overrides are read.
+    ``own_state``: whether changes to the object itself (``self.x = ...``) count too: they
+    are lost when the trials run a copy of an object the script keeps using, and not when
+    the peer copies it as well (KerasTuner copies each callback for each execution).
+
+    >>> seen = set()
+    >>> class Counting:
+    ...     def on_epoch_end(self, epoch, logs=None):
+    ...         self.last = epoch
+    ...         seen.add(epoch)
+    >>> method_changes(Counting(), object, lambda n: n.startswith("on_"), own_state=False)
+    {'on_epoch_end': ['seen']}
+    """
+    found: dict[str, list[str]] = {}
+    for name in sorted(dir(type(obj))):
+        attr = getattr(type(obj), name, None)
+        if not wanted(name) or not inspect.isfunction(attr) or attr is getattr(base, name, None):
+            continue
+        this = attr.__code__.co_varnames[0] if attr.__code__.co_argcount else ""
+        names = [n for n in outer_changes(getattr(obj, name))
+                 if own_state or not (n == this or n.startswith(this + "."))]
+        if names:
+            found[name] = names
+    return found
+
+
+LOST = ("each trial runs in another process (a Ray worker), so those changes stay there and "
+        "this script never sees them.")
+
+
 def changes_message(what: str, names: list[str]) -> str:
     """One warning line for the user, naming what their function changes outside itself."""
     listed = ", ".join(f"`{n}`" for n in names)
-    return (f"{what} changes {listed} outside itself; each trial runs in another process "
-            "(a Ray worker), so those changes stay there and this script never sees them. "
-            "Return the value, keep per-trial data with trial.set_user_attr(...) (read back "
-            "from study.trials), or save files/checkpoints to shared storage.")
+    return (f"{what} changes {listed} outside itself; {LOST} Return the value, keep per-trial "
+            "data with trial.set_user_attr(...) (read back from study.trials), or save "
+            "files/checkpoints to shared storage.")
