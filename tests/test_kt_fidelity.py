@@ -192,3 +192,51 @@ def test_search_raises_the_type_error_of_a_fit_returning_a_string(tmp_path, ray_
     x, y = np.random.rand(8, 3), np.random.randint(0, 2, 8)
     with pytest.raises(TypeError, match=r"HyperModel\.fit\(\) to be one of.*str: 'done'"):
         tuner.search(x, y, epochs=1, validation_data=(x, y), verbose=0)
+
+
+BUILDS: list[int] = []
+
+
+def _counting_build(hp):
+    BUILDS.append(1)  # the script's list: the trials' builds append to their worker's copy
+    return _build(hp)
+
+
+def test_search_warns_of_state_the_trials_change_outside_themselves(tmp_path, ray_session):
+    import keras
+
+    from pipeline.compat._kt_changes import lost_changes
+
+    started: set[int] = set()
+
+    class Logging(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.began = True  # its own state: KerasTuner runs a copy of each callback too
+            started.add(id(self))
+
+    class OwnState(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.last = epoch
+
+    class Counted(kt.HyperModel):
+        def build(self, hp):
+            self.builds = getattr(self, "builds", 0) + 1  # KerasTuner keeps this one object
+            return _build(hp)
+
+    clean = kt.RandomSearch(_build, objective="val_loss", max_trials=1, directory=tmp_path / "a")
+    assert lost_changes(clean, kt.Tuner, [OwnState(), keras.callbacks.EarlyStopping()]) == []
+    counted = kt.RandomSearch(Counted(), objective="val_loss", max_trials=1, directory=tmp_path / "b")
+    assert lost_changes(counted, kt.Tuner, []) == ["Counted.build changes `self.builds`"]
+
+    tuner = kt.RandomSearch(_counting_build, objective="val_loss", max_trials=1, directory=tmp_path)
+    x, y = np.random.rand(8, 3), np.random.randint(0, 2, 8)
+    with pytest.warns(UserWarning, match="search\\(\\): the build function changes") as record:
+        tuner.search(x, y, epochs=1, validation_data=(x, y), verbose=0, callbacks=[Logging()])
+    [warned] = [w for w in record if str(w.message).startswith("search():")]
+    assert str(warned.message).startswith(
+        "search(): the build function changes `BUILDS`; Logging.on_train_begin changes "
+        "`started`; each trial runs in another process (a Ray worker)")
+    assert warned.filename == __file__  # where the user called search()
+    # the difference it warns of: the trial ran (and its callback), the script's set is empty
+    assert [t.status for t in tuner.oracle.trials.values()] == ["COMPLETED"]
+    assert started == set()

@@ -24,6 +24,7 @@ from cluster.connect import EarlyStart
 from pipeline.compat import _kt_errors as errors
 from pipeline.compat import _kt_project as project
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, to_space
+from pipeline.compat._kt_changes import warn_lost_changes
 from pipeline.compat._kt_data import read_fit_data
 from pipeline.compat._kt_hypermodel import DefaultHyperModel, HyperModel, has_custom_fit
 from pipeline.compat._kt_objective import _objectives
@@ -390,6 +391,7 @@ class Tuner(TunerResults):
             raise errors.FatalValueError(
                 "All callbacks used during a search should be deep-copyable (each execution of "
                 f"a trial gets its own copy); {exc!r}") from exc
+        warn_lost_changes(self, Tuner, callbacks, stacklevel=2)
         if self._not_a_model:  # KerasTuner's first trial stops the search there
             raise errors.FatalTypeError(self._not_a_model)
         if "sample_weight" in args:
