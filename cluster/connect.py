@@ -146,19 +146,20 @@ def end_monitor() -> None:
     (Ray 2.60) never exits within that second, so every script that started Ray waited a
     second more at its end than it needed (``kill monitor: 1.01 s``, the raylet 0.06 s).
     It has nothing to save on a Ray about to end: it gets a SIGKILL, and Ray's shutdown
-    then skips it. Nothing happens for a Ray this process joined (it owns no processes).
+    then skips it. Nothing happens for a Ray this process joined (it owns no processes),
+    nor when Ray's internals differ (an optimisation: Ray's shutdown ends the monitor anyway).
     """
-    from ray._private import ray_constants, worker
+    try:
+        from ray._private import ray_constants, worker
 
-    node = getattr(worker, "_global_node", None)
-    for info in (node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, [])
-                 if node is not None else []):
-        if info.process.poll() is None:
-            info.process.kill()
-            try:
+        node = getattr(worker, "_global_node", None)
+        for info in (node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, [])
+                     if node is not None else []):
+            if info.process.poll() is None:
+                info.process.kill()
                 info.process.wait(timeout=5)
-            except Exception:  # noqa: BLE001 - Ray's shutdown reaps it then, as before
-                pass
+    except Exception:  # noqa: BLE001 - see above
+        logging.getLogger(__name__).debug("ending Ray's monitor failed", exc_info=True)
 
 
 def _shutdown() -> None:
