@@ -107,6 +107,27 @@ class _QuietFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Quiet TensorFlow's import in this worker process."""
+    """Quiet TensorFlow's import in this worker process, and its end (:func:`_unraisable`)."""
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietFinder())
+    if not getattr(sys.unraisablehook, "_pipeline_quiet", False):
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
+
+
+def _unraisable(default: Any) -> Any:
+    """Python's hook for exceptions it cannot raise, less a worker's ``SystemExit``.
+
+    Ray ends a worker (a trial's actor at the end of a run, all of them at shutdown) with
+    SIGTERM, and its handler raises ``SystemExit``; when the signal lands while a weakref
+    callback or finalizer runs, Python cannot raise it there and prints "Exception ignored
+    in: ... SystemExit: 1" with a traceback, which Ray copies to the user's console (seen
+    after a KerasTuner door search). It says nothing the user can act on; any other
+    exception still goes to ``default``.
+    """
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            default(unraisable)
+
+    hook._pipeline_quiet = True  # type: ignore[attr-defined]
+    return hook

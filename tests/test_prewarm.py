@@ -250,3 +250,34 @@ def test_a_front_doors_ray_ends_with_the_script_without_waiting_for_its_monitor(
     left = [p for p in pids if alive(p)]
     assert not left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left]
     assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+_FINALIZERS = """
+import weakref
+from cluster.prewarm import setup_worker
+setup_worker()  # what every worker of a run does first (pipeline.quiet.install)
+
+class Held:
+    pass
+
+def exiting(ref):  # Ray's SIGTERM handler raising SystemExit inside a weakref callback
+    raise SystemExit(1)
+
+def failing(ref):
+    raise ValueError("a real error")
+
+a, b = Held(), Held()
+refs = [weakref.ref(a, exiting), weakref.ref(b, failing)]
+del a, b
+print("done", flush=True)
+"""
+
+
+def test_a_workers_exit_signal_caught_in_a_finalizer_stays_off_the_console(tmp_path):
+    """A worker ended by Ray (SIGTERM -> SystemExit) while a weakref callback runs printed
+    "Exception ignored in: ... SystemExit: 1" with a traceback, copied to the user's console
+    after a search; other exceptions Python cannot raise are still shown."""
+    proc = _run_script(tmp_path, _FINALIZERS)
+    assert "done" in proc.stdout
+    assert "SystemExit" not in proc.stderr, proc.stderr
+    assert "ValueError: a real error" in proc.stderr and "Exception ignored in" in proc.stderr
