@@ -155,9 +155,17 @@ LOST = ("each trial runs in another process (a Ray worker), so those changes sta
         "this script never sees them.")
 
 
+def listed(names: list[str]) -> str:
+    """``a``, ``b`` as a warning names them.
+
+    >>> listed(["scores", "self.best"])
+    '`scores`, `self.best`'
+    """
+    return ", ".join(f"`{n}`" for n in names)
+
+
 def changes_message(what: str, names: list[str]) -> str:
     """One warning line for the user, naming what their function changes outside itself."""
-    listed = ", ".join(f"`{n}`" for n in names)
-    return (f"{what} changes {listed} outside itself; {LOST} Return the value, keep per-trial "
+    return (f"{what} changes {listed(names)} outside itself; {LOST} Return the value, keep per-trial "
             "data with trial.set_user_attr(...) (read back from study.trials), or save "
             "files/checkpoints to shared storage.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from pipeline.compat._driver_state import LOST, method_changes, outer_changes
+from pipeline.compat._driver_state import LOST, listed, method_changes, outer_changes
 from pipeline.compat._kt_hypermodel import DefaultHyperModel, HyperModel
 
 ADVICE = ("Report what a trial should keep as a metric (the fit's History, or run_trial's "
@@ -22,12 +22,13 @@ _LIBRARIES = ("keras", "tensorflow", "tf_keras")
 
 
 def lost_changes(tuner: Any, tuner_base: type, callbacks: list[Any]) -> list[str]:
-    """``where: names`` for each piece of the trials' code that changes state outside itself."""
+    """"<where> changes `<name>`, ..." for each piece of the trials' code that changes state
+    outside itself (the build function, ``Class.method``)."""
     found: list[str] = []
 
     def note(where: str, names: list[str]) -> None:
         if names:
-            found.append(f"{where} changes " + ", ".join(f"`{n}`" for n in names))
+            found.append(f"{where} changes {listed(names)}")
 
     hypermodel = tuner.hypermodel
     if isinstance(hypermodel, DefaultHyperModel):
