@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,39 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: own multi-node clusters, killed processes, storage outages, multi-worker "
                    "trials (make test-slow; make test leaves them out)")
+
+
+# A test still running after pytest's faulthandler_timeout (pyproject.toml) prints what
+# this process's Ray holds (below), and pytest every thread's stack; at pytest-timeout's
+# limit the test fails, so a hung test costs minutes, not the CI run.
+def _ray_holdings(test: str, after_s: float) -> None:
+    import ray
+
+    lines = [f"\n{test} still running after {after_s:g} s"]
+    try:
+        if ray.is_initialized():
+            from ray.util import placement_group_table
+
+            lines += [f"Ray resources: {ray.cluster_resources()}",
+                      f"Ray resources free: {ray.available_resources()}",
+                      *(f"placement group {pg.get('name') or pid[:8]}: {pg.get('state')} {pg.get('bundles')}"
+                        for pid, pg in placement_group_table().items() if pg.get("state") != "REMOVED")]
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        lines.append(f"Ray's state unavailable: {exc!r}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+@pytest.fixture(autouse=True)
+def _report_a_hang(request):
+    after_s = float(request.config.getini("faulthandler_timeout") or 0)
+    if not after_s:
+        yield
+        return
+    timer = threading.Timer(after_s, _ray_holdings, args=(request.node.nodeid, after_s))
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
 
 
 def tiny_spec(tmp_path: Path, **sections) -> dict:

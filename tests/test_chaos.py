@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import ROOT
 
 # multi-node clusters, killed processes, storage outages: `make test-slow` (CI runs it too)
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # waits up to 900 s for its subprocess
 
 pytest.importorskip("ray")
 if not sys.platform.startswith("linux"):

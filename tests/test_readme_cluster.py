@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import ROOT
 
 # multi-node clusters, killed processes, storage outages: `make test-slow` (CI runs it too)
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # waits up to 900 s for its subprocess
 
 if not sys.platform.startswith("linux"):
     pytest.skip("cluster.local process bookkeeping needs /proc", allow_module_level=True)
