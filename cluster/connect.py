@@ -138,6 +138,16 @@ NO_DASHBOARD: dict[str, Any] = {"dashboard_port": 0}
 NO_IDLE_WORKERS: dict[str, Any] = {"_system_config": {"prestart_worker_first_driver": False}}
 
 
+# Ray lowers its workers' priority (each raises its niceness by the raylet's worker_niceness,
+# 15) so that a driver stays responsive; here the workers run the trials, the search's real
+# work. At +15 a trial gets ~3% of a CPU beside any busy process at the usual priority, the
+# driver's own work included: a 4-trial test search took 305 s instead of 28-31 s beside
+# two busy processes on 2 CPUs, the KerasTuner door's benchmark scenario 310 s instead of
+# 64 s (idle, both ~33 s). KerasTuner and Optuna train at the script's own priority; so do
+# the trials of a Ray the pipeline starts or joins (this job's workers do not raise it).
+TRIAL_PRIORITY: dict[str, str] = {"RAY_worker_niceness": "0"}
+
+
 def end_monitor() -> None:
     """End the autoscaler monitor of the Ray this process started, at once.
 
@@ -178,9 +188,10 @@ def _init(address: str | None, dashboard: bool, warm: str | None = None) -> None
     from cluster import prewarm
 
     # Workers keep TensorFlow's start-up notes to themselves (pipeline.quiet); errors still show.
-    runtime_env: dict[str, Any] = {"worker_process_setup_hook": "cluster.prewarm.setup_worker"}
+    runtime_env: dict[str, Any] = {"worker_process_setup_hook": "cluster.prewarm.setup_worker",
+                                   "env_vars": dict(TRIAL_PRIORITY)}
     if warm:  # trial workers import Ray Tune (and TensorFlow) as they start (cluster.prewarm)
-        runtime_env["env_vars"] = {prewarm.WARM: warm}
+        runtime_env["env_vars"][prewarm.WARM] = warm
     kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING",
                               "runtime_env": runtime_env}
     if address:

@@ -99,7 +99,7 @@ def ray_session():
     import threading
     import time
 
-    from cluster.connect import NO_DASHBOARD
+    from cluster.connect import NO_DASHBOARD, TRIAL_PRIORITY
 
     starting = any(t.name == "ray-early-start" and t.is_alive() for t in threading.enumerate())
     deadline = time.time() + 30
@@ -108,7 +108,7 @@ def ray_session():
     if ray.is_initialized():
         ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, **NO_DASHBOARD, logging_level="WARNING",
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)},
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), **TRIAL_PRIORITY},
                           "worker_process_setup_hook": "cluster.prewarm.setup_worker"})
     yield ray
     ray.shutdown()

@@ -173,7 +173,7 @@ def objective(trial):
     x = trial.suggest_float("x", 0.0, 1.0)
     time.sleep(1)
     with open(os.path.abspath("trials.txt"), "a") as f:
-        f.write(f"{os.getpid()} {started()} {os.environ.get('PIPELINE_WARM_TRIAL_WORKERS')}\\n")
+        f.write(f"{os.getpid()} {started()} {os.environ.get('PIPELINE_WARM_TRIAL_WORKERS')} {os.nice(0)}\\n")
     return x
 
 study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
@@ -193,14 +193,17 @@ def test_optuna_door_trials_run_in_workers_started_before_optimize(tmp_path, ker
     before ``optimize()`` is called, so each ``optimize`` of a cheap objective does not wait
     for new processes (about 2-3 s on 2 CPUs). They import Ray Tune as they start, and
     TensorFlow when the script imports Keras (cluster.connect.imports_keras), so a Keras
-    objective's first trial does not wait for it either (cluster.prewarm.setup_worker)."""
+    objective's first trial does not wait for it either (cluster.prewarm.setup_worker). The
+    trials run at the script's priority, not at Ray's nice +15 for its workers."""
     proc = _run_script(tmp_path, _OPTUNA.replace("KERAS", "import keras" if keras else ""))
     assert "best " in proc.stdout
     called = float(proc.stdout.split("optimize at", 1)[1].split()[0])
     rows = [line.split() for line in (tmp_path / "trials.txt").read_text().splitlines()]
     assert len(rows) == 2, rows  # in one worker or two: Tune may hand the second to the first
-    assert all(float(start) < called for _, start, _ in rows), (called, rows)
-    assert {warm for _, _, warm in rows} == {"tensorflow" if keras else "tune"}, rows
+    assert all(float(start) < called for _, start, _, _ in rows), (called, rows)
+    assert {warm for _, _, warm, _ in rows} == {"tensorflow" if keras else "tune"}, rows
+    # at the script's priority, not Ray's nice +15 for workers (cluster.connect.TRIAL_PRIORITY)
+    assert {nice for *_, nice in rows} == {str(os.nice(0))}, rows
 
 
 _ENDS = """
