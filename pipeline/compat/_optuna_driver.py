@@ -1,6 +1,6 @@
 """The driver's side of ``study.optimize(..., callbacks=[...])``: callbacks run where Optuna runs them.
 
-The study actor (:class:`pipeline.compat.optuna._StudyHolder`) queues the frozen trial of
+The study actor (:class:`pipeline.compat._optuna_actor._StudyHolder`) queues the frozen trial of
 every trial it finishes. :class:`StudyCallbacks`, a ``ray.tune.Callback`` in Tune's
 controller loop (the driver process), drains that queue as Tune completes trials and after
 each step, makes the user's study current and calls each callback as Optuna does:

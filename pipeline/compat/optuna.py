@@ -53,16 +53,13 @@ over between one worker's trials, not between workers.
 
 from __future__ import annotations
 
-import contextlib
-import logging as logging_
 import os
-import pickle
 import re
 import sys
 import time
 import uuid
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import optuna as _optuna
 from optuna import (  # noqa: F401  (re-exported: code uses optuna.samplers.TPESampler etc.)
@@ -75,9 +72,10 @@ from optuna import (  # noqa: F401  (re-exported: code uses optuna.samplers.TPES
     trial,
 )
 from optuna.exceptions import TrialPruned
-from optuna.trial import TrialState
 
 from cluster.connect import EarlyStart
+from pipeline.compat._optuna_actor import _quietly, _StudyHolder
+from pipeline.compat._optuna_trial import Trial, _objective_trainable
 
 __all__ = ["create_study", "load_study", "Study", "Trial", "TrialPruned", "samplers", "pruners",
            "SAMPLER_SEARCHERS"]
@@ -89,19 +87,6 @@ SAMPLER_SEARCHERS = {
     "CmaEsSampler": "cmaes",
     "NSGAIISampler": "nsga2",
 }
-_SUGGEST = {"suggest_float", "suggest_int", "suggest_categorical", "suggest_uniform",
-            "suggest_loguniform", "suggest_discrete_uniform"}
-_TRIAL_CALLS = _SUGGEST | {"report", "should_prune", "set_user_attr", "params", "distributions",
-                           "user_attrs", "datetime_start", "number", "_trial_id",
-                           "set_constraint", "constraints"}
-# What an objective may ask of the study's storage (``trial.storage``): attributes of trials
-# and of the study, as Optuna's artifact and integration helpers do.
-_STORAGE_CALLS = {"set_trial_system_attr", "set_trial_user_attr", "get_trial", "get_trial_params",
-                  "get_trial_param", "get_trial_user_attrs", "get_trial_system_attrs",
-                  "set_study_user_attr", "set_study_system_attr", "get_study_user_attrs",
-                  "get_study_system_attrs", "get_all_trials", "get_n_trials", "get_best_trial",
-                  "get_study_directions", "get_study_name_from_id", "get_study_id_from_name",
-                  "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id"}
 
 
 def __getattr__(name: str) -> Any:  # anything else of Optuna's top level
@@ -142,314 +127,6 @@ def scheduler_for(pruner: Any) -> tuple[str, dict[str, Any], int | None, bool]:
     return "fifo", {}, None, True
 
 
-# -- the study actor (driver side) --------------------------------------------------------------
-
-
-def _portable(exc: BaseException) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - unpicklable user exceptions travel as text
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-
-
-class _KeepLogs(logging_.Handler):
-    """The study actor's Optuna log records, kept for the driver to print (with the time
-    each was made: Optuna's lines carry it)."""
-
-    def __init__(self, into: list[tuple[str, int, str, float]]):
-        super().__init__()
-        self.into = into
-
-    def emit(self, record: logging_.LogRecord) -> None:
-        self.into.append((record.name, record.levelno, record.getMessage(), record.created))
-
-
-@contextlib.contextmanager
-def _quietly() -> Iterator[None]:
-    """Optuna's INFO lines off meanwhile (a study created again is not news to the user)."""
-    verbosity = _optuna.logging.get_verbosity()
-    _optuna.logging.set_verbosity(max(verbosity, _optuna.logging.WARNING))
-    try:
-        yield
-    finally:
-        _optuna.logging.set_verbosity(verbosity)
-
-
-class _StudyHolder:
-    """Holds the real ``optuna.Study``; runs as a Ray actor next to the driver."""
-
-    def __init__(self, create_kwargs: dict[str, Any], prior: list, study_attrs: dict[str, Any],
-                 queue: bool, verbosity: int, deadline: float | None = None):
-        import optuna
-
-        # Optuna's log lines ("Trial 3 finished with value ...") go to the driver, which
-        # prints them as Optuna would (:meth:`drain`): not through Ray's worker log, which
-        # prefixes them and folds lines that differ only in numbers
-        self.logs: list[tuple[str, int, str, float]] = []
-        optuna.logging.disable_default_handler()
-        optuna.logging.get_logger("optuna").addHandler(_KeepLogs(self.logs))
-        optuna.logging.set_verbosity(verbosity)
-        with _quietly():  # the driver logged its creation already
-            self.study = optuna.create_study(**create_kwargs)
-        if prior:
-            self.study.add_trials(prior)
-        for key, value in study_attrs.get("user", {}).items():
-            self.study.set_user_attr(key, value)
-        if study_attrs.get("metric_names"):
-            self.study.set_metric_names(study_attrs["metric_names"])
-        self.queue: list | None = [] if queue else None  # finished trials, for the driver's callbacks
-        self.trials: dict[int, Any] = {}
-        self.by_tune_id: dict[str, int] = {}
-        self.errors: list[tuple[int, BaseException]] = []
-        self.closed = False
-        self.deadline = deadline  # time.time() after which no trial starts (optimize's timeout)
-
-    def ask(self, tune_trial_id: str) -> int | None:
-        """The trial number of this Tune trial (a new Optuna trial, or its own if retried);
-        None once the study stopped: the Tune trial then ends without one."""
-        number = self.by_tune_id.get(tune_trial_id)
-        if number is not None and number in self.trials:  # a retried Tune trial keeps its Optuna trial
-            return number
-        if self.closed or (self.deadline is not None and time.time() >= self.deadline):
-            return None  # as Optuna: no trial starts after study.stop() or the timeout
-        t = self.study.ask()
-        self.trials[t.number] = t
-        self.by_tune_id[tune_trial_id] = t.number
-        return t.number
-
-    def call(self, number: int, method: str, args: tuple, kwargs: dict) -> Any:
-        if method not in _TRIAL_CALLS:
-            raise AttributeError(f"Trial has no method {method!r} here")
-        attr = getattr(self.trials[number], method)
-        if not callable(attr):
-            return attr
-        with warnings.catch_warnings():  # deprecations are raised in the objective's process
-            warnings.simplefilter("ignore", FutureWarning)
-            return attr(*args, **kwargs)
-
-    def finish(self, number: int, result: Any, state: str | None,
-               error: BaseException | None = None) -> tuple[str, list[float] | None]:
-        """Tell the study how the trial ended and log it as ``study.optimize`` does; its frozen
-        trial is queued for the driver, which runs the callbacks (:meth:`drain`)."""
-        from optuna.study._tell import _tell_with_warning
-
-        t = self.trials.pop(number, None)
-        if t is None:
-            storage = self.study._storage
-            frozen = storage.get_trial(
-                storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))
-            return frozen.state.name, frozen.values
-        tell_state = {"PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAIL}.get(state or "")
-        new_state, values, warning = _tell_with_warning(
-            study=self.study, trial=t, value_or_values=None if tell_state else result,
-            state=tell_state, suppress_warning=True)
-        params = t.params
-        if new_state == TrialState.COMPLETE:
-            self.study._log_completed_trial(values or [], number, params)
-        elif new_state == TrialState.PRUNED:
-            _optuna.logging.get_logger("optuna.study._optimize").info(f"Trial {number} pruned. ")
-        else:
-            message = repr(error) if error is not None else warning
-            logger = _optuna.logging.get_logger("optuna.study._optimize")
-            logger.warning(f"Trial {number} failed with parameters: {params} because of the "
-                           f"following error: {message}.")
-            logger.warning(f"Trial {number} failed with value {result!r}.")
-            if error is not None:
-                self.errors.append((number, error))
-        if self.queue is not None:
-            self.queue.append(self.study._storage.get_trial(t._trial_id))
-        return new_state.name, values
-
-    def storage_call(self, method: str, args: tuple, kwargs: dict) -> Any:
-        """A call an objective makes on ``trial.storage`` (:class:`_StudyStorage`)."""
-        if method not in _STORAGE_CALLS:
-            raise AttributeError(f"the study's storage cannot be called for {method!r} from an objective")
-        return getattr(self.study._storage, method)(*args, **kwargs)
-
-    def settle(self, tune_id: str, status: str) -> None:
-        """A Tune trial ended (``TERMINATED`` or ``ERROR``) without its objective telling the
-        study (Tune's scheduler stopped it, or its worker was lost): PRUNED if it reported
-        an intermediate value and Tune stopped it, FAIL otherwise."""
-        number = self.by_tune_id.get(tune_id)
-        if number is None or number not in self.trials:
-            return
-        t = self.trials[number]
-        stopped = status == "TERMINATED"
-        has_steps = bool(self.study._storage.get_trial(t._trial_id).intermediate_values)
-        self.finish(number, None, "PRUNED" if stopped and has_steps else "FAIL")
-
-    def reconcile(self, tune_status: dict[str, str]) -> None:
-        """Trials Tune stopped (or lost) without the objective reporting back, at the end."""
-        for tune_id in list(self.by_tune_id):
-            self.settle(tune_id, tune_status.get(tune_id, "ERROR"))
-
-    def close(self) -> None:
-        """The study stopped: Tune trials that start from now on get no Optuna trial."""
-        self.closed = True
-
-    def drain(self, with_trials: bool) -> tuple[list, list | None, list[tuple[str, int, str, float]]]:
-        """The frozen trials finished since the last call, in finishing order (then
-        forgotten), and, if asked and there are any, all the study's trials now; and the
-        Optuna log lines since the last call (logger name, level, message, time)."""
-        logs, self.logs[:] = list(self.logs), []
-        if self.queue is None:
-            return [], None, logs
-        finished, self.queue = self.queue, []
-        trials = self.study.get_trials(deepcopy=True) if with_trials and finished else None
-        return finished, trials, logs
-
-    def export(self) -> tuple[list, Any, list[tuple[int, BaseException]]]:
-        return self.study.get_trials(deepcopy=True), self.study.sampler, self.errors
-
-
-# -- the trial proxy (worker side) ---------------------------------------------------------------
-
-
-def _deprecated(method: str, args: str) -> None:
-    """Optuna's deprecation warning, pointing at the objective's line."""
-    warnings.warn(f"{method} has been deprecated in v3.0.0. This feature will be removed in "
-                  "v6.0.0. See https://github.com/optuna/optuna/releases/tag/v3.0.0. "
-                  f"Use suggest_float{args} instead.", FutureWarning, stacklevel=3)
-
-
-class _StudyStorage:
-    """The study's storage as an objective reaches it (``trial.storage``), e.g. through
-    ``optuna.artifacts.upload_artifact(study_or_trial=trial, ...)``: its calls run on the
-    study actor, where the storage is (an in-memory one included)."""
-
-    def __init__(self, actor):
-        self._actor = actor
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name not in _STORAGE_CALLS:
-            raise AttributeError(f"the study's storage cannot be called for {name!r} from an objective")
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            import ray
-
-            return ray.get(self._actor.storage_call.remote(name, args, kwargs))
-
-        return call
-
-
-class Trial(_optuna.trial.Trial):
-    """What the objective receives: Optuna's ``Trial`` API, answered by the study actor.
-
-    It is an ``optuna.trial.Trial`` (code that checks for one, such as Optuna's artifact
-    upload, takes it); its state lives in the study actor, never in this object.
-    """
-
-    def __init__(self, actor, number: int, metric: str, multi: bool, ask_pruner: bool):
-        # no super().__init__: every call goes to the study actor
-        self._actor, self._number = actor, number
-        self._metric, self._multi, self._ask_pruner = metric, multi, ask_pruner
-        self._reports = 0
-        self._told = False
-
-    @property
-    def number(self) -> int:
-        return self._number
-
-    @property
-    def _trial_id(self) -> int:  # type: ignore[override]  # the storage's id, for storage calls
-        return self._call("_trial_id")
-
-    @property
-    def storage(self) -> Any:  # type: ignore[override]
-        return _StudyStorage(self._actor)
-
-    @property
-    def study(self) -> Any:  # type: ignore[override]
-        raise AttributeError("trial.study is not available in an objective here: the objective runs "
-                             "in a Ray worker and the study on the driver (use trial.set_user_attr, "
-                             "or read the study after optimize)")
-
-    @property
-    def relative_params(self) -> dict[str, Any]:
-        return {}  # the study actor's Trial samples relative parameters itself
-
-    def set_constraint(self, key: str, value: float) -> None:
-        self._call("set_constraint", key, value)
-
-    @property
-    def constraints(self) -> dict[str, float]:
-        return self._call("constraints")
-
-    def _call(self, method: str, *args, **kwargs) -> Any:
-        import ray
-
-        return ray.get(self._actor.call.remote(self._number, method, args, kwargs))
-
-    # suggestions: Optuna's own Trial methods, run in the study
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
-        return self._call("suggest_float", name, low, high, step=step, log=log)
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        return self._call("suggest_int", name, low, high, step=step, log=log)
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self._call("suggest_categorical", name, list(choices))
-
-    def suggest_uniform(self, name: str, low: float, high: float) -> float:
-        _deprecated("suggest_uniform", "")
-        return self._call("suggest_uniform", name, low, high)
-
-    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
-        _deprecated("suggest_loguniform", "(..., log=True)")
-        return self._call("suggest_loguniform", name, low, high)
-
-    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
-        _deprecated("suggest_discrete_uniform", "(..., step=...)")
-        return self._call("suggest_discrete_uniform", name, low, high, q)
-
-    def report(self, value: float, step: int) -> None:
-        """Record an intermediate value; Tune's scheduler may stop the trial here."""
-        from ray import tune
-
-        if self._multi:
-            raise NotImplementedError("Trial.report is not supported for multi-objective optimization.")
-        value = float(value)
-        self._call("report", value, int(step))
-        self._reports += 1
-        try:
-            tune.report({self._metric: value, "step": int(step), "epoch": self._reports})
-        except SystemExit:  # Tune stopped this trial (the scheduler pruned it)
-            self._finish(None, "PRUNED")
-            raise
-
-    def should_prune(self) -> bool:
-        return bool(self._call("should_prune")) if self._ask_pruner else False
-
-    def set_user_attr(self, key: str, value: Any) -> None:
-        self._call("set_user_attr", key, value)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self._call("params")
-
-    @property
-    def distributions(self) -> dict[str, Any]:
-        return self._call("distributions")
-
-    @property
-    def user_attrs(self) -> dict[str, Any]:
-        return self._call("user_attrs")
-
-    @property
-    def datetime_start(self):
-        return self._call("datetime_start")
-
-    def _finish(self, result: Any, state: str | None, error: BaseException | None = None):
-        import ray
-
-        if self._told:
-            return None, None
-        self._told = True
-        return ray.get(self._actor.finish.remote(self._number, result, state, error))
-
-
 def _warn_outer_changes(func: Callable) -> None:
     """Say where ``optimize`` is called that changes the objective makes outside itself are lost.
 
@@ -464,75 +141,6 @@ def _warn_outer_changes(func: Callable) -> None:
 
 
 # The objective each worker process runs, by ``optimize`` call: the copy its first trial got.
-_OBJECTIVES: dict[str, Callable] = {}
-
-
-def _same_objective(objective: Callable, run_id: str) -> Callable:
-    """The objective as this worker first deserialized it in this ``optimize`` call.
-
-    ``tune.with_parameters`` unpickles the objective again for every trial, and an
-    objective defined in the user's script (pickled by value) then brings new code
-    objects each time. TensorFlow interns the Python stack trace of every op it traces in
-    a process-wide map keyed by the frames (code object, instruction) and never drops an
-    entry: the same code traces to the same entries, a new copy's code to new ones. A
-    ``model.fit`` called from a new copy each trial grew a reused worker ~1.2 MB per
-    trial (``benchmarks/compare.py --only D.optuna_front``). Running every trial of a
-    worker on one copy also matches Optuna, which calls one objective for all its trials
-    (state the objective keeps in its closure carries over between a worker's trials).
-    """
-    kept = _OBJECTIVES.get(run_id)
-    if kept is None:
-        _OBJECTIVES.clear()  # an earlier optimize call's objective is not needed again
-        _OBJECTIVES[run_id] = kept = objective
-    return kept
-
-
-def _objective_trainable(config: dict[str, Any], objective: Callable, actor,
-                         setup: dict[str, Any]) -> None:
-    """Ray Tune function trainable: one Optuna trial of the user's objective.
-
-    Runs on the worker's one trial thread (:func:`pipeline.trainable.on_trial_thread`),
-    so a Keras objective does not leave TensorFlow's per-thread state behind per trial,
-    and always on the worker's first copy of the objective (:func:`_same_objective`).
-    """
-    from pipeline.trainable import on_trial_thread
-
-    objective = _same_objective(objective, setup["run_id"])
-    on_trial_thread(_run_objective, config, objective, actor, setup)
-
-
-def _run_objective(config: dict[str, Any], objective: Callable, actor,
-                   setup: dict[str, Any]) -> None:
-    from pipeline.trainable import trial_session
-
-    # fenced, clean session and graphs released as every trial; Keras only if the objective uses it
-    with trial_session(setup["cpu"], setup["gpu"], keras_only_if_loaded=True, cwd=setup["cwd"]):
-        _objective_trial(config, objective, actor, setup)
-
-
-def _objective_trial(config: dict[str, Any], objective: Callable, actor,
-                     setup: dict[str, Any]) -> None:
-    import ray
-    from ray import tune
-
-    number = ray.get(actor.ask.remote(tune.get_context().get_trial_id()))
-    if number is None:  # study.stop() was called: no new trials
-        return
-    t = Trial(actor, number, setup["metrics"][0], len(setup["metrics"]) > 1, setup["ask_pruner"])
-    try:
-        result = objective(t)
-    except TrialPruned as exc:
-        t._finish(None, "PRUNED", exc)
-        return
-    except SystemExit:
-        t._finish(None, "PRUNED")
-        raise
-    except Exception as exc:
-        t._finish(None, "FAIL", _portable(exc))
-        raise
-    state, values = t._finish(result, None)
-    if state == "COMPLETE" and values:
-        tune.report({**dict(zip(setup["metrics"], values)), "epoch": t._reports})
 
 
 # -- the study ---------------------------------------------------------------------------------
