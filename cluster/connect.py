@@ -320,6 +320,7 @@ class EarlyStart:
         tensorflow = warm is not None if warm_env is None else warm_env
         self._warm_env = None if warm is None else "tensorflow" if tensorflow else "tune"
         self.error: BaseException | None = None
+        self._forgone = False
         self._ready, self._stop = threading.Event(), threading.Event()
         self._prestarted = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -330,17 +331,18 @@ class EarlyStart:
         self._thread.start()
 
     @classmethod
-    def at_import(cls, warm_env: bool | None) -> None:
+    def at_import(cls, warm_env: bool | None, unless: re.Pattern[str] | None = None) -> None:
         """Begin Ray in the background as a script imports a front door (see :func:`_script_source`).
 
         The script's own imports (Keras, TensorFlow) then overlap Ray's start; the tuner or
         study made next takes this start over (:meth:`claim`). Trial workers start at once,
         one per CPU, and import Ray Tune; ``warm_env``: the front door's trials are Keras
         trials (KerasTuner's), so they import TensorFlow too; None: if the script imports
-        Keras or TensorFlow (:func:`imports_keras`).
+        Keras or TensorFlow (:func:`imports_keras`). ``unless``: nothing starts if the
+        script's source matches it (a script that will not use Ray, e.g. an in-process study).
         """
         source = _script_source() if cls._unclaimed is None else None
-        if source is None:
+        if source is None or (unless is not None and unless.search(source)):
             return
         import ray
 
@@ -375,6 +377,21 @@ class EarlyStart:
             early._prestart()  # Ray came up before the tuner or study was made
         return early
 
+    @classmethod
+    def forgo(cls) -> None:
+        """No tuner or study of this process will use the start its import began (one that
+        runs its trials in the script's process): it ends, once up if still starting, and
+        starts no trial workers."""
+        early, cls._unclaimed = cls._unclaimed, None
+        if early is None or not early.owned:
+            return
+        early.warm = None
+        if early._ready.is_set():
+            early.stop()
+        else:
+            early._forgone = True  # the starting thread ends Ray once it is up
+            early._stop.set()
+
     def _prestart(self) -> None:
         warm = self.warm
         if warm is None or not self._prestarted.acquire(blocking=False):
@@ -396,8 +413,11 @@ class EarlyStart:
             logger.removeFilter(quiet)
             self._ready.set()
         if self.error is None:  # nothing started otherwise: no processes to keep alive
-            _import_tune()
-            self._stop.wait()
+            if not self._forgone:
+                _import_tune()
+                self._stop.wait()
+            if self._forgone:  # not wanted after all (:meth:`forgo`)
+                _shutdown()
 
     def __reduce__(self):  # a tuner or study captured by a trial travels without its start
         return (_no_start, ())

@@ -16,14 +16,18 @@ import os as _os
 # Quiet TensorFlow's C++ start-up chatter in the driver and the Ray workers it starts.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.spec import Spec, SpecError, load_spec, parse_spec
-
 __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "run", "Results"]
+
+# Imported on first use: the front doors (pipeline.compat) import this package, and a
+# script using one need not pay for the spec's validation stack (pydantic, YAML).
+_LAZY = {"Spec": "pipeline.spec", "SpecError": "pipeline.spec", "load_spec": "pipeline.spec",
+         "parse_spec": "pipeline.spec", "Results": "pipeline.results"}
 
 
 def run(spec, **kwargs):
     """Run a :class:`Spec` (or a dict / YAML path) and return :class:`Results`."""
     from pipeline.runner import run as _run
+    from pipeline.spec import Spec, load_spec, parse_spec
 
     if isinstance(spec, dict):
         spec = parse_spec(spec)
@@ -33,8 +37,8 @@ def run(spec, **kwargs):
 
 
 def __getattr__(name):
-    if name == "Results":
-        from pipeline.results import Results
+    if name in _LAZY:
+        import importlib
 
-        return Results
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)

@@ -787,7 +787,8 @@ def test_optuna_front_door_warns_of_changes_an_objective_makes_outside_itself(tm
 @pytest.mark.parametrize("module", ["pipeline.compat._driver_state", "pipeline.compat._hyperparameters",
                                     "pipeline.compat._hp_types", "cluster.connect", "pipeline.tune_patches",
                                     "pipeline.keras_build",
-                                    "pipeline.result_files", "cluster.prewarm", "pipeline.soft_stop"])
+                                    "pipeline.result_files", "cluster.prewarm", "pipeline.soft_stop",
+                                    "pipeline.compat.optuna"])
 def test_doctests(module):
     import doctest
     import importlib

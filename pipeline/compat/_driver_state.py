@@ -168,4 +168,5 @@ def changes_message(what: str, names: list[str]) -> str:
     """One warning line for the user, naming what their function changes outside itself."""
     return (f"{what} changes {listed(names)} outside itself; {LOST} Return the value, keep per-trial "
             "data with trial.set_user_attr(...) (read back from study.trials), or save "
-            "files/checkpoints to shared storage.")
+            "files/checkpoints to shared storage; or create the study with in_process=True "
+            "to run its trials in this process, as Optuna does.")

@@ -73,7 +73,8 @@ class Trial(_optuna.trial.Trial):
     def study(self) -> Any:  # type: ignore[override]
         raise AttributeError("trial.study is not available in an objective here: the objective runs "
                              "in a Ray worker and the study on the driver (use trial.set_user_attr, "
-                             "or read the study after optimize)")
+                             "or read the study after optimize; a study created with "
+                             "in_process=True runs its objective in the script's process)")
 
     @property
     def relative_params(self) -> dict[str, Any]:

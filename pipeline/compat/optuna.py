@@ -49,6 +49,9 @@ callable object) changes it in another process: ``optimize`` warns, naming it
 (:mod:`pipeline.compat._driver_state`). Each worker unpickles the objective once per
 ``optimize`` and runs all its trials on that copy: state the objective keeps carries
 over between one worker's trials, not between workers.
+
+``create_study(..., in_process=True)`` gives up Ray for Optuna's exact semantics: its
+``optimize`` is Optuna's own, run in the calling process (see :func:`create_study`).
 """
 
 from __future__ import annotations
@@ -178,7 +181,8 @@ class Study(_optuna.Study):
     _stop_requested = False  # study.stop() was called in this optimize
 
     def __init__(self, study: "_optuna.Study", *, storage: Any, pruner: Any, results_path: str,
-                 address: str | None, resources_per_trial: dict[str, float] | None):
+                 address: str | None, resources_per_trial: dict[str, float] | None,
+                 in_process: bool = False):
         # no super().__init__: the attributes Optuna's methods read come from ``study``
         self._study = study
         self._storage_arg = storage
@@ -187,12 +191,17 @@ class Study(_optuna.Study):
         self.address = address
         self.resources_per_trial = dict(resources_per_trial or {})
         self.results_list: list = []
+        self.in_process = bool(in_process)
+        if self.in_process:  # Optuna's own optimize, here: no Ray (:meth:`optimize`)
+            EarlyStart.forgo()
+            self._early: EarlyStart | None = None
+            return
         # Ray starts while the script goes on, and the first trials' workers with it; with
         # Keras imported, the objective is taken to train Keras models: they import
         # TensorFlow meanwhile
         keras = "keras" in sys.modules or "tensorflow" in sys.modules
         warm = (10**6, float(self.resources_per_trial.get("cpu", 1)))
-        self._early: EarlyStart | None = EarlyStart.claim(address, warm, warm_env=keras)
+        self._early = EarlyStart.claim(address, warm, warm_env=keras)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_study":
@@ -219,6 +228,9 @@ class Study(_optuna.Study):
         """
         import os
 
+        if self.in_process:
+            _optuna.Study.stop(self)
+            return
         if self._optimize_pid is None:
             raise RuntimeError("`Study.stop` is supposed to be invoked inside an objective "
                                "function or a callback.")
@@ -226,12 +238,17 @@ class Study(_optuna.Study):
             raise RuntimeError(
                 "study.stop() inside an objective is not supported here: the objective runs "
                 "in a Ray worker. Call it from a callback (study.optimize(..., callbacks=[...]) "
-                "runs them on the driver after each trial, e.g. optuna.study.MaxTrialsCallback).")
+                "runs them on the driver after each trial, e.g. optuna.study.MaxTrialsCallback), "
+                "or create the study with in_process=True to run Optuna's own optimize here.")
         self._stop_requested = True
 
     @property
     def results(self):
         """The pipeline :class:`~pipeline.results.Results` of the last ``optimize``."""
+        if not self.results_list and self.in_process:
+            raise RuntimeError("no results: a study created with in_process=True runs Optuna's "
+                               "own optimize in this process, which keeps no Ray Tune results; "
+                               "its trials are in study.trials")
         if not self.results_list:
             raise RuntimeError("no results yet: call optimize() first")
         return self.results_list[-1]
@@ -304,9 +321,17 @@ class Study(_optuna.Study):
         finishing order, with this study brought up to date. A callback may call
         :meth:`stop`; one that raises stops the run, and its exception is raised here once
         the running trials ended (the finished trials are in the study).
+
+        A study created with ``in_process=True`` runs Optuna's own ``optimize`` instead, in
+        this process, with every argument meaning exactly what it means in Optuna.
         """
         import os
 
+        if self.in_process:
+            _optuna.Study.optimize(self, func, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs or 1,
+                                   catch=catch, callbacks=callbacks, gc_after_trial=gc_after_trial,
+                                   show_progress_bar=show_progress_bar)
+            return
         since = time.monotonic()  # timeout counts from here, as in Optuna
         if n_trials is None and timeout is None:
             raise ValueError("give n_trials or timeout (a Tune search needs an end)")
@@ -431,12 +456,26 @@ def create_study(*, storage: Any = None, sampler: Any = None, pruner: Any = None
                  study_name: str | None = None, direction: Any = None, load_if_exists: bool = False,
                  directions: Sequence[Any] | None = None, results_path: str = "results",
                  address: str | None = None,
-                 resources_per_trial: dict[str, float] | None = None) -> Study:
+                 resources_per_trial: dict[str, float] | None = None,
+                 in_process: bool = False) -> Study:
     """Optuna's ``create_study`` (same arguments) whose ``optimize`` runs on Ray Tune.
 
     Extra arguments: ``results_path`` (where Tune stores the trials, a folder or
     URI), ``address`` (a Ray cluster to join), ``resources_per_trial``
-    (``{"cpu": 1, "gpu": 0.5}``).
+    (``{"cpu": 1, "gpu": 0.5}``), ``in_process``: ``optimize`` is Optuna's own, run in this
+    process (no Ray; exact Optuna semantics, e.g. for an objective that changes the
+    script's state or uses ``trial.study``):
+
+        >>> from pipeline.compat import optuna
+        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+        >>> seen = []
+        >>> def objective(trial):
+        ...     seen.append(trial.number)
+        ...     return trial.suggest_float("x", -1, 1) ** 2
+        >>> study = optuna.create_study(in_process=True)
+        >>> study.optimize(objective, n_trials=3)
+        >>> seen, len(study.trials)
+        ([0, 1, 2], 3)
     """
     storage = _optuna_storage(storage)
     if study_name is None and storage is None:
@@ -445,19 +484,23 @@ def create_study(*, storage: Any = None, sampler: Any = None, pruner: Any = None
                                  study_name=study_name, direction=direction,
                                  load_if_exists=load_if_exists, directions=directions)
     return Study(study, storage=storage, pruner=pruner, results_path=results_path,
-                 address=address, resources_per_trial=resources_per_trial)
+                 address=address, resources_per_trial=resources_per_trial, in_process=in_process)
 
 
 def load_study(*, study_name: str | None, storage: Any, sampler: Any = None, pruner: Any = None,
                results_path: str = "results", address: str | None = None,
-               resources_per_trial: dict[str, float] | None = None) -> Study:
-    """Optuna's ``load_study`` returning a study whose ``optimize`` runs on Ray Tune."""
+               resources_per_trial: dict[str, float] | None = None,
+               in_process: bool = False) -> Study:
+    """Optuna's ``load_study`` returning a study whose ``optimize`` runs on Ray Tune
+    (``in_process=True``: Optuna's own, as in :func:`create_study`)."""
     storage = _optuna_storage(storage)
     study = _optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
     return Study(study, storage=storage, pruner=pruner, results_path=results_path,
-                 address=address, resources_per_trial=resources_per_trial)
+                 address=address, resources_per_trial=resources_per_trial, in_process=in_process)
 
 
-# A script importing this door starts Ray now, while it goes on (cluster.connect.EarlyStart);
-# whether its objective trains Keras models is known only when the study is made.
-EarlyStart.at_import(warm_env=None)  # workers import TensorFlow if the script imports Keras
+# A script importing this door starts Ray now, while it goes on (cluster.connect.EarlyStart),
+# unless its studies are in-process ones; whether its objective trains Keras models is known
+# only when the study is made.
+_IN_PROCESS = re.compile(r"\bin_process\s*=\s*True\b")
+EarlyStart.at_import(warm_env=None, unless=_IN_PROCESS)  # TensorFlow in workers if the script imports Keras
