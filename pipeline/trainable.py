@@ -16,8 +16,6 @@ import logging
 import math
 import os
 import queue
-import shutil
-import tempfile
 import threading
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -36,6 +34,7 @@ from pipeline.checkpoints import (
 from pipeline.data import Dataset
 from pipeline.models import build_model, resolve_callable
 from pipeline.optimizers import build_optimizer, steps_per_epoch
+from pipeline.scratch import scratch
 from pipeline.spec import Spec
 from pipeline.storage import patiently
 from pipeline.streaming import StreamedDataset
@@ -128,8 +127,7 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]],
             done = epoch + 1
             history.append(metrics)
             if done == last_epoch or (every and done % every == 0):
-                tmp = tempfile.mkdtemp(prefix="ckpt-")
-                try:
+                with scratch("ckpt-") as tmp:  # removed even if this process is killed meanwhile
                     save_model(self.model, tmp)
                     Path(tmp, STATE_FILE).write_text(json.dumps({
                         "epoch": done, "history": history, "trial_id": trial_id,
@@ -138,8 +136,6 @@ def report_callback(spec: Spec, last_epoch: int, history: list[dict[str, Any]],
                     # (a failed attempt leaves a gap in the checkpoint numbering, nothing else).
                     patiently(lambda: send(metrics, tmp),
                               f"saving the checkpoint of epoch {done}", tolerance)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
             else:
                 send(metrics, None)
 
@@ -181,8 +177,7 @@ def restore_trial(spec: Spec, hp: dict[str, Any], checkpoint: Any = None,
 
     # Only the download waits out a storage outage (retries rewrite the same folder, which
     # Ray leaves in place when a download into an existing folder fails); a bad file fails at once.
-    d = tempfile.mkdtemp(prefix="restore-")
-    try:
+    with scratch("restore-") as d:
         patiently(lambda: checkpoint.to_directory(d), "reading the trial's checkpoint",
                   spec.storage.outage_tolerance_s)
         whole = os.path.join(d, MODEL_FILE)
@@ -195,8 +190,6 @@ def restore_trial(spec: Spec, hp: dict[str, Any], checkpoint: Any = None,
             raise RuntimeError(f"the checkpoint holds the weights only ({WEIGHTS_FILE}: Keras "
                                "could not save the model whole) and nothing here rebuilds it")
         state = json.loads(Path(d, STATE_FILE).read_text())
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
     schedule = isinstance(model.optimizer._learning_rate,
                           keras.optimizers.schedules.LearningRateSchedule)
     if "learning_rate" in hp and not schedule:  # PBT may have mutated it since the checkpoint
