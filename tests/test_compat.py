@@ -443,6 +443,37 @@ def test_optuna_front_door_runs_a_workers_trials_on_one_copy_of_the_objective(tm
         assert all(calls_so_far[:-1] == seen[i - 1] for i, calls_so_far in enumerate(seen) if i)
 
 
+def test_optuna_tensor_values_reach_the_study_as_floats(tmp_path, ray_session):
+    """An objective may return a TensorFlow scalar (Optuna's TensorFlow example does): the
+    study actor gets a float, so it never imports TensorFlow to unpickle the value (seconds
+    of CPU beside the trials, and TensorFlow's start-up lines on the user's console)."""
+    from pathlib import Path
+
+    def holders_with_tensorflow() -> list[bool]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and b"_StudyHolder" in (proc / "cmdline").read_bytes():
+                    found.append("tensorflow" in (proc / "maps").read_text())
+            except OSError:
+                continue
+        return found
+
+    seen: list[list[bool]] = []
+
+    def objective(trial):
+        import tensorflow as tf
+
+        return tf.constant(trial.suggest_float("x", 0.0, 1.0))
+
+    study = optuna.create_study(results_path=tmp_path, study_name="tensor")
+    study.optimize(objective, n_trials=2, n_jobs=1,
+                   callbacks=[lambda s, t: seen.append(holders_with_tensorflow())])
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    assert all(isinstance(t.value, float) for t in study.trials)
+    assert len(seen) == 2 and all(s and not any(s) for s in seen), seen
+
+
 def test_optuna_objective_uploads_artifacts_through_its_trial(tmp_path, ray_session):
     """optuna.artifacts.upload_artifact(study_or_trial=trial) from the objective (an Optuna
     example's pattern): the trial is an optuna Trial whose storage calls reach the study."""
@@ -788,7 +819,7 @@ def test_optuna_front_door_warns_of_changes_an_objective_makes_outside_itself(tm
                                     "pipeline.compat._hp_types", "cluster.connect", "pipeline.tune_patches",
                                     "pipeline.keras_build",
                                     "pipeline.result_files", "cluster.prewarm", "pipeline.soft_stop",
-                                    "pipeline.compat.optuna"])
+                                    "pipeline.compat.optuna", "pipeline.compat._optuna_trial"])
 def test_doctests(module):
     import doctest
     import importlib

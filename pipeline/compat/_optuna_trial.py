@@ -161,6 +161,33 @@ class Trial(_optuna.trial.Trial):
         return ray.get(self._actor.finish.remote(self._number, result, state, error))
 
 
+def _as_sent(result: Any) -> Any:
+    """The objective's value(s) made plain floats here, in the worker, where Optuna would read
+    them so (``float(v)``, each of a sequence): a TensorFlow or NumPy scalar sent as it is
+    makes the study actor import its library to unpickle it (TensorFlow: seconds of CPU
+    beside the trials, and its start-up lines on the user's console). What ``float`` does
+    not take goes as it is, for Optuna's own checks and messages.
+
+    >>> import numpy as np
+    >>> _as_sent(np.float32(0.5)), _as_sent((np.int64(2), 0.25)), _as_sent("abc"), _as_sent(None)
+    (0.5, [2.0, 0.25], 'abc', None)
+    """
+    def one(value: Any) -> Any:
+        if type(value) in (float, int):
+            return value
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return value
+
+    if isinstance(result, str):
+        return result
+    if isinstance(result, Sequence):
+        return [one(v) for v in result]
+    return one(result)
+
+
+# The objective each worker process runs, by ``optimize`` call: the copy its first trial got.
 _OBJECTIVES: dict[str, Callable] = {}
 
 
@@ -227,6 +254,6 @@ def _objective_trial(config: dict[str, Any], objective: Callable, actor,
     except Exception as exc:
         t._finish(None, "FAIL", _portable(exc))
         raise
-    state, values = t._finish(result, None)
+    state, values = t._finish(_as_sent(result), None)
     if state == "COMPLETE" and values:
         tune.report({**dict(zip(setup["metrics"], values)), "epoch": t._reports})
