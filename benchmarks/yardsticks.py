@@ -7,7 +7,11 @@
    ``python example.py`` per example, once with ``import optuna`` and once with
    ``from pipeline.compat import optuna``.
 
-Only import lines are rewritten (see ``rewrite_kt`` and ``rewrite_optuna``). Results go to
+Only import lines are rewritten (see ``rewrite_kt`` and ``rewrite_optuna``), and, on both
+sides alike, Keras' MNIST import of an Optuna example (an offline stand-in,
+``benchmarks/_yard_data.py``: nothing downloads here; such an example runs at most
+``STAND_IN_TRIALS`` trials) and, with ``--trial-cap``, any example's ``n_trials``; the
+report marks the examples so changed. Results go to
 a JSON file (``--json``) and a Markdown report (``--out``); ``--report-only`` re-renders
 the report from the JSON. Run::
 
@@ -76,6 +80,13 @@ OPTUNA_SKIP = {
 }
 DOWNLOAD = re.compile(r"load_data\(|fetch_openml|fetch_\w+\(|tfds\.|tensorflow_datasets|"
                       r"urlretrieve|download=True|MNIST")
+# Downloads other than Keras' MNIST, which both sides get from an offline stand-in instead.
+OTHER_DOWNLOAD = re.compile(r"fetch_openml|fetch_\w+\(|tfds\.|tensorflow_datasets|"
+                            r"urlretrieve|download=True|torchvision")
+# Trials of an example given the stand-in, unless --trial-cap says otherwise: their own 100
+# (with timeout=600) would outlast the per-example timeout on both sides.
+STAND_IN_TRIALS = 10
+MNIST_IMPORT = re.compile(r"^from (?:tensorflow\.)?keras\.datasets import mnist[ \t]*$", re.M)
 GPU = re.compile(r"\bcuda\b|cudf|cuml")
 
 # Markers that label a KerasTuner test "internal" (it uses more than the public API).
@@ -377,20 +388,35 @@ def _top_imports(source: str) -> set[str]:
     return mods
 
 
-def skip_reason(rel: str, source: str) -> str | None:
+def stand_in_data(source: str) -> tuple[str, bool]:
+    """Keras' MNIST import -> the offline stand-in (``benchmarks/_yard_data.py``), for both
+    sides; and whether it was replaced."""
+    new = MNIST_IMPORT.sub("from benchmarks._yard_data import mnist  # yardsticks: offline MNIST "
+                           "stand-in", source)
+    return new, new != source
+
+
+def cap_trials(source: str, cap: int | None) -> str:
+    """``n_trials=K`` -> ``n_trials=min(K, cap)`` (both sides; ``--trial-cap``)."""
+    if cap is None:
+        return source
+    return re.sub(r"\bn_trials=(\d+)", lambda m: f"n_trials={min(int(m.group(1)), cap)}", source)
+
+
+def skip_reason(rel: str, source: str, stand_in: bool = False) -> str | None:
     top = rel.split("/")[0]
     if top not in OPTUNA_DIRS:
         return f"out of scope: {top} (not keras/tensorflow/sklearn/plain Python)"
     if rel in OPTUNA_SKIP:
         return OPTUNA_SKIP[rel]
-    missing = sorted(m for m in _top_imports(source)
+    missing = sorted(m for m in _top_imports(source) - {"benchmarks"}  # the stand-in: on PYTHONPATH
                      if m not in sys.stdlib_module_names and importlib.util.find_spec(m) is None)
     if missing:
         return f"needs {', '.join(missing)} (not installed)"
     if ("optuna.integration" in source or "optuna_integration" in source) and \
             importlib.util.find_spec("optuna_integration") is None:
         return "needs optuna-integration (not installed)"
-    m = DOWNLOAD.search(source)
+    m = (OTHER_DOWNLOAD if stand_in else DOWNLOAD).search(source)
     if m:
         return f"needs a download ({m.group(0).rstrip('(')})"
     if GPU.search(source):
@@ -413,7 +439,7 @@ def error_line(out: str, rc: int, timeout: float) -> str:
 
 
 def run_optuna(oe_root: Path, scratch: Path, timeout: int, only: list[str] | None, log,
-               results: dict, save) -> dict:
+               results: dict, save, trial_cap: int | None = None) -> dict:
     examples = sorted(str(p.relative_to(oe_root)) for p in oe_root.rglob("*.py"))
     for rel in examples:
         if only and not any(rel.startswith(o) for o in only):
@@ -421,19 +447,24 @@ def run_optuna(oe_root: Path, scratch: Path, timeout: int, only: list[str] | Non
         source = (oe_root / rel).read_text()
         if "optuna" not in source:
             continue  # helper modules
-        reason = skip_reason(rel, source)
+        source, stand_in = stand_in_data(source)
+        reason = skip_reason(rel, source, stand_in)
         if reason:
             results[rel] = {"skipped": reason}
             continue
-        results[rel] = {}
+        capped = cap_trials(source, trial_cap if trial_cap is not None
+                            else STAND_IN_TRIALS if stand_in else None)
+        changed = (["MNIST: offline stand-in"] if stand_in else []) + \
+            ([f"n_trials capped at {trial_cap or STAND_IN_TRIALS}"] if capped != source else [])
+        source = capped
+        results[rel] = {"changed": changed} if changed else {}
         for side in ("original", "ours"):
             work = scratch / f"optuna-{side}" / Path(rel).parent
             if work.exists():
                 shutil.rmtree(work)
             shutil.copytree((oe_root / rel).parent, work)
             script = work / Path(rel).name
-            if side == "ours":
-                script.write_text(rewrite_optuna(source))
+            script.write_text(rewrite_optuna(source) if side == "ours" else source)
             rc, out, wall = _run([sys.executable, script.name], work, _env(work), timeout)
             results[rel][side] = {"rc": rc, "wall": round(wall, 1),
                                   "error": "" if rc == 0 else error_line(out, rc, timeout),
@@ -581,7 +612,8 @@ def render(data: dict) -> str:
             "original: first error line |", "|---|---|---|---|---|---|"]
     for k, v in ran.items():
         o, u = v["original"], v["ours"]
-        out.append(f"| {k} | {'pass' if o['rc'] == 0 else 'FAIL'} | "
+        changed = f" ({'; '.join(v['changed'])}, both sides)" if v.get("changed") else ""
+        out.append(f"| {k}{changed} | {'pass' if o['rc'] == 0 else 'FAIL'} | "
                    f"{'pass' if u['rc'] == 0 else 'FAIL'} | {o['wall']} / {u['wall']} | "
                    f"{_first(u['error'])} | {_first(o['error'])} |")
     out += ["", "Skipped (not counted in N):", ""]
@@ -607,6 +639,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=HERE / "out" / "yardsticks.json")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "yardsticks.md")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--trial-cap", type=int, help="run at most this many trials of each Optuna "
+                    "example (both sides; marked in the report)")
     args = ap.parse_args()
 
     data = json.loads(args.json.read_text()) if args.json.exists() else {}
@@ -643,7 +677,7 @@ def main() -> int:
             t0 = time.monotonic()
             root, meta["oe_commit"] = checkout(args.optuna_repo, args.scratch / "src-optuna")
             run_optuna(root, args.scratch, args.example_timeout, args.examples, log,
-                       data.setdefault("optuna", {}), save)
+                       data.setdefault("optuna", {}), save, args.trial_cap)
             meta["wall"]["optuna"] = f"{time.monotonic() - t0:.0f} s"
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(data, indent=1))
