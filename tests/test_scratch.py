@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import pipeline.scratch
 from pipeline.scratch import scratch, sweep
 
@@ -43,3 +45,18 @@ def test_a_killed_process_folder_goes_with_the_next_scratch_folder(tmp_path):
         assert Path(new).is_dir() and mine.is_dir() and other.is_dir()
     assert not Path(new).exists()
     assert sweep("ckpt-", root=str(tmp_path)) == []  # nothing of a dead process is left
+
+
+def test_another_users_folder_is_left_alone(tmp_path):
+    """On a shared machine, a dead process's folder of another user is not this user's to remove."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a folder owned by another user")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    theirs = tmp_path / f"ckpt-{dead.stdout.strip()}-theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)  # nobody's
+    assert sweep("ckpt-", root=str(tmp_path)) == []
+    assert theirs.is_dir()
+    os.chown(theirs, os.getuid(), os.getgid())  # now this user's, its process still gone
+    assert sweep("ckpt-", root=str(tmp_path)) == [str(theirs)]
