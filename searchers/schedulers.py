@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.space import FloatParam, IntParam
 from searchers._space import tune_domains
 from searchers.registry import SCHEDULERS, keyword_problems
 
@@ -56,11 +57,43 @@ def pbt_mutations(spec) -> list[str]:
     return list(spec.scheduler.options.get("mutate", ["learning_rate"]))
 
 
+def within_space(space, names: list[str]):
+    """PBT's explore step for ``names``, kept inside the declared space.
+
+    Ray's PBT perturbs a number by multiplying it by 0.8 or 1.2, which can leave the
+    parameter's range (a learning rate declared 1e-3..3e-2 became 9.2e-4); the value is
+    clipped back into ``[low, high]`` and, for a stepped parameter, put on its grid
+    (``low + k * step``), as integers stay integers.
+
+        >>> from pipeline.space import SearchSpace
+        >>> space = SearchSpace.from_dict({
+        ...     "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+        ...     "units": {"type": "int", "low": 8, "high": 32, "step": 8}})
+        >>> within_space(space, ["lr", "units"])({"lr": 9.2e-4, "units": 38, "other": 5})
+        {'lr': 0.001, 'units': 32, 'other': 5}
+    """
+    params = {name: p for name, p in space if name in names and isinstance(p, (IntParam, FloatParam))}
+
+    def explore(config: dict) -> dict:
+        for name, p in params.items():
+            value = config.get(name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            value = min(max(value, p.low), p.high)
+            if p.step and not p.log:
+                value = min(p.low + round((value - p.low) / p.step) * p.step, p.high)
+            config[name] = int(round(value)) if isinstance(p, IntParam) else value
+        return config
+
+    return explore
+
+
 def _pbt(spec, space):
     from ray.tune.schedulers import PopulationBasedTraining
 
     opts = {k: v for k, v in spec.scheduler.options.items() if k != "mutate"}
     opts.setdefault("perturbation_interval", 2)
+    opts.setdefault("custom_explore_fn", within_space(space, pbt_mutations(spec)))
     domains = tune_domains(space)
     return _stops_paused_trials_for_good(PopulationBasedTraining)(
         time_attr=_TIME,

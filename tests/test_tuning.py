@@ -483,3 +483,26 @@ def test_trial_session_freezes_the_worker_heap_once():
     before, first, second = map(int, proc.stdout.split()[-3:])
     # frozen once: the second trial adds nothing (the junk made in between stays collectable)
     assert before == 0 and first > 100_000 and second <= first, (before, first, second)
+
+
+def test_pbt_perturbations_stay_in_the_declared_space(tmp_path):
+    """Ray's PBT multiplies a value by 0.8 or 1.2 (here always 0.8, then always 1.2, with
+    Ray's own explore step): the pipeline's PBT keeps it in the spec's range and on its
+    step grid. A CI run saw a learning rate of 9.2e-4 for a space of 1e-3..3e-2."""
+    from ray.tune.schedulers.pbt import _explore
+
+    import searchers
+    from pipeline.spec import parse_spec
+
+    spec = parse_spec(tiny_spec(tmp_path, searcher={"name": "random"},
+                                scheduler={"name": "pbt", "options": {
+                                    "mutate": ["learning_rate", "units"]}}))
+    _, _, scheduler = searchers.build(spec, spec.search_space())
+    low = {"learning_rate": 1.1e-3, "units": 8}
+    high = {"learning_rate": 2.9e-2, "units": 32}
+    for config, factor in ((low, 0.8), (high, 1.2)):
+        new, _ = _explore(config, scheduler._hyperparam_mutations, resample_probability=0.0,
+                          perturbation_factors=(factor,),
+                          custom_explore_fn=scheduler._custom_explore_fn)
+        assert 1e-3 <= new["learning_rate"] <= 3e-2, new
+        assert new["units"] in (8, 16, 24, 32), new
