@@ -83,6 +83,24 @@ class IntParam(_Param):
             return list(self.values_for_grid)
         return list(range(self.low, self.high + 1, self.step))
 
+    def steps(self) -> list[int] | None:
+        """Every value of a parameter with ``step > 1`` (``low``, ``low + step``, ...);
+        None for a plain integer range."""
+        return list(range(self.low, self.high + 1, self.step)) if self.step > 1 else None
+
+    def clipped(self, value: float) -> int:
+        """``value`` made one this parameter takes: into ``[low, high]``, onto the step grid,
+        an ``int``.
+
+            >>> IntParam(type="int", low=12, high=36, step=8).clipped(40.2)
+            36
+            >>> IntParam(type="int", low=12, high=40, step=8).clipped(40)
+            36
+        """
+        value = min(max(value, self.low), self.high)
+        last = self.low + (self.high - self.low) // self.step * self.step
+        return int(min(self.low + round((value - self.low) / self.step) * self.step, last))
+
     def rejects(self, value: Any) -> str | None:
         return _outside(value, self.low, self.high, integer=True)
 
@@ -109,11 +127,35 @@ class FloatParam(_Param):
         if self.values_for_grid is not None:
             return list(self.values_for_grid)
         if self.step is not None:
-            n = int(math.floor((self.high - self.low) / self.step + 1e-9))
-            return [round(self.low + i * self.step, 12) for i in range(n + 1)]
+            return self.steps()
         raise ValueError(
             "a float needs `step` or `grid` values for grid search"
         )
+
+    def _last_step(self) -> int:
+        return int(math.floor((self.high - self.low) / self.step + 1e-9))
+
+    def steps(self) -> list[float] | None:
+        """Every value of a stepped parameter (``low``, ``low + step``, ... up to ``high``);
+        None for a continuous one."""
+        if self.step is None:
+            return None
+        return [round(self.low + i * self.step, 12) for i in range(self._last_step() + 1)]
+
+    def clipped(self, value: float) -> float:
+        """``value`` made one this parameter takes: into ``[low, high]``, and for a stepped
+        parameter onto its grid.
+
+            >>> FloatParam(type="float", low=0.05, high=0.5, step=0.1).clipped(0.6)
+            0.45
+            >>> FloatParam(type="float", low=1e-3, high=3e-2, log=True).clipped(9.2e-4)
+            0.001
+        """
+        value = float(min(max(value, self.low), self.high))
+        if self.step is None:
+            return value
+        k = min(round((value - self.low) / self.step), self._last_step())
+        return round(self.low + k * self.step, 12)
 
     def rejects(self, value: Any) -> str | None:
         return _outside(value, self.low, self.high, integer=False)

@@ -53,14 +53,15 @@ def tune_domains(space: SearchSpace) -> dict[str, Any]:
     for name, p in space:
         if isinstance(p, FixedParam):
             out[name] = p.value
+        elif isinstance(p, (IntParam, FloatParam)) and p.steps() is not None:
+            # not Ray's qrandint/quniform: they round to multiples of the step, not to
+            # low + k * step (12..36 step 8 gave 16, 24, 32), and refuse a low that is
+            # not a multiple (0.05..0.45 step 0.1)
+            out[name] = tune.choice(p.steps())
         elif isinstance(p, IntParam):
-            out[name] = (tune.lograndint(p.low, p.high + 1) if p.log
-                         else tune.qrandint(p.low, p.high, p.step) if p.step > 1
-                         else tune.randint(p.low, p.high + 1))
+            out[name] = tune.lograndint(p.low, p.high + 1) if p.log else tune.randint(p.low, p.high + 1)
         elif isinstance(p, FloatParam):
-            out[name] = (tune.loguniform(p.low, p.high) if p.log
-                         else tune.quniform(p.low, p.high, p.step) if p.step
-                         else tune.uniform(p.low, p.high))
+            out[name] = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
         elif isinstance(p, ChoiceParam):
             out[name] = tune.choice(p.values)
         elif isinstance(p, BoolParam):
@@ -111,8 +112,8 @@ class HyperoptSpace:
         if isinstance(p, FloatParam):
             if p.log:
                 return hp.loguniform(label, math.log(p.low), math.log(p.high))
-            if p.step:
-                return hp.quniform(label, p.low, p.high, p.step)
+            if p.step:  # low + k * step, as for integers (hp.quniform rounds to multiples of step)
+                return p.low + p.step * hp.quniform(label, 0, len(p.steps()) - 1, 1)
             return hp.uniform(label, p.low, p.high)
         if isinstance(p, ChoiceParam):
             return hp.choice(label, p.values)
@@ -149,8 +150,4 @@ class HyperoptSpace:
 
     def _coerce(self, name: str, value: Any) -> Any:
         p = self.space.params.get(name)
-        if isinstance(p, IntParam):
-            return int(min(max(int(round(value)), p.low), p.high))
-        if isinstance(p, FloatParam):
-            return float(min(max(value, p.low), p.high))
-        return value
+        return p.clipped(value) if isinstance(p, (IntParam, FloatParam)) else value

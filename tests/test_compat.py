@@ -819,7 +819,8 @@ def test_optuna_front_door_warns_of_changes_an_objective_makes_outside_itself(tm
                                     "pipeline.compat._hp_types", "cluster.connect", "pipeline.tune_patches",
                                     "pipeline.keras_build",
                                     "pipeline.result_files", "cluster.prewarm", "pipeline.soft_stop",
-                                    "pipeline.compat.optuna", "pipeline.compat._optuna_trial"])
+                                    "pipeline.compat.optuna", "pipeline.compat._optuna_trial",
+                                    "pipeline.space", "searchers.schedulers"])
 def test_doctests(module):
     import doctest
     import importlib

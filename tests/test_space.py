@@ -92,13 +92,63 @@ def test_tune_domains_map_every_kind():
     from ray.tune.search.sample import Categorical, Float, Integer
 
     domains = tune_domains(SearchSpace.from_dict(CONDITIONAL))
-    assert isinstance(domains["units_1"], Integer)
+    assert isinstance(domains["layers"], Integer)
+    assert isinstance(domains["units_1"], Categorical)  # stepped: its grid's values
     assert isinstance(domains["learning_rate"], Float)
     assert "LogUniform" in type(domains["learning_rate"].sampler).__name__
     assert isinstance(domains["optimizer"], Categorical)
     assert domains["activation"] == "relu"
     samples = [domains["units_1"].sample() for _ in range(50)]
     assert set(samples) <= {16, 32, 48, 64}
+
+
+# lows that are not multiples of their steps: Ray's qrandint/quniform and HyperOpt's quniform
+# round to multiples of the step (12..36 step 8 gave 16, 24, 32; Ray refused 0.05 step 0.1)
+OFF_MULTIPLE = {
+    "units": {"type": "int", "low": 12, "high": 38, "step": 8},
+    "dropout": {"type": "float", "low": 0.05, "high": 0.5, "step": 0.1},
+}
+OFF_MULTIPLE_GRID = {"units": {12, 20, 28, 36}, "dropout": {0.05, 0.15, 0.25, 0.35, 0.45}}
+
+
+def _samples_of(translation: str, space: SearchSpace, n: int = 200) -> list[dict]:
+    import numpy as np
+
+    if translation == "tune":
+        domains = tune_domains(space)
+        return [{k: d.sample() for k, d in domains.items()} for _ in range(n)]
+    if translation == "hyperopt":
+        translated, rng = HyperoptSpace(space), np.random.default_rng(0)
+        hspace = translated.build()
+        return [translated.flatten(stochastic.sample(hspace, rng=rng)) for _ in range(n)]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    define, out = OptunaDefineByRun(space), []
+    for _ in range(n):
+        trial = study.ask()
+        define(trial)
+        out.append(dict(trial.params))
+        study.tell(trial, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("translation", ["tune", "hyperopt", "optuna"])
+def test_stepped_numbers_take_exactly_low_plus_k_steps_in_every_searcher(translation):
+    samples = _samples_of(translation, SearchSpace.from_dict(OFF_MULTIPLE))
+    for name, grid in OFF_MULTIPLE_GRID.items():
+        seen = {round(s[name], 9) for s in samples}
+        assert seen == grid, (name, sorted(seen))
+    assert all(type(s["units"]) is int for s in samples)
+
+
+def test_clipped_brings_any_number_onto_the_parameter():
+    space = SearchSpace.from_dict({**OFF_MULTIPLE,
+                                   "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+                                   "n": {"type": "int", "low": 1, "high": 9, "log": True}})
+    units, dropout, lr, n = (space.params[k] for k in ("units", "dropout", "lr", "n"))
+    assert [units.clipped(v) for v in (-5, 15.9, 16.1, 37, 99)] == [12, 12, 20, 36, 36]
+    assert [dropout.clipped(v) for v in (0.0, 0.1, 0.2, 0.49, 0.6)] == [0.05, 0.05, 0.25, 0.45, 0.45]
+    assert [lr.clipped(v) for v in (9.2e-4, 0.01, 0.036)] == [1e-3, 0.01, 3e-2]
+    assert [n.clipped(v) for v in (0.2, 4.6, 12)] == [1, 5, 9] and type(n.clipped(4.6)) is int
 
 
 @pytest.mark.parametrize("bad, message", [

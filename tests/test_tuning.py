@@ -506,3 +506,34 @@ def test_pbt_perturbations_stay_in_the_declared_space(tmp_path):
                           custom_explore_fn=scheduler._custom_explore_fn)
         assert 1e-3 <= new["learning_rate"] <= 3e-2, new
         assert new["units"] in (8, 16, 24, 32), new
+
+
+def test_pbt_moves_listed_values_to_a_neighbour_and_never_off_the_list(tmp_path):
+    """Given a Tune domain, Ray's PBT multiplies whatever value it holds: a choice of batch
+    sizes became 38, a choice of optimizers failed inside the scheduler. Choices, bools and
+    stepped numbers go to PBT as their lists of values, which it perturbs by moving to a
+    neighbour (Ray's own explore step)."""
+    from ray.tune.schedulers.pbt import _explore
+
+    import searchers
+    from pipeline.spec import parse_spec
+
+    space = {"units": {"type": "int", "low": 12, "high": 36, "step": 8},
+             "batch_size": {"type": "choice", "values": [32, 64, 128]},
+             "optimizer": {"type": "choice", "values": ["adam", "sgd", "rmsprop"]},
+             "learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}
+    spec = parse_spec(tiny_spec(tmp_path, space=space, searcher={"name": "random"},
+                                scheduler={"name": "pbt", "options": {"mutate": list(space)}}))
+    _, _, scheduler = searchers.build(spec, spec.search_space())
+    config = {"units": 20, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.01}
+    seen = {name: set() for name in space}
+    for factor in (0.8, 1.2):
+        for _ in range(20):
+            new, _ = _explore(dict(config), scheduler._hyperparam_mutations, resample_probability=0.0,
+                              perturbation_factors=(factor,), custom_explore_fn=scheduler._custom_explore_fn)
+            for name in space:
+                seen[name].add(new[name])
+    assert seen["units"] == {12, 28}, seen
+    assert seen["batch_size"] == {32, 128}, seen
+    assert seen["optimizer"] == {"adam", "rmsprop"}, seen
+    assert seen["learning_rate"] == {0.008, 0.012}, seen
