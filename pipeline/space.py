@@ -60,6 +60,16 @@ def _outside(value: Any, low: float, high: float, integer: bool) -> str | None:
     return None
 
 
+def _off_grid(p: "IntParam | FloatParam", value: float) -> str | None:
+    steps = p.steps()
+    if steps is None or abs(p.clipped(value) - value) <= 1e-9 * max(1.0, abs(value)):
+        return None
+    if p.values_for_grid is not None and value in p.values_for_grid:
+        return None  # declared for grid search (KerasTuner's GridSearch adds a default)
+    shown = ", ".join(map(str, steps[:6])) + (", ..." if len(steps) > 6 else "")
+    return f"{value!r} is not on the step grid ({shown}: low + k * step)"
+
+
 class IntParam(_Param):
     type: Literal["int"]
     low: int
@@ -102,7 +112,7 @@ class IntParam(_Param):
         return int(min(self.low + round((value - self.low) / self.step) * self.step, last))
 
     def rejects(self, value: Any) -> str | None:
-        return _outside(value, self.low, self.high, integer=True)
+        return _outside(value, self.low, self.high, integer=True) or _off_grid(self, value)
 
 
 class FloatParam(_Param):
@@ -158,7 +168,7 @@ class FloatParam(_Param):
         return round(self.low + k * self.step, 12)
 
     def rejects(self, value: Any) -> str | None:
-        return _outside(value, self.low, self.high, integer=False)
+        return _outside(value, self.low, self.high, integer=False) or _off_grid(self, value)
 
 
 class ChoiceParam(_Param):

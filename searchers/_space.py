@@ -72,6 +72,12 @@ def tune_domains(space: SearchSpace) -> dict[str, Any]:
 _VALUE = "__value__"
 
 
+def _counts_steps(p: Any) -> bool:
+    """Sampled by HyperOpt as ``low + k * step`` (HyperoptSpace): a linear int (``step`` 1
+    too) or a stepped float."""
+    return (isinstance(p, IntParam) and not p.log) or (isinstance(p, FloatParam) and p.step is not None)
+
+
 class HyperoptSpace:
     """Nested ``hp.choice`` space for HyperOpt, and the flattening of its samples.
 
@@ -104,20 +110,36 @@ class HyperoptSpace:
             return hp.choice(label, branches)
         if isinstance(p, FixedParam):
             return p.value
+        if _counts_steps(p):  # low + k * step (hp.quniform would round to multiples of step)
+            k = hp.quniform(label, 0, len(p.steps() or range(p.low, p.high + 1)) - 1, 1)
+            return p.low + p.step * (scope.int(k) if isinstance(p, IntParam) else k)
         if isinstance(p, IntParam):
-            if p.log:
-                return scope.int(hp.qloguniform(label, math.log(p.low), math.log(p.high), 1))
-            n = (p.high - p.low) // p.step
-            return p.low + p.step * scope.int(hp.quniform(label, 0, n, 1))
+            return scope.int(hp.qloguniform(label, math.log(p.low), math.log(p.high), 1))
         if isinstance(p, FloatParam):
             if p.log:
                 return hp.loguniform(label, math.log(p.low), math.log(p.high))
-            if p.step:  # low + k * step, as for integers (hp.quniform rounds to multiples of step)
-                return p.low + p.step * hp.quniform(label, 0, len(p.steps()) - 1, 1)
             return hp.uniform(label, p.low, p.high)
         if isinstance(p, ChoiceParam):
             return hp.choice(label, p.values)
         return hp.choice(label, [False, True])
+
+    def labels(self, point: dict[str, Any]) -> dict[str, Any]:
+        """A flat config as HyperOpt's labels hold it (for ``points_to_evaluate``): a number
+        sampled as ``low + k * step`` is given as its ``k``; the rest as they are.
+
+            >>> space = SearchSpace.from_dict({
+            ...     "units": {"type": "int", "low": 12, "high": 36, "step": 8},
+            ...     "layers": {"type": "int", "low": 1, "high": 3},
+            ...     "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}})
+            >>> HyperoptSpace(space).labels({"units": 20, "layers": 3, "lr": 0.01})
+            {'units': 1, 'layers': 2, 'lr': 0.01}
+        """
+        out = dict(point)
+        for name, value in point.items():
+            p = self.space.params.get(name)
+            if p is not None and _counts_steps(p) and isinstance(value, (int, float)):
+                out[name] = round((p.clipped(value) - p.low) / p.step)
+        return out
 
     @property
     def nested(self) -> bool:

@@ -23,7 +23,9 @@ def _hyperopt(spec, space):
         space=translated.build(),
         metric=objective.metric,
         mode=objective.mode,
-        points_to_evaluate=spec.searcher.points_to_evaluate or None,
+        # as HyperOpt's labels hold them: a stepped number as its step count (given the value
+        # itself, HyperOpt took units=20 of 12..36 step 8 as k=20, i.e. 172, clipped to 36)
+        points_to_evaluate=[translated.labels(p) for p in spec.searcher.points_to_evaluate] or None,
         random_state_seed=spec.seed,
         **spec.searcher.options,
     ), {}

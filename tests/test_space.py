@@ -170,3 +170,33 @@ def test_float_grid_needs_step():
     g = SearchSpace.from_dict({"x": {"type": "float", "low": 0.1, "high": 0.3, "step": 0.1}}).grid()
     assert [round(c["x"], 6) for c in g] == [0.1, 0.2, 0.3]
     assert math.isclose(g[-1]["x"], 0.3)
+
+
+@pytest.mark.parametrize("searcher", ["hyperopt", "tpe"])
+def test_points_to_evaluate_are_suggested_as_given(tmp_path, searcher):
+    """HyperOpt samples a linear int or a stepped float as low + k * step: it was handed the
+    points' values as k (units=20 of 12..36 step 8 became k=20, clipped to 36; layers=2 of
+    1..3 became 3)."""
+    import searchers
+    from pipeline.spec import parse_spec
+    from tests.conftest import tiny_spec
+
+    space = {**OFF_MULTIPLE, "layers": {"type": "int", "low": 1, "high": 3},
+             "optimizer": {"type": "choice", "values": ["adam", "sgd"]},
+             "learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}
+    points = [{"units": 20, "dropout": 0.25, "layers": 2, "optimizer": "sgd", "learning_rate": 0.01},
+              {"units": 36, "dropout": 0.05, "layers": 1, "optimizer": "adam", "learning_rate": 0.002}]
+    spec = parse_spec(tiny_spec(tmp_path, space=space,
+                                searcher={"name": searcher, "points_to_evaluate": points}))
+    generator, _, _ = searchers.build(spec, spec.search_space())
+    suggested = [generator.searcher.suggest(f"t{i}") for i in range(len(points))]
+    assert [{k: s[k] for k in points[0]} for s in suggested] == points
+
+
+def test_a_point_is_refused_off_the_step_grid_unless_declared_in_grid():
+    p = SearchSpace.from_dict({"u": {"type": "int", "low": 10, "high": 50, "step": 20}}).params["u"]
+    assert p.rejects(30) is None
+    assert p.rejects(15) == "15 is not on the step grid (10, 30, 50: low + k * step)"
+    declared = SearchSpace.from_dict(
+        {"u": {"type": "int", "low": 10, "high": 50, "step": 20, "grid": [15, 10, 30, 50]}}).params["u"]
+    assert declared.rejects(15) is None and declared.rejects(35) is not None
