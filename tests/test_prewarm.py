@@ -284,3 +284,69 @@ def test_a_workers_exit_signal_caught_in_a_finalizer_stays_off_the_console(tmp_p
     assert "done" in proc.stdout
     assert "SystemExit" not in proc.stderr, proc.stderr
     assert "ValueError: a real error" in proc.stderr and "Exception ignored in" in proc.stderr
+
+
+_NEXT_SEARCH = """
+import os, time
+import numpy as np
+from pipeline.compat import keras_tuner as kt
+import keras
+
+def started():  # this process's start, in seconds since the epoch
+    ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+    boot = next(float(l.split()[1]) for l in open("/proc/stat") if l.startswith("btime"))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+def builder(name):
+    def build(hp):
+        with open(os.path.abspath(name + ".txt"), "a") as f:
+            f.write(f"{os.getpid()} {started()}\\n")
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Choice("u", [4, 8])),
+                                  keras.layers.Dense(2, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+    return build
+
+x = np.random.default_rng(0).random((64, 4)).astype("float32")
+y = (x[:, 0] > 0.5).astype("int64")
+
+def search(name):
+    at = time.time()
+    print(name, "at", at, flush=True)
+    tuner = kt.RandomSearch(builder(name), objective="val_accuracy", max_trials=2, seed=0,
+                            directory="kt", project_name=name)
+    tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
+    print(name, "took", round(time.time() - at, 2), flush=True)
+
+print("driver", os.getpid(), flush=True)
+search("first")
+print("busy at", time.time(), flush=True)
+end = time.time() + 6
+while time.time() < end:  # the script works on (evaluates a model, say)
+    sum(i * i for i in range(10000))
+search("after_busy")
+time.sleep(12)  # a notebook waiting for its next cell
+search("after_quiet")
+"""
+
+
+def test_the_next_search_finds_its_workers_started_once_the_script_went_quiet(tmp_path):
+    """After a search, the next one's trial workers start (TensorFlow imported) once the
+    script goes quiet, so a later ``search()`` does not wait ~9 s for them; while the script
+    still works, none start beside it (they start when the next search asks)."""
+    proc = _run_script(tmp_path, _NEXT_SEARCH)
+    called = {line.split()[0]: float(line.split()[2])
+              for line in proc.stdout.splitlines() if " at " in line}
+
+    driver = proc.stdout.split("driver ", 1)[1].split()[0]  # builds once to read the space
+
+    def workers(name):
+        return {(pid, float(start)) for pid, start in
+                (line.split() for line in (tmp_path / f"{name}.txt").read_text().splitlines())
+                if pid != driver}
+
+    busy, quiet = workers("after_busy"), workers("after_quiet")
+    assert busy and quiet and not busy & quiet, (busy, quiet)
+    # process starts read from /proc are up to 1 s early (the boot time is whole seconds)
+    assert all(start > called["busy"] + 4 for _, start in busy), (called, busy)
+    assert all(start < called["after_quiet"] - 4 for _, start in quiet), (called, quiet)
