@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Iterator, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -61,16 +61,64 @@ def _outside(value: Any, low: float, high: float, integer: bool) -> str | None:
 
 
 def _off_grid(p: "IntParam | FloatParam", value: float) -> str | None:
-    steps = p.steps()
-    if steps is None or abs(p.clipped(value) - value) <= 1e-9 * max(1.0, abs(value)):
+    n = p.n_steps()
+    if n is None or abs(p.clipped(value) - value) <= 1e-6 * float(p.step or 1):
         return None
-    if p.values_for_grid is not None and value in p.values_for_grid:
-        return None  # declared for grid search (KerasTuner's GridSearch adds a default)
-    shown = ", ".join(map(str, steps[:6])) + (", ..." if len(steps) > 6 else "")
+    shown = ", ".join(str(p.step_value(k)) for k in range(min(n, 6))) + (", ..." if n > 6 else "")
     return f"{value!r} is not on the step grid ({shown}: low + k * step)"
 
 
-class IntParam(_Param):
+class _Number(_Param):
+    """What int and float parameters share: a range, on a log scale or in steps."""
+
+    if TYPE_CHECKING:  # the subclasses' fields (declared here, pydantic would order them first)
+        low: Any
+        high: Any
+        step: Any
+        log: bool
+
+    def n_steps(self) -> int | None:
+        """How many values a stepped parameter takes (``low``, ``low + step``, ... up to
+        ``high``); None for one that is continuous (or a plain integer range)."""
+        if self.step is None or self.log or (isinstance(self, IntParam) and self.step == 1):
+            return None
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
+    def step_value(self, k: int) -> Any:
+        """``low + k * step``, inside ``[low, high]`` (a float rounded to 12 digits)."""
+        value = self.low + k * (self.step or 1)
+        value = value if isinstance(self, IntParam) else round(value, 12)
+        return min(max(value, self.low), self.high)
+
+    def steps(self) -> list[Any] | None:
+        """Every value of a stepped parameter, in order; None for a continuous one."""
+        n = self.n_steps()
+        return None if n is None else [self.step_value(k) for k in range(n)]
+
+    def clipped(self, value: float) -> Any:
+        """``value`` made one this parameter takes: into ``[low, high]``, onto the step grid
+        (ties go up), an ``int`` for an int.
+
+            >>> IntParam(type="int", low=12, high=36, step=8).clipped(40.2)
+            36
+            >>> IntParam(type="int", low=12, high=40, step=8).clipped(40), IntParam(
+            ...     type="int", low=12, high=36, step=8).clipped(16)
+            (36, 20)
+            >>> FloatParam(type="float", low=0.05, high=0.5, step=0.1).clipped(0.6)
+            0.45
+            >>> FloatParam(type="float", low=1e-3, high=3e-2, log=True).clipped(9.2e-4)
+            0.001
+        """
+        value = min(max(value, self.low), self.high)
+        n = self.n_steps()
+        if n is not None:
+            return self.step_value(min(math.floor((value - self.low) / self.step + 0.5), n - 1))
+        if isinstance(self, IntParam):
+            return int(min(max(math.floor(value + 0.5), self.low), self.high))
+        return float(value)
+
+
+class IntParam(_Number):
     type: Literal["int"]
     low: int
     high: int
@@ -93,29 +141,11 @@ class IntParam(_Param):
             return list(self.values_for_grid)
         return list(range(self.low, self.high + 1, self.step))
 
-    def steps(self) -> list[int] | None:
-        """Every value of a parameter with ``step > 1`` (``low``, ``low + step``, ...);
-        None for a plain integer range."""
-        return list(range(self.low, self.high + 1, self.step)) if self.step > 1 else None
-
-    def clipped(self, value: float) -> int:
-        """``value`` made one this parameter takes: into ``[low, high]``, onto the step grid,
-        an ``int``.
-
-            >>> IntParam(type="int", low=12, high=36, step=8).clipped(40.2)
-            36
-            >>> IntParam(type="int", low=12, high=40, step=8).clipped(40)
-            36
-        """
-        value = min(max(value, self.low), self.high)
-        last = self.low + (self.high - self.low) // self.step * self.step
-        return int(min(self.low + round((value - self.low) / self.step) * self.step, last))
-
     def rejects(self, value: Any) -> str | None:
         return _outside(value, self.low, self.high, integer=True) or _off_grid(self, value)
 
 
-class FloatParam(_Param):
+class FloatParam(_Number):
     type: Literal["float"]
     low: float
     high: float
@@ -136,36 +166,12 @@ class FloatParam(_Param):
     def grid_values(self) -> list[float]:
         if self.values_for_grid is not None:
             return list(self.values_for_grid)
-        if self.step is not None:
-            return self.steps()
+        steps = self.steps()
+        if steps is not None:
+            return steps
         raise ValueError(
             "a float needs `step` or `grid` values for grid search"
         )
-
-    def _last_step(self) -> int:
-        return int(math.floor((self.high - self.low) / self.step + 1e-9))
-
-    def steps(self) -> list[float] | None:
-        """Every value of a stepped parameter (``low``, ``low + step``, ... up to ``high``);
-        None for a continuous one."""
-        if self.step is None:
-            return None
-        return [round(self.low + i * self.step, 12) for i in range(self._last_step() + 1)]
-
-    def clipped(self, value: float) -> float:
-        """``value`` made one this parameter takes: into ``[low, high]``, and for a stepped
-        parameter onto its grid.
-
-            >>> FloatParam(type="float", low=0.05, high=0.5, step=0.1).clipped(0.6)
-            0.45
-            >>> FloatParam(type="float", low=1e-3, high=3e-2, log=True).clipped(9.2e-4)
-            0.001
-        """
-        value = float(min(max(value, self.low), self.high))
-        if self.step is None:
-            return value
-        k = min(round((value - self.low) / self.step), self._last_step())
-        return round(self.low + k * self.step, 12)
 
     def rejects(self, value: Any) -> str | None:
         return _outside(value, self.low, self.high, integer=False) or _off_grid(self, value)

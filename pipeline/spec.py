@@ -422,13 +422,19 @@ class Spec(_Section):
     def _check_points(self, space: SearchSpace) -> list[str]:
         """Every point to evaluate names known parameters, with values the space allows."""
         errors = []
+        # searchers that run the points exactly as given (Ray's variant generator)
+        exact = self.searcher.name in ("grid", "manual")
         for i, point in enumerate(self.searcher.points_to_evaluate):
             for name, value in point.items():
                 where = f"searcher.points_to_evaluate[{i}].{name}"
                 if name not in space.params:
                     errors.append(f"searcher.points_to_evaluate: unknown parameter '{name}'")
                     continue
-                problem = space.params[name].rejects(value)
+                param = space.params[name]
+                problem = param.rejects(value)
+                declared = getattr(param, "values_for_grid", None) or ()
+                if problem and exact and value in declared and param.low <= value <= param.high:
+                    problem = None  # a declared grid value, run as given (KerasTuner's grid adds a default)
                 if problem:
                     errors.append(f"{where}: {problem}")
         return errors

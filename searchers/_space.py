@@ -45,6 +45,28 @@ class OptunaDefineByRun:
         return fixed
 
 
+def _steps_domain(p: IntParam | FloatParam) -> Any:
+    """A Tune domain drawing ``low + k * step`` for a uniform ``k`` (no list of the values:
+    a step of 1e-6 over 0..1 would be a million of them)."""
+    from ray.tune.search.sample import Integer
+
+    class Steps(Integer):
+        def __init__(self, param: IntParam | FloatParam):
+            super().__init__(0, param.n_steps())
+            self.param = param
+
+        def sample(self, config=None, size=1, random_state=None):
+            ks = super().sample(config, size=size, random_state=random_state)
+            if size > 1:
+                return [self.param.step_value(int(k)) for k in ks]
+            return self.param.step_value(int(ks))
+
+        def __reduce__(self):  # the class is local: rebuilt from the parameter
+            return _steps_domain, (self.param,)
+
+    return Steps(p)
+
+
 def tune_domains(space: SearchSpace) -> dict[str, Any]:
     """Flat Ray Tune domains (every parameter sampled; the trainable ignores inactive ones)."""
     from ray import tune
@@ -53,11 +75,11 @@ def tune_domains(space: SearchSpace) -> dict[str, Any]:
     for name, p in space:
         if isinstance(p, FixedParam):
             out[name] = p.value
-        elif isinstance(p, (IntParam, FloatParam)) and p.steps() is not None:
+        elif isinstance(p, (IntParam, FloatParam)) and p.n_steps() is not None:
             # not Ray's qrandint/quniform: they round to multiples of the step, not to
             # low + k * step (12..36 step 8 gave 16, 24, 32), and refuse a low that is
             # not a multiple (0.05..0.45 step 0.1)
-            out[name] = tune.choice(p.steps())
+            out[name] = _steps_domain(p)
         elif isinstance(p, IntParam):
             out[name] = tune.lograndint(p.low, p.high + 1) if p.log else tune.randint(p.low, p.high + 1)
         elif isinstance(p, FloatParam):
@@ -70,6 +92,11 @@ def tune_domains(space: SearchSpace) -> dict[str, Any]:
 
 
 _VALUE = "__value__"
+
+
+def _hyperopt_steps(p: IntParam | FloatParam) -> int:
+    """How many values a parameter :func:`_counts_steps` takes."""
+    return p.n_steps() or int(p.high - p.low) + 1
 
 
 def _counts_steps(p: Any) -> bool:
@@ -111,7 +138,11 @@ class HyperoptSpace:
         if isinstance(p, FixedParam):
             return p.value
         if _counts_steps(p):  # low + k * step (hp.quniform would round to multiples of step)
-            k = hp.quniform(label, 0, len(p.steps() or range(p.low, p.high + 1)) - 1, 1)
+            n = _hyperopt_steps(p)
+            if n == 1:
+                return p.low  # TPE fails on an empty range (prior_sigma > 0)
+            # k in 0..n-1, each as likely (0..n-1 itself would give the ends half as often)
+            k = hp.quniform(label, -0.5, n - 0.5, 1)
             return p.low + p.step * (scope.int(k) if isinstance(p, IntParam) else k)
         if isinstance(p, IntParam):
             return scope.int(hp.qloguniform(label, math.log(p.low), math.log(p.high), 1))
@@ -138,7 +169,10 @@ class HyperoptSpace:
         for name, value in point.items():
             p = self.space.params.get(name)
             if p is not None and _counts_steps(p) and isinstance(value, (int, float)):
-                out[name] = round((p.clipped(value) - p.low) / p.step)
+                if _hyperopt_steps(p) == 1:
+                    del out[name]  # a constant in HyperOpt's space, no label
+                else:
+                    out[name] = round((p.clipped(value) - p.low) / p.step)
         return out
 
     @property

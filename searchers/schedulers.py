@@ -84,6 +84,9 @@ def within_space(space, names: list[str]):
     return explore
 
 
+_PBT_LIST_MAX = 1000
+
+
 def pbt_domains(space, names: list[str]) -> dict:
     """PBT's ``hyperparam_mutations``: a list for what takes listed values (a choice, a
     bool, a stepped number), which PBT perturbs by moving to a neighbouring value, and the
@@ -106,7 +109,8 @@ def pbt_domains(space, names: list[str]) -> dict:
     for name in names:
         p = space.params[name]
         if isinstance(p, (IntParam, FloatParam)):
-            out[name] = p.steps() or domains[name]
+            n = p.n_steps()  # a long grid is perturbed as a number, then put back on it
+            out[name] = p.steps() if n is not None and n <= _PBT_LIST_MAX else domains[name]
         else:
             out[name] = p.grid_values()
     return out

@@ -93,7 +93,7 @@ def test_tune_domains_map_every_kind():
 
     domains = tune_domains(SearchSpace.from_dict(CONDITIONAL))
     assert isinstance(domains["layers"], Integer)
-    assert isinstance(domains["units_1"], Categorical)  # stepped: its grid's values
+    assert isinstance(domains["units_1"], Integer)  # stepped: low + k * step for a drawn k
     assert isinstance(domains["learning_rate"], Float)
     assert "LogUniform" in type(domains["learning_rate"].sampler).__name__
     assert isinstance(domains["optimizer"], Categorical)
@@ -146,7 +146,7 @@ def test_clipped_brings_any_number_onto_the_parameter():
                                    "n": {"type": "int", "low": 1, "high": 9, "log": True}})
     units, dropout, lr, n = (space.params[k] for k in ("units", "dropout", "lr", "n"))
     assert [units.clipped(v) for v in (-5, 15.9, 16.1, 37, 99)] == [12, 12, 20, 36, 36]
-    assert [dropout.clipped(v) for v in (0.0, 0.1, 0.2, 0.49, 0.6)] == [0.05, 0.05, 0.25, 0.45, 0.45]
+    assert [dropout.clipped(v) for v in (0.0, 0.1, 0.2, 0.49, 0.6)] == [0.05, 0.15, 0.25, 0.45, 0.45]  # ties up
     assert [lr.clipped(v) for v in (9.2e-4, 0.01, 0.036)] == [1e-3, 0.01, 3e-2]
     assert [n.clipped(v) for v in (0.2, 4.6, 12)] == [1, 5, 9] and type(n.clipped(4.6)) is int
 
@@ -193,10 +193,66 @@ def test_points_to_evaluate_are_suggested_as_given(tmp_path, searcher):
     assert [{k: s[k] for k in points[0]} for s in suggested] == points
 
 
-def test_a_point_is_refused_off_the_step_grid_unless_declared_in_grid():
+def test_a_point_is_refused_off_the_step_grid_unless_a_grid_search_declares_it(tmp_path):
+    from pipeline.spec import SpecError, parse_spec
+    from tests.conftest import tiny_spec
+
     p = SearchSpace.from_dict({"u": {"type": "int", "low": 10, "high": 50, "step": 20}}).params["u"]
     assert p.rejects(30) is None
     assert p.rejects(15) == "15 is not on the step grid (10, 30, 50: low + k * step)"
-    declared = SearchSpace.from_dict(
-        {"u": {"type": "int", "low": 10, "high": 50, "step": 20, "grid": [15, 10, 30, 50]}}).params["u"]
-    assert declared.rejects(15) is None and declared.rejects(35) is not None
+    space = {"units": {"type": "int", "low": 8, "high": 32, "step": 8, "grid": [12, 8, 16, 24, 32]},
+             "learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}
+    point = {"units": 12, "learning_rate": 0.01}
+    # run exactly as given by the manual (and grid) search: KerasTuner's grid adds its default
+    parse_spec(tiny_spec(tmp_path, space=space, searcher={"name": "manual", "points_to_evaluate": [point]}))
+    for searcher in ("tpe", "hyperopt", "random"):  # these would sample it off the declared grid
+        with pytest.raises(SpecError, match=r"points_to_evaluate\[0\]\.units: 12 is not on the step grid"):
+            parse_spec(tiny_spec(tmp_path, space=space, searcher={"name": searcher, "points_to_evaluate": [point]}))
+
+
+def test_step_grids_stay_in_range_and_are_never_listed_whole():
+    import pickle
+
+    space = SearchSpace.from_dict({
+        "a": {"type": "float", "low": 0.1 * 3, "high": 0.9, "step": 0.1},  # low 0.30000000000000004
+        "b": {"type": "float", "low": 2.5e-7, "high": 2.5e-7 + 10 * 1e-7, "step": 1e-7},
+        "fine": {"type": "float", "low": 0.0, "high": 1.0, "step": 1e-7},
+        "wide": {"type": "int", "low": 0, "high": 2 * 10**9, "step": 2}})
+    for name in ("a", "b"):
+        p = space.params[name]
+        assert all(p.low <= v <= p.high and p.rejects(v) is None for v in p.steps()), name
+        assert p.rejects(p.clipped(p.low)) is None and p.rejects(p.clipped(p.high)) is None
+    assert space.params["fine"].n_steps() == 10**7 + 1 and space.params["wide"].n_steps() == 10**9 + 1
+    assert space.params["wide"].rejects(1_999_999_998) is None
+    domains = tune_domains(space)  # no list of 10**9 values
+    assert len(pickle.dumps(domains["wide"])) < 10_000
+    assert all(v % 2 == 0 for v in domains["wide"].sample(size=50))
+    hyperopt = HyperoptSpace(space)
+    hyperopt.build()
+    assert hyperopt.labels({"wide": 1_999_999_998, "fine": 0.5}) == {"wide": 999_999_999, "fine": 5_000_000}
+
+
+def test_hyperopt_draws_every_step_as_often_and_takes_one_value_ranges(tmp_path):
+    import collections
+
+    import numpy as np
+
+    import searchers
+    from pipeline.spec import parse_spec
+    from tests.conftest import tiny_spec
+
+    translated = HyperoptSpace(SearchSpace.from_dict(OFF_MULTIPLE))
+    hspace, rng = translated.build(), np.random.default_rng(0)
+    counts = collections.Counter(translated.flatten(stochastic.sample(hspace, rng=rng))["units"]
+                                 for _ in range(4000))
+    assert set(counts) == {12, 20, 28, 36} and min(counts.values()) > 0.8 * 1000, counts  # ends were ~500
+    # one value only (low == high, a step past the range): TPE failed after its random start
+    space = {"units": {"type": "int", "low": 16, "high": 16},
+             "layers": {"type": "int", "low": 1, "high": 3, "step": 5},
+             "learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}
+    spec = parse_spec(tiny_spec(tmp_path, space=space, searcher={"name": "hyperopt"}))
+    generator, _, _ = searchers.build(spec, spec.search_space())
+    for i in range(25):
+        config = generator.searcher.suggest(f"t{i}")
+        assert config["units"] == 16 and config["layers"] == 1, config
+        generator.searcher.on_trial_complete(f"t{i}", {"val_accuracy": config["learning_rate"]})
