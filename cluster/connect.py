@@ -359,6 +359,8 @@ class EarlyStart:
         """The start for a tuner or study: the one its import began if it joins the same
         cluster (``address`` None or ``RAY_ADDRESS``), else a new one (ending the other)."""
         early, cls._unclaimed = cls._unclaimed, None
+        if early is not None:
+            early._end_watch()
         if early is not None and early.owned and early._ready.is_set() and early.error is None:
             import ray
 
@@ -385,6 +387,7 @@ class EarlyStart:
         early, cls._unclaimed = cls._unclaimed, None
         if early is None or not early.owned:
             return
+        early._end_watch()
         early.warm = None
         if early._ready.is_set():
             early.stop()
@@ -448,13 +451,34 @@ class EarlyStart:
             return
         self._prestarted = threading.Lock()
         EarlyStart._unclaimed = self
-        threading.Thread(target=self._prestart_when_quiet, name="ray-prestart-when-quiet",
-                         daemon=True).start()
+        with EarlyStart._watch_lock:
+            if not EarlyStart._exit_hooked:  # after Ray's own hook, so it runs before Ray ends
+                atexit.register(EarlyStart._at_exit)
+                EarlyStart._exit_hooked = True
+            self._watch = threading.Event()
+        threading.Thread(target=self._prestart_when_quiet, args=(self._watch,),
+                         name="ray-prestart-when-quiet", daemon=True).start()
 
     # The script is quiet when it used under this share of a CPU for QUIET_POLLS polls in a row.
     QUIET_SHARE, QUIET_POLL_S, QUIET_POLLS = 0.15, 0.5, 3
+    # Guards the watch's prestart against a search, a claim, a stop or the exit beginning.
+    _watch_lock = threading.Lock()
+    _sessions = 0  # ray_session()s under way in this process (a search, an optimize)
+    _exiting = _exit_hooked = False
+    _watch: threading.Event | None = None
 
-    def _prestart_when_quiet(self) -> None:
+    @classmethod
+    def _at_exit(cls) -> None:
+        with cls._watch_lock:
+            cls._exiting = True
+
+    def _end_watch(self) -> None:
+        """No prestart by the watch from now on (one under way has finished)."""
+        with EarlyStart._watch_lock:
+            if self._watch is not None:
+                self._watch.set()
+
+    def _prestart_when_quiet(self, ended: threading.Event) -> None:
         """After a search, the next one's trial workers are started (with TensorFlow imported)
         once the script goes quiet: a notebook waiting for its next cell, a script waiting
         for input. Their start then no longer delays the next ``search()``/``optimize()``
@@ -462,18 +486,24 @@ class EarlyStart:
         share its CPUs with them; a search begun first starts its own workers (:meth:`claim`)."""
         import time
 
+        import ray
+
         last, quiet = time.process_time(), 0
-        while not self._stop.wait(self.QUIET_POLL_S):
-            if EarlyStart._unclaimed is not self:
+        while not ended.wait(self.QUIET_POLL_S):
+            if EarlyStart._unclaimed is not self or not ray.is_initialized():
                 return  # claimed by the next tuner or study (which asks for its workers), or gone
             now = time.process_time()
-            quiet = quiet + 1 if now - last < self.QUIET_SHARE * self.QUIET_POLL_S else 0
-            last = now
+            busy = now - last >= self.QUIET_SHARE * self.QUIET_POLL_S or EarlyStart._sessions
+            quiet, last = 0 if busy else quiet + 1, now
             if quiet >= self.QUIET_POLLS:
-                self._prestart()
+                with EarlyStart._watch_lock:
+                    if not (ended.is_set() or EarlyStart._exiting or EarlyStart._sessions
+                            or EarlyStart._unclaimed is not self):
+                        self._prestart()
                 return
 
     def stop(self) -> None:
+        self._end_watch()
         if self._thread is not None:
             _shutdown()
             self._stop.set()
@@ -491,6 +521,18 @@ def ray_session(address: str | None = None, *, dashboard: bool = False,
     before (a front door's), waited for here; the Ray it started stays up for the
     process's next search (:meth:`EarlyStart.keep`), as Ray does after ``ray.init``.
     """
+    with EarlyStart._watch_lock:  # no prestart beside a search (EarlyStart._prestart_when_quiet)
+        EarlyStart._sessions += 1
+    try:
+        with _session(address, dashboard, early):
+            yield
+    finally:
+        with EarlyStart._watch_lock:
+            EarlyStart._sessions -= 1
+
+
+@contextmanager
+def _session(address: str | None, dashboard: bool, early: EarlyStart | None) -> Iterator[None]:
     import ray
 
     if early is not None and early.owned:
