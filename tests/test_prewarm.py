@@ -36,17 +36,21 @@ def _run_script(folder: Path, text: str) -> subprocess.CompletedProcess:
     return proc
 
 
+# in the scripts below: when the process calling it started (its /proc entry)
+_STARTED = """
+def started():  # this process's start, in seconds since the epoch
+    ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+    boot = next(float(l.split()[1]) for l in open("/proc/stat") if l.startswith("btime"))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+"""
+
 _SCRIPT = """
 import os, sys, time
 import numpy as np
 import ray
 from pipeline.compat import keras_tuner as kt
 import keras
-
-def started():  # this process's start, in seconds since the epoch
-    ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
-    boot = next(float(l.split()[1]) for l in open("/proc/stat") if l.startswith("btime"))
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+""" + _STARTED + """
 
 def build(hp):
     with open(os.path.abspath("trials.txt"), "a") as f:
@@ -163,11 +167,7 @@ import os, time
 import ray
 from pipeline.compat import optuna
 KERAS
-
-def started():  # this process's start, in seconds since the epoch
-    ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
-    boot = next(float(l.split()[1]) for l in open("/proc/stat") if l.startswith("btime"))
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+""" + _STARTED + """
 
 def objective(trial):
     x = trial.suggest_float("x", 0.0, 1.0)
@@ -291,11 +291,7 @@ import os, time
 import numpy as np
 from pipeline.compat import keras_tuner as kt
 import keras
-
-def started():  # this process's start, in seconds since the epoch
-    ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
-    boot = next(float(l.split()[1]) for l in open("/proc/stat") if l.startswith("btime"))
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+""" + _STARTED + """
 
 def builder(name):
     def build(hp):
