@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
 import re
@@ -179,7 +180,11 @@ def _shutdown() -> None:
     ray.shutdown()
 
 
-def _init(address: str | None, dashboard: bool, warm: str | None = None) -> None:
+def _init(address: str | None, dashboard: bool, warm: str | None = None,
+          tune_ahead: bool = True) -> None:
+    """``ray.init`` as the pipeline starts or joins Ray. ``tune_ahead``: for a caller that has
+    imported Ray Tune (a run about to start), import the rest of what the run imports first
+    (:data:`_TUNE_RUN_IMPORTS`) in a thread while Ray starts."""
     import ray
 
     # Snapshots forced by checkpoint retention are the price of durability, not a problem.
@@ -194,6 +199,8 @@ def _init(address: str | None, dashboard: bool, warm: str | None = None) -> None
         runtime_env["env_vars"][prewarm.WARM] = warm
     kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING",
                               "runtime_env": runtime_env}
+    if tune_ahead and "ray.tune" in sys.modules and not all(m in sys.modules for m in _TUNE_RUN_IMPORTS):
+        threading.Thread(target=_import_tune, name="import-tune", daemon=True).start()
     if address:
         check_reachable(address)
         try:
@@ -238,12 +245,22 @@ class _NotMainThread(logging.Filter):
         return "SIGTERM handler is not set" not in record.getMessage()
 
 
+# What a Tune run imports on the driver before its first trial starts, besides Ray Tune: its
+# usage tagging of the run's callbacks (ray.air._internal.usage._count_callbacks) imports the
+# logger integrations, and the MLflow one imports ``mlflow`` when it is installed (0.7 s on an
+# idle 2-CPU machine, 2 s while trial workers import TensorFlow).
+_TUNE_RUN_IMPORTS = ("ray.tune", "ray.tune.logger.aim", "ray.air.integrations.comet",
+                     "ray.air.integrations.mlflow", "ray.air.integrations.wandb")
+
+
 def _import_tune() -> None:
-    """Import Ray Tune, which the run needs next, while the user's script goes on."""
-    try:
-        import ray.tune  # noqa: F401
-    except Exception:  # noqa: BLE001 - the run's own import reports it
-        pass
+    """Import what the run needs next (:data:`_TUNE_RUN_IMPORTS`) while the user's script
+    goes on, instead of after ``search()``/``optimize()`` was called."""
+    for module in _TUNE_RUN_IMPORTS:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - the run's own import reports it
+            pass
 
 
 def _no_start() -> None:
@@ -300,8 +317,9 @@ class EarlyStart:
 
     ``warm=(trials, cpu_per_trial)``: once Ray is up, the workers of the first trials are
     started (:mod:`cluster.prewarm`) and import Ray Tune as they start, and TensorFlow too
-    with ``warm_env`` (default: True). Ray Tune is imported in the background (driver) too,
-    all before the script calls ``search()``/``optimize()``.
+    with ``warm_env`` (default: True); and ``helpers`` workers for the actors the search
+    starts beside its trials. Ray Tune is imported in the background (driver) too, all
+    before the script calls ``search()``/``optimize()``.
     """
 
     # The start no tuner or study holds: begun by a front door's import, or kept running
@@ -310,11 +328,12 @@ class EarlyStart:
     _unclaimed: "EarlyStart | None" = None
 
     def __init__(self, address: str | None = None, warm: tuple[int, float] | None = None,
-                 *, warm_env: bool | None = None):
+                 *, warm_env: bool | None = None, helpers: int = 0):
         import ray
 
         self.address = address
         self.warm = warm
+        self.helpers = helpers
         # what trial workers import as they start (cluster.prewarm.WARM): TensorFlow too for
         # Keras trials, else Ray Tune only
         tensorflow = warm is not None if warm_env is None else warm_env
@@ -331,7 +350,8 @@ class EarlyStart:
         self._thread.start()
 
     @classmethod
-    def at_import(cls, warm_env: bool | None, unless: re.Pattern[str] | None = None) -> None:
+    def at_import(cls, warm_env: bool | None, unless: re.Pattern[str] | None = None,
+                  helpers: int = 0) -> None:
         """Begin Ray in the background as a script imports a front door (see :func:`_script_source`).
 
         The script's own imports (Keras, TensorFlow) then overlap Ray's start; the tuner or
@@ -340,6 +360,7 @@ class EarlyStart:
         trials (KerasTuner's), so they import TensorFlow too; None: if the script imports
         Keras or TensorFlow (:func:`imports_keras`). ``unless``: nothing starts if the
         script's source matches it (a script that will not use Ray, e.g. an in-process study).
+        ``helpers``: workers for the actors the front door starts beside its trials.
         """
         source = _script_source() if cls._unclaimed is None else None
         if source is None or (unless is not None and unless.search(source)):
@@ -351,11 +372,11 @@ class EarlyStart:
             # as soon as Ray is up, a worker per CPU starts and imports Ray Tune, and for Keras
             # trials TensorFlow (a script may make its tuner or study just before searching:
             # too late to wait)
-            cls._unclaimed = cls(None, (10**6, 1.0), warm_env=keras)
+            cls._unclaimed = cls(None, (10**6, 1.0), warm_env=keras, helpers=helpers)
 
     @classmethod
     def claim(cls, address: str | None, warm: tuple[int, float] | None,
-              warm_env: bool | None = None) -> "EarlyStart":
+              warm_env: bool | None = None, helpers: int = 0) -> "EarlyStart":
         """The start for a tuner or study: the one its import began if it joins the same
         cluster (``address`` None or ``RAY_ADDRESS``), else a new one (ending the other)."""
         early, cls._unclaimed = cls._unclaimed, None
@@ -368,13 +389,13 @@ class EarlyStart:
                 early.stop()
                 early = None
         if early is None or not early.owned:
-            return cls(address, warm, warm_env=warm_env)
+            return cls(address, warm, warm_env=warm_env, helpers=helpers)
         if address is not None and address != os.environ.get("RAY_ADDRESS"):
             early._ready.wait()  # a start under way is ended once it is up
             early.error = None
             early.stop()
-            return cls(address, warm, warm_env=warm_env)
-        early.warm = warm
+            return cls(address, warm, warm_env=warm_env, helpers=helpers)
+        early.warm, early.helpers = warm, helpers
         if early._ready.is_set() and early.error is None:
             early._prestart()  # Ray came up before the tuner or study was made
         return early
@@ -401,14 +422,15 @@ class EarlyStart:
             return  # nothing asked, or asked already
         from cluster.prewarm import prestart
 
-        prestart(*warm)
+        prestart(*warm, helpers=self.helpers)
 
     def _run(self) -> None:
         quiet = _NotMainThread()
         logger = logging.getLogger("ray._private.worker")
         logger.addFilter(quiet)
         try:
-            _init(self.address, dashboard=False, warm=self._warm_env)
+            # Ray Tune is imported after the prestart, which should not wait for its CPU
+            _init(self.address, dashboard=False, warm=self._warm_env, tune_ahead=False)
             self._prestart()
         except BaseException as exc:  # noqa: BLE001 - raised again in the user's thread
             self.error = exc

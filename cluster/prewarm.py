@@ -99,47 +99,65 @@ def per_node(node_cpus: float, cpu_per_trial: float, trials: int) -> int:
 
 
 def prestart(trials: int, cpu_per_trial: float, keep_cwd: bool = True,
-             keep_alive_s: int = 300) -> int:
+             keep_alive_s: int = 300, helpers: int = 0) -> int:
     """Ask each alive node for the trial workers that fit on it; the number asked for.
 
-    Needs an initialized Ray whose job set ``WARM`` (:func:`cluster.connect.EarlyStart`
-    with ``warm``). Returns 0, having started nothing, when Ray refuses or lacks the call.
+    ``helpers``: also this many workers with the job's own environment on this process's
+    node, for the actors a front door starts beside its trials when the search begins (the
+    Optuna door's study actor, :class:`pipeline.compat._optuna_actor._StudyHolder`), which
+    a trial's first call waits for. Needs an initialized Ray whose job set ``WARM``
+    (:func:`cluster.connect.EarlyStart` with ``warm``). Returns 0, having started nothing,
+    when Ray refuses or lacks the call.
     """
     try:
-        return _prestart(trials, cpu_per_trial, keep_cwd, keep_alive_s)
+        return _prestart(trials, cpu_per_trial, keep_cwd, keep_alive_s, helpers)
     except Exception:  # noqa: BLE001 - an optimisation: the trials start anyway
         log.debug("prestarting trial workers failed", exc_info=True)
         return 0
 
 
-def _prestart(trials: int, cpu_per_trial: float, keep_cwd: bool, keep_alive_s: int) -> int:
+def _prestart(trials: int, cpu_per_trial: float, keep_cwd: bool, keep_alive_s: int,
+              helpers: int) -> int:
     import ray
-    from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
-    from ray.core.generated.runtime_environment_pb2 import RuntimeEnvInfo  # type: ignore[attr-defined]
     from ray.runtime_env import RuntimeEnvConfig
 
     runtime_env = dict(ray.get_runtime_context().runtime_env)
     runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **trial_env(keep_cwd)}
     # as the core worker serializes an actor's merged environment (sorted, compact)
-    info = RuntimeEnvInfo(serialized_runtime_env=json.dumps(runtime_env, sort_keys=True,
-                                                            separators=(",", ":")))
-    info.runtime_env_config.CopyFrom(RuntimeEnvConfig.default_config().build_proto_runtime_env_config())
-    job_id = ray.get_runtime_context().get_job_id()
+    trial = json.dumps(runtime_env, sort_keys=True, separators=(",", ":"))
+    config = RuntimeEnvConfig.default_config().build_proto_runtime_env_config()
     asked = 0
+    here = ray.get_runtime_context().get_node_id()
     for node in ray.nodes():
         n = per_node(node["Resources"].get("CPU", 0), cpu_per_trial, trials) if node["Alive"] else 0
-        if not n:
-            continue
-        channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
-        try:
-            node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
-                node_manager_pb2.PrestartWorkersRequest(  # type: ignore[attr-defined]
-                    language=common_pb2.PYTHON,  # type: ignore[attr-defined]
-                    job_id=bytes.fromhex(job_id), runtime_env_info=info,
-                    keep_alive_duration_secs=keep_alive_s, num_workers=n),
-                timeout=10)
-        finally:
-            channel.close()
-        asked += n
+        if n:
+            asked += _ask(node, trial, config, keep_alive_s, n)
+        if helpers and node["Alive"] and node["NodeID"] == here:
+            # an actor given no environment of its own gets the job's, exactly as the job
+            # serialized it
+            job = ray._private.worker.global_worker.core_worker.get_job_config()  # type: ignore[attr-defined]
+            asked += _ask(node, job.runtime_env_info.serialized_runtime_env, config,
+                          keep_alive_s, min(helpers, _MAX_PER_NODE))
     return asked
+
+
+def _ask(node: dict, serialized_env: str, config, keep_alive_s: int, n: int) -> int:
+    """Ask ``node``'s raylet to start ``n`` workers for this job with that environment."""
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+    from ray.core.generated.runtime_environment_pb2 import RuntimeEnvInfo  # type: ignore[attr-defined]
+
+    info = RuntimeEnvInfo(serialized_runtime_env=serialized_env)
+    info.runtime_env_config.CopyFrom(config)
+    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    try:
+        node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
+            node_manager_pb2.PrestartWorkersRequest(  # type: ignore[attr-defined]
+                language=common_pb2.PYTHON,  # type: ignore[attr-defined]
+                job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
+                runtime_env_info=info, keep_alive_duration_secs=keep_alive_s, num_workers=n),
+            timeout=10)
+    finally:
+        channel.close()
+    return n
