@@ -136,6 +136,7 @@ NO_DASHBOARD: dict[str, Any] = {"dashboard_port": 0}
 # each importing Ray (~0.7 s of CPU): the pipeline runs no such tasks, and Tune's trial
 # actors cannot take those workers (their environment differs, see cluster.prewarm), so on
 # a small machine they only compete with the script's imports and the trial workers' start.
+# (The Optuna door asks for one such worker, for its study actor: cluster.prewarm's helpers.)
 NO_IDLE_WORKERS: dict[str, Any] = {"_system_config": {"prestart_worker_first_driver": False}}
 
 
@@ -180,11 +181,7 @@ def _shutdown() -> None:
     ray.shutdown()
 
 
-def _init(address: str | None, dashboard: bool, warm: str | None = None,
-          tune_ahead: bool = True) -> None:
-    """``ray.init`` as the pipeline starts or joins Ray. ``tune_ahead``: for a caller that has
-    imported Ray Tune (a run about to start), import the rest of what the run imports first
-    (:data:`_TUNE_RUN_IMPORTS`) in a thread while Ray starts."""
+def _init(address: str | None, dashboard: bool, warm: str | None = None) -> None:
     import ray
 
     # Snapshots forced by checkpoint retention are the price of durability, not a problem.
@@ -199,8 +196,6 @@ def _init(address: str | None, dashboard: bool, warm: str | None = None,
         runtime_env["env_vars"][prewarm.WARM] = warm
     kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING",
                               "runtime_env": runtime_env}
-    if tune_ahead and "ray.tune" in sys.modules and not all(m in sys.modules for m in _TUNE_RUN_IMPORTS):
-        threading.Thread(target=_import_tune, name="import-tune", daemon=True).start()
     if address:
         check_reachable(address)
         try:
@@ -429,8 +424,7 @@ class EarlyStart:
         logger = logging.getLogger("ray._private.worker")
         logger.addFilter(quiet)
         try:
-            # Ray Tune is imported after the prestart, which should not wait for its CPU
-            _init(self.address, dashboard=False, warm=self._warm_env, tune_ahead=False)
+            _init(self.address, dashboard=False, warm=self._warm_env)
             self._prestart()
         except BaseException as exc:  # noqa: BLE001 - raised again in the user's thread
             self.error = exc

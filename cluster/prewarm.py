@@ -13,7 +13,10 @@ the workers are started with exactly what Tune gives its trial actors: the job's
 environment plus Tune's environment variables (:func:`trial_env`). Ray has no public call
 for this; :func:`prestart` sends the raylet's ``PrestartWorkers`` request (Ray >= 2.41) and
 gives up quietly when anything about it fails: the trials then start as they would anyway.
-An unused worker exits after ``keep_alive_s``.
+A front door may also ask for ``helpers``: workers with the job's own environment, for the
+actors it starts beside the trials (the Optuna door's study actor). An unused worker may
+exit after ``keep_alive_s``, when the node holds more idle workers than CPUs (Ray 2.60 then
+ended an unused helper, not a trial worker).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import logging
 import math
 import os
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -109,47 +113,57 @@ def prestart(trials: int, cpu_per_trial: float, keep_cwd: bool = True,
     (:func:`cluster.connect.EarlyStart` with ``warm``). Returns 0, having started nothing,
     when Ray refuses or lacks the call.
     """
+    asked = 0
     try:
-        return _prestart(trials, cpu_per_trial, keep_cwd, keep_alive_s, helpers)
+        asked += _prestart(trials, cpu_per_trial, keep_cwd, keep_alive_s)
     except Exception:  # noqa: BLE001 - an optimisation: the trials start anyway
         log.debug("prestarting trial workers failed", exc_info=True)
-        return 0
+    if helpers:
+        try:
+            asked += _prestart_helpers(helpers, keep_alive_s)
+        except Exception:  # noqa: BLE001 - the same
+            log.debug("prestarting helper workers failed", exc_info=True)
+    return asked
 
 
-def _prestart(trials: int, cpu_per_trial: float, keep_cwd: bool, keep_alive_s: int,
-              helpers: int) -> int:
+def _prestart(trials: int, cpu_per_trial: float, keep_cwd: bool, keep_alive_s: int) -> int:
     import ray
+    from ray.core.generated.runtime_environment_pb2 import RuntimeEnvInfo  # type: ignore[attr-defined]
     from ray.runtime_env import RuntimeEnvConfig
 
     runtime_env = dict(ray.get_runtime_context().runtime_env)
     runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **trial_env(keep_cwd)}
     # as the core worker serializes an actor's merged environment (sorted, compact)
-    trial = json.dumps(runtime_env, sort_keys=True, separators=(",", ":"))
-    config = RuntimeEnvConfig.default_config().build_proto_runtime_env_config()
+    info = RuntimeEnvInfo(serialized_runtime_env=json.dumps(runtime_env, sort_keys=True,
+                                                            separators=(",", ":")))
+    info.runtime_env_config.CopyFrom(RuntimeEnvConfig.default_config().build_proto_runtime_env_config())
     asked = 0
-    here = ray.get_runtime_context().get_node_id()
     for node in ray.nodes():
         n = per_node(node["Resources"].get("CPU", 0), cpu_per_trial, trials) if node["Alive"] else 0
         if n:
-            asked += _ask(node, trial, config, keep_alive_s, n)
-        if helpers and node["Alive"] and node["NodeID"] == here:
-            # an actor given no environment of its own gets the job's, exactly as the job
-            # serialized it
-            job = ray._private.worker.global_worker.core_worker.get_job_config()  # type: ignore[attr-defined]
-            asked += _ask(node, job.runtime_env_info.serialized_runtime_env, config,
-                          keep_alive_s, min(helpers, _MAX_PER_NODE))
+            asked += _ask(node, info, keep_alive_s, n)
     return asked
 
 
-def _ask(node: dict, serialized_env: str, config, keep_alive_s: int, n: int) -> int:
+def _prestart_helpers(helpers: int, keep_alive_s: int) -> int:
+    """``helpers`` workers on this process's node with the job's environment: an actor given
+    no environment of its own gets the job's, exactly as the job serialized it."""
+    import ray
+    from ray.core.generated.runtime_environment_pb2 import RuntimeEnvInfo  # type: ignore[attr-defined]
+
+    job = ray._private.worker.global_worker.core_worker.get_job_config()  # type: ignore[attr-defined]
+    info = RuntimeEnvInfo.FromString(job.runtime_env_info.SerializeToString())
+    here = ray.get_runtime_context().get_node_id()
+    node = next(n for n in ray.nodes() if n["Alive"] and n["NodeID"] == here)
+    return _ask(node, info, keep_alive_s, min(helpers, _MAX_PER_NODE))
+
+
+def _ask(node: dict, info: Any, keep_alive_s: int, n: int) -> int:
     """Ask ``node``'s raylet to start ``n`` workers for this job with that environment."""
     import ray
     from ray._private.grpc_utils import init_grpc_channel
     from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
-    from ray.core.generated.runtime_environment_pb2 import RuntimeEnvInfo  # type: ignore[attr-defined]
 
-    info = RuntimeEnvInfo(serialized_runtime_env=serialized_env)
-    info.runtime_env_config.CopyFrom(config)
     channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
     try:
         node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
