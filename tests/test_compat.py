@@ -652,6 +652,41 @@ def test_optuna_callback_exception_comes_out_of_optimize(tmp_path, ray_session):
     assert states[:2] == ["COMPLETE", "COMPLETE"] and len(states) <= 3, states
 
 
+def test_optuna_objective_error_stops_the_study_and_catch_takes_the_scripts_classes(
+        tmp_path, ray_session):
+    """As in Optuna, an objective raising an exception not in ``catch`` stops the study: no
+    trial starts after it (Optuna with ``n_jobs > 1`` lets the running ones finish) and
+    ``optimize`` raises it, instead of running every trial first. One in ``catch`` fails its
+    trial only. Both with classes the script defines, which reached the driver as a
+    ``RuntimeError`` before (``catch`` is judged in the trial's worker, where the class is
+    the objective's, and the exception travels by cloudpickle)."""
+    class Broken(Exception):
+        pass
+
+    class Skip(Exception):
+        pass
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if trial.number == 1:
+            raise Broken("broken")
+        if trial.number == 3:
+            raise Skip("not this one")
+        return x
+
+    study = optuna.create_study(results_path=str(tmp_path), study_name="fails")
+    with pytest.raises(Broken, match="broken"):  # the script's own class
+        study.optimize(objective, n_trials=12, n_jobs=1)
+    states = [t.state.name for t in study.trials]
+    assert states[:2] == ["COMPLETE", "FAIL"] and len(states) <= 3, states
+    assert len(study.results.dataframe()) <= 3
+
+    study = optuna.create_study(results_path=str(tmp_path), study_name="caught")
+    study.optimize(objective, n_trials=5, n_jobs=1, catch=(Broken, Skip))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "FAIL",
+                                                    "COMPLETE"]
+
+
 def test_optuna_study_is_announced_once_and_a_timeout_lets_the_running_trial_finish(
         tmp_path, ray_session, capfd):
     """Optuna says "A new study created" once, at create_study; the door's study must not

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging as logging_
-import pickle
 import time
 import warnings
 from typing import Any, Iterator
@@ -35,8 +34,15 @@ _STORAGE_CALLS = {"set_trial_system_attr", "set_trial_user_attr", "get_trial", "
 
 
 def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives the trip to the driver, else a ``RuntimeError`` naming it.
+
+    Ray carries it with cloudpickle, which sends a class the user's script defines by value
+    and makes it the script's own class again there: ``except MyError`` around
+    ``optimize`` catches a ``MyError`` an objective raised."""
+    from ray import cloudpickle
+
     try:
-        pickle.loads(pickle.dumps(exc))
+        cloudpickle.loads(cloudpickle.dumps(exc))
         return exc
     except Exception:  # noqa: BLE001 - unpicklable user exceptions travel as text
         return RuntimeError(f"{type(exc).__name__}: {exc}")
@@ -90,7 +96,7 @@ class _StudyHolder:
         self.queue: list | None = [] if queue else None  # finished trials, for the driver's callbacks
         self.trials: dict[int, Any] = {}
         self.by_tune_id: dict[str, int] = {}
-        self.errors: list[tuple[int, BaseException]] = []
+        self.errors: list[tuple[int, BaseException]] = []  # raised, not in catch: (number, exception)
         self.closed = False
         self.deadline = deadline  # time.time() after which no trial starts (optimize's timeout)
 
@@ -117,10 +123,12 @@ class _StudyHolder:
             warnings.simplefilter("ignore", FutureWarning)
             return attr(*args, **kwargs)
 
-    def finish(self, number: int, result: Any, state: str | None,
-               error: BaseException | None = None) -> tuple[str, list[float] | None]:
+    def finish(self, number: int, result: Any, state: str | None, error: BaseException | None = None,
+               caught: bool = False) -> tuple[str, list[float] | None]:
         """Tell the study how the trial ended and log it as ``study.optimize`` does; its frozen
-        trial is queued for the driver, which runs the callbacks (:meth:`drain`)."""
+        trial is queued for the driver, which runs the callbacks (:meth:`drain`). ``error``:
+        what the objective raised; ``caught``: it is in ``optimize``'s ``catch`` (only the
+        trial fails), else ``optimize`` raises it (:attr:`errors`)."""
         from optuna.study._tell import _tell_with_warning
 
         t = self.trials.pop(number, None)
@@ -144,7 +152,7 @@ class _StudyHolder:
             logger.warning(f"Trial {number} failed with parameters: {params} because of the "
                            f"following error: {message}.")
             logger.warning(f"Trial {number} failed with value {result!r}.")
-            if error is not None:
+            if error is not None and not caught:
                 self.errors.append((number, error))
         if self.queue is not None:
             self.queue.append(self.study._storage.get_trial(t._trial_id))
@@ -176,6 +184,11 @@ class _StudyHolder:
     def close(self) -> None:
         """The study stopped: Tune trials that start from now on get no Optuna trial."""
         self.closed = True
+
+    def raised(self, tune_id: str) -> bool:
+        """Whether this Tune trial's objective raised an exception not in ``catch``."""
+        number = self.by_tune_id.get(tune_id)
+        return any(n == number for n, _ in self.errors)
 
     def drain(self, with_trials: bool) -> tuple[list, list | None, list[tuple[str, int, str, float]]]:
         """The frozen trials finished since the last call, in finishing order (then

@@ -5,8 +5,10 @@ every trial it finishes. :class:`StudyCallbacks`, a ``ray.tune.Callback`` in Tun
 controller loop (the driver process), drains that queue as Tune completes trials and after
 each step, makes the user's study current and calls each callback as Optuna does:
 ``callback(study, frozen_trial)``, once per trial, in finishing order. Once a callback
-called ``study.stop()`` or raised, the run starts no new trial (:attr:`StudyCallbacks.stopping`,
-given to :class:`pipeline.soft_stop.SoftStop`) and ends when the running ones end. The study's Optuna log lines
+called ``study.stop()`` or raised, or an objective raised an exception not in ``catch``,
+the run starts no new trial (:attr:`StudyCallbacks.stopping`, given to
+:class:`pipeline.soft_stop.SoftStop`) and ends when the running ones end, as Optuna's
+``optimize`` with ``n_jobs > 1`` does. The study's Optuna log lines
 ("Trial 3 finished with value ...") are printed here too, by the driver's Optuna logger.
 """
 
@@ -34,18 +36,21 @@ class StudyCallbacks(tune.Callback):
         self.study, self.actor, self.callbacks, self.in_memory = study, actor, callbacks, in_memory
         self.verbosity = verbosity  # Optuna's, as the user's script set it
         self.error: Exception | None = None  # the first exception a callback raised
+        self.failed = False  # an objective raised an exception not in ``catch``
         self._asked = 0.0  # when a step last asked the study
         self._pending: Any = None  # that question, until answered
 
     def __getstate__(self) -> dict[str, Any]:
         return {"study": None, "actor": None, "callbacks": [], "in_memory": True, "error": None,
-                "_asked": 0.0,
+                "failed": False, "_asked": 0.0,
                 "_pending": None, "verbosity": self.verbosity}
 
     @property
     def stopping(self) -> bool:
-        """A callback called ``study.stop()`` or raised: no trial starts any more."""
-        return self.error is not None or bool(self.study is not None and self.study._stop_requested)
+        """A callback called ``study.stop()`` or raised, or an objective raised an exception
+        not in ``catch``: no trial starts any more."""
+        return (self.error is not None or self.failed
+                or bool(self.study is not None and self.study._stop_requested))
 
     # Tune's hooks (the controller loop, on the driver)
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -53,6 +58,11 @@ class StudyCallbacks(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._settle(trial.trial_id, "ERROR")
+        # its objective raised an exception not in optimize's ``catch`` (judged in the trial's
+        # worker, where the user's classes are the objective's): optimize raises it at the end
+        if self.actor is not None and not self.failed and ray.get(self.actor.raised.remote(trial.trial_id)):
+            self.failed = True
+            self.actor.close.remote()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         # a trial the study finished before Tune saw it end (or a retried one), and the log

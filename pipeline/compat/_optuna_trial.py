@@ -152,13 +152,14 @@ class Trial(_optuna.trial.Trial):
     def datetime_start(self):
         return self._call("datetime_start")
 
-    def _finish(self, result: Any, state: str | None, error: BaseException | None = None):
+    def _finish(self, result: Any, state: str | None, error: BaseException | None = None,
+                caught: bool = False):
         import ray
 
         if self._told:
             return None, None
         self._told = True
-        return ray.get(self._actor.finish.remote(self._number, result, state, error))
+        return ray.get(self._actor.finish.remote(self._number, result, state, error, caught))
 
 
 def _as_sent(result: Any) -> Any:
@@ -252,7 +253,7 @@ def _objective_trial(config: dict[str, Any], objective: Callable, actor,
         t._finish(None, "PRUNED")
         raise
     except Exception as exc:
-        t._finish(None, "FAIL", _portable(exc))
+        t._finish(None, "FAIL", _portable(exc), caught=isinstance(exc, setup["catch"]))
         raise
     state, values = t._finish(_as_sent(result), None)
     if state == "COMPLETE" and values:

@@ -32,8 +32,9 @@ Differences from Optuna: ``n_jobs`` runs Tune trials in parallel, and when it is
 not given as many at a time as the cluster's CPUs hold (said on stderr when
 ``optimize`` starts; ``n_jobs=1`` runs them one after another, in Optuna's
 order); Tune's schedulers count reports, not ``step`` values; an objective
-failing with an exception not in ``catch`` re-raises it after all trials ran
-(Optuna stops at once); ``study.stop()`` is not supported inside objectives (it raises
+failing with an exception not in ``catch`` stops the study as Optuna does with
+``n_jobs > 1``: no trial starts after it, the running ones finish, then ``optimize``
+raises it; ``study.stop()`` is not supported inside objectives (it raises
 there; call it from a callback). ``callbacks`` run as in Optuna: on the driver, in the
 process calling ``optimize``, as ``callback(study, frozen_trial)`` once after each trial
 finishes (COMPLETE, PRUNED or FAIL), in finishing order, with ``study`` (this object)
@@ -388,7 +389,7 @@ class Study(_optuna.Study):
                 trainable = tune.with_parameters(
                     _objective_trainable, objective=func, actor=actor,
                     setup={"run_id": uuid.uuid4().hex, "metrics": metrics, "ask_pruner": ask_pruner,
-                           "cwd": os.getcwd(),
+                           "cwd": os.getcwd(), "catch": catch,
                            "cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
                 try:
                     results = run(spec, address=self.address, progress=show_progress_bar,
@@ -409,9 +410,8 @@ class Study(_optuna.Study):
         self._absorb(trials, sampler, in_memory)
         if driver.error is not None:
             raise driver.error
-        for _, error in errors:
-            if not isinstance(error, catch):
-                raise error
+        for _, error in errors:  # the first an objective raised that is not in ``catch``
+            raise error
 
     def _check_shippable(self, func: Callable) -> None:
         """Fail before Ray starts, naming the object, if what the trials need cannot travel.
