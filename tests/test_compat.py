@@ -675,10 +675,13 @@ def test_optuna_objective_error_stops_the_study_and_catch_takes_the_scripts_clas
         return x
 
     study = optuna.create_study(results_path=str(tmp_path), study_name="fails")
+    seen: list = []
     with pytest.raises(Broken, match="broken"):  # the script's own class
-        study.optimize(objective, n_trials=12, n_jobs=1)
+        study.optimize(objective, n_trials=12, n_jobs=1,
+                       callbacks=[lambda s, t: seen.append((t.number, t.state.name))])
     states = [t.state.name for t in study.trials]
     assert states[:2] == ["COMPLETE", "FAIL"] and len(states) <= 3, states
+    assert seen[0] == (0, "COMPLETE") and 1 not in [n for n, _ in seen], seen  # Optuna's too
     assert len(study.results.dataframe()) <= 3
 
     study = optuna.create_study(results_path=str(tmp_path), study_name="caught")

@@ -128,7 +128,8 @@ class _StudyHolder:
         """Tell the study how the trial ended and log it as ``study.optimize`` does; its frozen
         trial is queued for the driver, which runs the callbacks (:meth:`drain`). ``error``:
         what the objective raised; ``caught``: it is in ``optimize``'s ``catch`` (only the
-        trial fails), else ``optimize`` raises it (:attr:`errors`)."""
+        trial fails), else ``optimize`` raises it (:attr:`errors`) and, as in Optuna, no
+        callback is called for that trial."""
         from optuna.study._tell import _tell_with_warning
 
         t = self.trials.pop(number, None)
@@ -154,6 +155,7 @@ class _StudyHolder:
             logger.warning(f"Trial {number} failed with value {result!r}.")
             if error is not None and not caught:
                 self.errors.append((number, error))
+                return new_state.name, values  # as Optuna: no callback for it, optimize raises it
         if self.queue is not None:
             self.queue.append(self.study._storage.get_trial(t._trial_id))
         return new_state.name, values
