@@ -1181,3 +1181,34 @@ def test_space_discovery_survives_a_build_that_refuses_some_values():
 
     with pytest.raises(ValueError, match="broken at the defaults"):
         discover(broken)
+
+
+def test_optuna_objective_reads_its_study_through_trial_study(tmp_path, ray_session):
+    """``trial.study`` in an objective reads the study as Optuna's does at that moment (the
+    trials so far, the best one, attributes: e.g. optuna-examples' pytorch_checkpoint.py
+    reads ``trial.study.trials[n].user_attrs``); ``stop()`` and setters raise, saying so."""
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("seen", len(trial.study.trials))
+        if trial.number == 0:
+            with pytest.raises(ValueError):
+                trial.study.best_value  # no trial completed yet, as in Optuna
+        else:
+            previous = trial.study.trials[trial.number - 1]
+            assert previous.user_attrs["seen"] == trial.number
+            assert trial.study.best_value == max(t.value for t in trial.study.get_trials()
+                                                 if t.value is not None)
+        assert trial.study.direction.name == "MAXIMIZE"
+        assert trial.study.user_attrs == {"owner": "me"}
+        with pytest.raises(AttributeError, match="from a callback"):
+            trial.study.stop()
+        with pytest.raises(AttributeError, match="set_user_attr"):
+            trial.study.set_user_attr("k", 1)
+        return x
+
+    study = optuna.create_study(direction="maximize", results_path=str(tmp_path),
+                                study_name="reads")
+    study.set_user_attr("owner", "me")
+    study.optimize(objective, n_trials=3, n_jobs=1)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert [t.user_attrs["seen"] for t in study.trials] == [1, 2, 3]

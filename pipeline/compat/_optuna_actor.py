@@ -31,6 +31,11 @@ _STORAGE_CALLS = {"set_trial_system_attr", "set_trial_user_attr", "get_trial", "
                   "get_study_system_attrs", "get_all_trials", "get_n_trials", "get_best_trial",
                   "get_study_directions", "get_study_name_from_id", "get_study_id_from_name",
                   "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id"}
+# What an objective may read of its study (``trial.study``): attributes, and methods (True).
+_STUDY_READS = {"best_value": False, "best_params": False, "best_trial": False,
+                "best_trials": False, "trials": False, "direction": False, "directions": False,
+                "user_attrs": False, "system_attrs": False, "study_name": False,
+                "metric_names": False, "get_trials": True}
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -159,6 +164,13 @@ class _StudyHolder:
         if self.queue is not None:
             self.queue.append(self.study._storage.get_trial(t._trial_id))
         return new_state.name, values
+
+    def study_read(self, name: str, args: tuple = (), kwargs: dict | None = None) -> Any:
+        """What an objective reads of its study (``trial.study``, :class:`_StudyView`)."""
+        if name not in _STUDY_READS:
+            raise AttributeError(f"trial.study.{name} cannot be read from an objective")
+        value = getattr(self.study, name)
+        return value(*args, **(kwargs or {})) if _STUDY_READS[name] else value
 
     def storage_call(self, method: str, args: tuple, kwargs: dict) -> Any:
         """A call an objective makes on ``trial.storage`` (:class:`_StudyStorage`)."""

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import optuna as _optuna
 from optuna.exceptions import TrialPruned
 
-from pipeline.compat._optuna_actor import _STORAGE_CALLS, _portable
+from pipeline.compat._optuna_actor import _STORAGE_CALLS, _STUDY_READS, _portable
 
 
 def _deprecated(method: str, args: str) -> None:
@@ -39,6 +39,38 @@ class _StudyStorage:
             import ray
 
             return ray.get(self._actor.storage_call.remote(name, args, kwargs))
+
+        return call
+
+
+class _StudyView:
+    """``trial.study`` in an objective: the study's trials, best trial, directions and
+    attributes (:data:`_STUDY_READS`), read from the study actor when asked. It changes
+    nothing: ``stop()`` and the setters are refused, naming what to do instead."""
+
+    def __init__(self, actor):
+        self._actor = actor
+
+    def __getattr__(self, name: str) -> Any:
+        import ray
+
+        if name.startswith("__") or name == "_actor":
+            raise AttributeError(name)
+        if name == "stop":
+            raise AttributeError("trial.study.stop() is not supported inside an objective here (it "
+                                 "runs in a Ray worker): call study.stop() from a callback of "
+                                 "optimize(..., callbacks=[...]), which runs on the driver")
+        if name not in _STUDY_READS:
+            raise AttributeError(
+                f"trial.study.{name} is not available in an objective here: it runs in a Ray "
+                f"worker, and reads only {', '.join(sorted(_STUDY_READS))} of the study "
+                "(use trial.set_user_attr, or the study after optimize; a study created with "
+                "in_process=True runs its objective in the script's process)")
+        if not _STUDY_READS[name]:
+            return ray.get(self._actor.study_read.remote(name))
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return ray.get(self._actor.study_read.remote(name, args, kwargs))
 
         return call
 
@@ -71,10 +103,7 @@ class Trial(_optuna.trial.Trial):
 
     @property
     def study(self) -> Any:  # type: ignore[override]
-        raise AttributeError("trial.study is not available in an objective here: the objective runs "
-                             "in a Ray worker and the study on the driver (use trial.set_user_attr, "
-                             "or read the study after optimize; a study created with "
-                             "in_process=True runs its objective in the script's process)")
+        return _StudyView(self._actor)
 
     @property
     def relative_params(self) -> dict[str, Any]:
