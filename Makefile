@@ -36,9 +36,10 @@ demo: $(STAMP)
 
 LINTED := pipeline searchers cluster tests benchmarks examples
 
-# `make test`: lint, types and every test but the slow tier (~15 min on 2 CPUs).
+# `make test`: lint, types and every test but the slow tier (~14 min on 2 CPUs).
 # `make test-slow`: the slow tier (multi-node clusters, killed processes, storage outages,
-# multi-worker trials; ~17 min). CI (.ci/run) runs both; `make test-all` too.
+# multi-worker trials, single tests of 30 s or more; ~15 min). CI (.ci/run) runs both;
+# `make test-all` too.
 test: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m mypy

@@ -359,6 +359,7 @@ search("after_quiet")
 """
 
 
+@pytest.mark.slow  # a whole script with timed pauses between three searches, ~40 s
 def test_the_next_search_finds_its_workers_started_once_the_script_went_quiet(tmp_path):
     """After a search, the next one's trial workers start (TensorFlow imported) once the
     script goes quiet, so a later ``search()`` does not wait ~9 s for them; while the script

@@ -109,6 +109,7 @@ SHARDS, ROWS, FEATURES = 16, 40_000, 24
 OBJECT_STORE_MB = 76
 
 
+@pytest.mark.slow  # 16 S3 shards past a small object store, ~30 s
 def test_search_streams_s3_shards_larger_than_the_object_store_and_the_driver(tmp_path, s3_server):
     fs, _ = filesystem("s3://x", s3_server)
     bucket = "b-streamed-search"
