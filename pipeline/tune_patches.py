@@ -1,32 +1,52 @@
-"""Where Ray Tune (2.60) loses a trial it could retry, and the correction the runner installs.
+"""Where Ray Tune (2.60) loses a trial it could retry, or waits on a worker nobody needs, and
+the corrections the runner installs.
 
-A reused actor takes its next trial with a ``reset`` task (and a ``restore`` task when the
-trial has a checkpoint) while the trial is still PENDING; Tune marks it RUNNING only once
-they succeed. If the worker dies in that moment (a node lost, a process killed, the OOM
-killer), ``TuneController._process_trial_failure`` retries only RUNNING trials, so the
-PENDING one ends ERROR at once, whatever ``FailureConfig(max_failures)`` says (found by
-``benchmarks/chaos_soak.py``: a trial SIGKILLed as its reused worker took it over was
-lost, 0 epochs run). :func:`install` makes such a failure what it is, the failure of a
-trial that had started: retried from its checkpoint while ``max_failures`` allows.
+**A retried trial.** A reused actor takes its next trial with a ``reset`` task (and a
+``restore`` task when the trial has a checkpoint) while the trial is still PENDING; Tune
+marks it RUNNING only once they succeed. If the worker dies in that moment (a node lost, a
+process killed, the OOM killer), ``TuneController._process_trial_failure`` retries only
+RUNNING trials, so the PENDING one ends ERROR at once, whatever ``FailureConfig(max_failures)``
+says (found by ``benchmarks/chaos_soak.py``: a trial SIGKILLed as its reused worker took it
+over was lost, 0 epochs run). The correction makes such a failure what it is, the failure
+of a trial that had started: retried from its checkpoint while ``max_failures`` allows.
+
+**A run's end.** Tune asks for a trial's actor, and while that actor's process starts
+(seconds: it imports TensorFlow) another trial's actor finishes and, reused, takes the
+trial over. The actor still starting is then asked to end, but an actor ends only once it
+has started, and when the run ends ``TuneController._cleanup_trials`` waits for it, up to
+5 s: a back-to-back search of 3 small trials on 2 CPUs took 13.3 s instead of 9.3 s. The
+correction ends at once, as the run ends, each actor that Tune has already let go of
+and whose creation is still under way: it has run nothing, so nothing is lost.
 
     >>> install(); install()  # idempotent
     >>> from ray.tune.execution.tune_controller import TuneController
     >>> getattr(TuneController._process_trial_failure, "corrected", False)
     True
+    >>> getattr(TuneController._cleanup_trials, "corrected", False)
+    True
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def install() -> None:
-    """Patch ``TuneController._process_trial_failure`` in this process (once)."""
-    from ray.exceptions import RayActorError
+    """Patch ``TuneController`` in this process (once)."""
     from ray.tune.execution.tune_controller import TuneController
+
+    _retry_pending_trials(TuneController)
+    _end_unstarted_actors(TuneController)
+
+
+def _retry_pending_trials(controller: Any) -> None:
+    from ray.exceptions import RayActorError
     from ray.tune.experiment import Trial
 
-    original = TuneController._process_trial_failure
+    original = controller._process_trial_failure
     if getattr(original, "corrected", False):
         return
 
@@ -39,4 +59,46 @@ def install() -> None:
         original(self, trial, exception)
 
     _process_trial_failure.corrected = True  # type: ignore[attr-defined]
-    TuneController._process_trial_failure = _process_trial_failure  # type: ignore[method-assign]
+    controller._process_trial_failure = _process_trial_failure
+
+
+def _end_unstarted_actors(controller: Any) -> None:
+    original = controller._cleanup_trials
+    if getattr(original, "corrected", False):
+        return
+
+    def _cleanup_trials(self: Any) -> None:
+        try:
+            for ray_actor in _let_go_while_starting(self):
+                _kill(ray_actor)
+        except Exception:  # noqa: BLE001 - Tune's own cleanup below ends them anyway, later
+            log.debug("ending the actors still starting failed", exc_info=True)
+        original(self)
+
+    _cleanup_trials.corrected = True  # type: ignore[attr-defined]
+    controller._cleanup_trials = _cleanup_trials
+
+
+def _let_go_while_starting(tune_controller: Any) -> list[Any]:
+    """The actors Tune asked to end (no trial holds them) whose creation is still under way."""
+    from ray._private import state
+
+    manager = tune_controller._actor_manager
+    live = manager._live_actors_to_ray_actors_resources
+    held = set(tune_controller._actor_to_trial)
+    starting = []
+    for tracked in list(tune_controller._stopping_actors):
+        if tracked in held or tracked not in live:
+            continue
+        ray_actor = live[tracked][0]
+        info = state.actors(actor_id=ray_actor._actor_id.hex())
+        if info and info.get("State") in ("DEPENDENCIES_UNREADY", "PENDING_CREATION"):
+            starting.append(ray_actor)
+    return starting
+
+
+def _kill(ray_actor: Any) -> None:
+    import ray
+
+    # Tune's stop request for it then fails, which Tune takes as the actor having ended
+    ray.kill(ray_actor, no_restart=True)

@@ -464,6 +464,57 @@ def test_a_trial_whose_reused_worker_dies_as_it_takes_the_trial_is_retried(ray_s
     assert grid.num_errors == 0, [r.error for r in grid if r.error]
 
 
+def test_a_run_ends_without_waiting_for_a_worker_no_trial_needs(ray_session, tmp_path):
+    """Tune asks for two actors; the first starts at once and, reused, runs every trial
+    while the second is still starting (here: 20 s, as a worker importing TensorFlow beside
+    busy ones takes seconds). The run then waited for that second actor to start only to
+    end it (up to 10 s); now it ends it as the run ends (pipeline.tune_patches). Real Tune."""
+    import os
+    import time
+
+    from ray import tune
+
+    from pipeline import tune_patches
+
+    first = tmp_path / "first"
+
+    class Trainable(tune.Trainable):
+        def setup(self, config):
+            try:  # the first actor to start is quick, any other slow
+                os.close(os.open(first, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                (tmp_path / f"slow-{os.getpid()}").touch()
+                time.sleep(20)
+            self.x = config["x"]
+
+        def step(self):
+            return {"score": self.x, "done": True}
+
+        def reset_config(self, new_config):
+            self.x = new_config["x"]
+            return True
+
+        def save_checkpoint(self, checkpoint_dir):
+            return None
+
+        def load_checkpoint(self, checkpoint):
+            pass
+
+    tune_patches.install()
+    tuner = tune.Tuner(
+        tune.with_resources(Trainable, {"cpu": 1}),
+        param_space={"x": tune.grid_search([1, 2, 3])},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=2),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "results"), verbose=0),
+    )
+    start = time.monotonic()
+    grid = tuner.fit()
+    took = time.monotonic() - start
+    assert sorted(r.metrics["score"] for r in grid) == [1, 2, 3]
+    assert list(tmp_path.glob("slow-*")), "no second actor was started: nothing was tested"
+    assert took < 8, f"the run waited for the actor still starting: {took:.1f} s"
+
+
 def test_trial_session_freezes_the_worker_heap_once():
     """Every door's trial start (trial_session) leaves what the worker imported out of later
     garbage collections, once per process: a user's clear_session() before each build then
