@@ -282,6 +282,43 @@ def test_a_front_doors_ray_ends_with_the_script_without_waiting_for_its_monitor(
     assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+_LAST_LINES = """
+import ray
+from pipeline.compat import optuna
+
+def objective(trial):
+    x = trial.suggest_float("x", 0.0, 1.0)
+    print(f"trial {trial.number} says goodbye", flush=True)
+    return x
+
+study = optuna.create_study()
+study.optimize(objective, n_trials=2, n_jobs=1)
+
+@ray.remote
+def last_words():  # the script's own task on the front door's Ray: it prints just after
+    import threading  # it returns, as the script ends
+    threading.Timer(0.15, lambda: print("the task's last line", flush=True)).start()
+    return 1
+
+ray.get(last_words.remote())
+# the script ends here: what the workers printed last must still reach the console
+"""
+
+
+def test_a_script_ending_at_once_still_shows_its_workers_last_lines(tmp_path):
+    """Ray's exit hook sleeps 0.5 s before ending a script's Ray, so that the workers' last
+    lines reach the console; the front door's Ray ends with its own hook
+    (cluster.connect._exit_ray), which gives each line that grace from when it was
+    written, not from the exit. A script that ends as its last task returns must still
+    show that task's line (and the trials' lines); no error at exit."""
+    proc = _run_script(tmp_path, _LAST_LINES)
+    out = proc.stdout + proc.stderr
+    assert "the task's last line" in out, out[-3000:]
+    for n in range(2):
+        assert f"trial {n} says goodbye" in out, out[-3000:]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
+
+
 _FINALIZERS = """
 import weakref
 from cluster.prewarm import setup_worker
