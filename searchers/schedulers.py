@@ -38,12 +38,34 @@ def _stops_paused_trials_for_good(cls):
     return Scheduler
 
 
-def _hyperband(spec, space):
+def hyperband_scheduler(**options):
+    """Ray Tune's synchronous ``HyperBandScheduler`` with ``options``, corrected twice.
+
+    Besides :func:`_stops_paused_trials_for_good`: Ray 2.60 stops the trials a bracket
+    paused at its last milestone only when the bracket is processed after a result. A
+    trial that ends on its own (its last result marked done) is removed instead, and a
+    removal that leaves the bracket finished processes nothing, so a trial paused at
+    ``max_t`` beside it stayed PAUSED and the run never ended (seen in CI: HyperBand, 4
+    trials of 3 epochs, the run still stepping after 8 minutes with no trial running).
+    Here such a removal stops them as the bracket's processing would have: they have no
+    epochs left to run.
+    """
     from ray.tune.schedulers import HyperBandScheduler
 
+    class HyperBand(_stops_paused_trials_for_good(HyperBandScheduler)):  # type: ignore[misc]
+        def on_trial_remove(self, tune_controller, trial):
+            super().on_trial_remove(tune_controller, trial)
+            bracket = self._trial_info[trial][0]
+            if bracket.finished():
+                bracket.cleanup_full(tune_controller)  # stops the trials it paused
+
+    HyperBand.__name__ = HyperBand.__qualname__ = "HyperBandScheduler"
+    return HyperBand(**options)
+
+
+def _hyperband(spec, space):
     opts = {"reduction_factor": 3, **spec.scheduler.options}
-    return _stops_paused_trials_for_good(HyperBandScheduler)(
-        time_attr=_TIME, max_t=spec.training.epochs, **opts)
+    return hyperband_scheduler(time_attr=_TIME, max_t=spec.training.epochs, **opts)
 
 
 def _median(spec, space):

@@ -515,6 +515,69 @@ def test_a_run_ends_without_waiting_for_a_worker_no_trial_needs(ray_session, tmp
     assert took < 8, f"the run waited for the actor still starting: {took:.1f} s"
 
 
+def test_hyperband_ends_a_trial_paused_at_max_t_when_the_other_one_ends_on_its_own(
+        ray_session, tmp_path):
+    """Two trials in one HyperBand bracket (max_t 3, no halving): the first reaches epoch 3
+    and is paused to wait for the second, which then ends on its own (its last result
+    marked done). Ray 2.60 processed nothing on that removal, so the first stayed PAUSED
+    and the run never ended (a CI hang); the pipeline's HyperBand stops it
+    (searchers.schedulers.hyperband_scheduler). Real Tune; the order is forced with files."""
+    import time
+
+    from ray import tune
+    from ray.tune.stopper import TimeoutStopper
+
+    from searchers.schedulers import hyperband_scheduler
+
+    paused = tmp_path / "paused"
+
+    class Trainable(tune.Trainable):
+        def setup(self, config):
+            self.x, self.epoch = config["x"], 0
+
+        def step(self):
+            self.epoch += 1
+            if self.x == 2 and self.epoch == 3:  # ends on its own once the other waits
+                deadline = time.monotonic() + 60
+                while not paused.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                return {"score": self.x, "done": True}
+            if self.x == 1 and self.epoch == 3:
+                return {"score": self.x}  # HyperBand pauses it at the milestone
+            time.sleep(0.2 if self.x == 2 else 0.0)
+            return {"score": self.x}
+
+        def reset_config(self, new_config):
+            self.x, self.epoch = new_config["x"], 0
+            return True
+
+        def save_checkpoint(self, checkpoint_dir):
+            if self.epoch == 3:
+                paused.touch()  # Tune saves a trial it pauses
+            return {"epoch": self.epoch}
+
+        def load_checkpoint(self, checkpoint):
+            self.epoch = checkpoint["epoch"]
+
+    tuner = tune.Tuner(
+        tune.with_resources(Trainable, {"cpu": 1}),
+        param_space={"x": tune.grid_search([1, 2])},
+        tune_config=tune.TuneConfig(
+            metric="score", mode="max", reuse_actors=True,
+            scheduler=hyperband_scheduler(time_attr="training_iteration", max_t=3,
+                                          reduction_factor=3)),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "results"), verbose=0,
+                                  stop=TimeoutStopper(90)),
+    )
+    start = time.monotonic()
+    grid = tuner.fit()
+    took = time.monotonic() - start
+    assert paused.exists(), "the first trial was never paused: nothing was tested"
+    assert took < 60, f"the run waited on the paused trial until the stopper: {took:.0f} s"
+    assert sorted(r.metrics["training_iteration"] for r in grid) == [3, 3]
+    assert grid.num_errors == 0
+
+
 def test_trial_session_freezes_the_worker_heap_once():
     """Every door's trial start (trial_session) leaves what the worker imported out of later
     garbage collections, once per process: a user's clear_session() before each build then
