@@ -83,6 +83,17 @@ def idle_for_no_trial(p):  # a Ray worker process, but not one for Tune's trial 
 
 print("idle workers for no trial:",
       sum(map(idle_for_no_trial, psutil.Process().children(recursive=True))), flush=True)
+
+def ray_scripts():  # the Python programs of Ray's own processes (head and node)
+    names = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            names.update(os.path.basename(a) for a in p.cmdline() if a.endswith(".py"))
+        except psutil.Error:
+            pass
+    return " ".join(sorted(names))
+
+print("ray's processes:", ray_scripts(), flush=True)
 print("search at", time.time(), os.getpid(), flush=True)
 tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
 """
@@ -98,6 +109,11 @@ def test_front_door_trials_run_in_workers_started_before_search(tmp_path):
     assert "up before the tuner: True" in proc.stdout  # the import started it
     # and only the trials' workers: none of the idle ones Ray starts for a driver's tasks
     assert "idle workers for no trial: 0" in proc.stdout, proc.stdout
+    # a lean head (cluster.connect._lean_head): neither the autoscaler monitor nor the
+    # dashboard server; the log monitor, which brings the workers' lines to the console, is there
+    scripts = proc.stdout.split("ray's processes:", 1)[1].splitlines()[0].split()
+    assert "log_monitor.py" in scripts and "dashboard.py" not in scripts, scripts
+    assert "monitor.py" not in scripts, scripts
     called, driver = proc.stdout.split("search at", 1)[1].split()[:2]
     trials = [line.split() for line in (tmp_path / "trials.txt").read_text().splitlines()]
     workers = {(pid, float(start)) for pid, start in trials if pid != driver}
@@ -236,7 +252,7 @@ def test_optuna_door_trials_run_in_workers_started_before_optimize(tmp_path, ker
 _ENDS = """
 import json, os, sys, time
 import ray
-from pipeline.compat import optuna
+START
 
 deadline = time.time() + 120
 while not ray.is_initialized() and time.time() < deadline:
@@ -247,6 +263,7 @@ import psutil  # Ray's copy
 from ray._private import worker
 ours = {t: [i.process for i in infos] for t, infos in worker._global_node.all_processes.items()}
 print("pids", json.dumps([p.pid for p in psutil.Process().children(recursive=True)]), flush=True)
+print("has a monitor:", "monitor" in ours, flush=True)
 if EXPLICIT:
     from cluster.connect import end_monitor
     end_monitor()
@@ -258,8 +275,9 @@ if EXPLICIT:
 @pytest.mark.parametrize("explicit", [True, False], ids=["end_monitor", "at-exit"])
 def test_a_front_doors_ray_ends_with_the_script_without_waiting_for_its_monitor(tmp_path, explicit):
     """Ray gives each of its processes up to 1 s to exit on SIGTERM, and its autoscaler
-    monitor takes all of it: the front door's Ray ends the monitor at once (SIGKILL) and
-    the rest as Ray does, before Ray's own exit hook. Nothing of that Ray outlives the script."""
+    monitor takes all of it: ``end_monitor`` ends a monitor at once (SIGKILL) and leaves the
+    rest to Ray's shutdown. The front door's Ray has no monitor (cluster.connect._lean_head)
+    and ends before Ray's own exit hook. Nothing of either Ray outlives the script."""
     import json
     import time
 
@@ -269,9 +287,14 @@ def test_a_front_doors_ray_ends_with_the_script_without_waiting_for_its_monitor(
         except OSError:
             return False
 
-    proc = _run_script(tmp_path, _ENDS.replace("EXPLICIT", str(explicit)))
+    # Ray started as Ray starts it (its autoscaler monitor included), or the front door's
+    # lean start (no monitor; a script that calls ray.init itself would not get it)
+    start = ('ray.init(include_dashboard=False, dashboard_port=0, logging_level="WARNING")'
+             if explicit else "from pipeline.compat import optuna")
+    proc = _run_script(tmp_path, _ENDS.replace("EXPLICIT", str(explicit)).replace("START", start))
     pids = json.loads(proc.stdout.split("pids ", 1)[1].splitlines()[0])
-    assert len(pids) >= 5, proc.stdout  # gcs, raylet, monitor, log monitor, agents, workers
+    assert len(pids) >= 5, proc.stdout  # gcs, raylet, (monitor,) log monitor, agents, workers
+    assert f"has a monitor: {explicit}" in proc.stdout
     if explicit:
         assert "monitor [-9] the rest alive True" in proc.stdout
     deadline = time.time() + 20
