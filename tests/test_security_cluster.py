@@ -179,11 +179,16 @@ def test_ray_address_does_not_redirect_the_checked_address(cluster, project, squ
 
 
 _LEAN_RAY_SCRIPT = """
-import os, pathlib, time
+import contextlib, os, pathlib, sys, time
 import ray
-from cluster.connect import ray_session
+from cluster.connect import NO_DASHBOARD, ray_session
 
-with ray_session():  # what `run` and the front doors start on a laptop
+if sys.argv[1] == "ray_session":  # what `run` and the front doors start on a laptop
+    start = ray_session()
+else:  # Ray's own start with the pipeline's arguments (as the tests' session Ray)
+    ray.init(include_dashboard=False, **NO_DASHBOARD, logging_level="WARNING")
+    start = contextlib.nullcontext()
+with start:
     @ray.remote(max_retries=0)
     def die():
         os._exit(1)
@@ -194,7 +199,11 @@ with ray_session():  # what `run` and the front doors start on a laptop
         pass
     session = pathlib.Path(ray._private.worker._global_node.get_session_dir_path())
     events, agent = session / "logs" / "events", session / "logs" / "dashboard_agent.log"
-    deadline = time.monotonic() + 60
+    recorded = ray.experimental.internal_kv._internal_kv_get(  # where the agent sends events
+        ray._private.ray_constants.DASHBOARD_ADDRESS,
+        namespace=ray._private.ray_constants.KV_NAMESPACE_DASHBOARD)
+    print("DASHBOARD_RECORDED", recorded)
+    deadline = time.monotonic() + (60 if recorded else 15)
     while time.monotonic() < deadline:  # until the agent has tried to send the event
         if "Report event" in (agent.read_text() if agent.exists() else ""):
             break
@@ -205,16 +214,25 @@ with ray_session():  # what `run` and the front doors start on a laptop
 """
 
 
-def test_lean_local_ray_sends_no_event_and_no_token_to_port_8265(tmp_path, squatter):
+@pytest.mark.parametrize("start", ["ray_session", "ray.init"])
+def test_lean_local_ray_sends_no_event_and_no_token_to_port_8265(tmp_path, squatter, start):
     """A Ray started without dashboard records 127.0.0.1:8265 as its dashboard, and its
     node agent posts cluster events there with the token (seen in CI: a worker death in
-    the test session's Ray went to this squatter). Ours records port 0 instead."""
+    the test session's Ray went to this squatter). Ray's own start with our arguments
+    (the tests' session Ray) records port 0 instead, and the agent's attempt goes nowhere;
+    the pipeline's start (cluster.connect._lean_head) has no dashboard server at all, so
+    nothing is recorded and the agent has nowhere to send."""
     env = {**_clean_env(), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", _LEAN_RAY_SCRIPT], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-c", _LEAN_RAY_SCRIPT, start], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "WORKER_FAILURE_EVENT True" in proc.stdout, proc.stdout  # there was an event to send
-    assert "AGENT_TRIED True" in proc.stdout, proc.stdout  # and the agent tried to send it
+    if start == "ray.init":
+        assert "DASHBOARD_RECORDED b'127.0.0.1:0'" in proc.stdout, proc.stdout
+        assert "AGENT_TRIED True" in proc.stdout, proc.stdout  # and the agent tried to send it
+    else:
+        assert "DASHBOARD_RECORDED None" in proc.stdout, proc.stdout
+        assert "AGENT_TRIED False" in proc.stdout, proc.stdout
     assert squatter.seen == [], squatter.seen
 
 
