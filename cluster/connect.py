@@ -285,11 +285,11 @@ def _lean_head() -> Iterator[None]:
     - The dashboard server: without the dashboard (``include_dashboard=False``) Ray still
       starts it, with only its usage-statistics module, and ``ray.init`` waits until it is up.
 
-    Each is a Python process of ~0.4-0.8 s of CPU; ``ray.init`` took 1.5 s instead of
-    2.4-3.4 s on an idle 2-CPU machine, and a front door's Ray, which starts while the script
-    imports Keras, is up sooner, so its trial workers are too. Ray has no option for either:
-    its ``Node`` methods that start them do nothing during the start. Where Ray's internals
-    differ, Ray starts as usual.
+    Each is a Python process of ~0.4-0.8 s of CPU; ``ray.init`` took 1.6 s instead of 3.5 s
+    on an idle 2-CPU machine (medians, ``benchmarks/ray_start.py``), and a front door's Ray,
+    which starts while the script imports Keras, is up sooner, so its trial workers are too.
+    Ray has no option for either: its ``Node`` methods that start them do nothing during the
+    start. Where Ray's internals differ, Ray starts as usual.
     """
     try:
         from ray._private.node import Node
