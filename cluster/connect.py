@@ -14,6 +14,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from pipeline.worker_park import WorkerPark
+
 REACH_TIMEOUT_S = 10.0
 
 
@@ -419,10 +421,13 @@ class EarlyStart:
         tensorflow = warm is not None if warm_env is None else warm_env
         self._warm_env = None if warm is None else "tensorflow" if tensorflow else "tune"
         self.error: BaseException | None = None
+        self._node_id: str | None = None  # of the Ray this start began (that Ray's own id)
         self._forgone = False
         self._ready, self._stop = threading.Event(), threading.Event()
         self._prestarted = threading.Lock()
         self._thread: threading.Thread | None = None
+        # the trial actors a search leaves for the next one (a Ray of this start's own only)
+        self.park = WorkerPark()
         if ray.is_initialized():
             self._ready.set()
             return
@@ -481,6 +486,26 @@ class EarlyStart:
         return early
 
     @classmethod
+    def kept(cls) -> "EarlyStart | None":
+        """The start a front door kept after its search (:meth:`keep`), taken over by a session
+        that came without one (a second ``optimize`` of a study, a second ``search`` of a
+        tuner, a spec run after them): it then has the parked trial workers and keeps Ray for
+        the next. None while no Ray of a start is up and kept."""
+        import ray
+
+        early = cls._unclaimed
+        if early is None or not (early.owned and early._ready.is_set() and early.error is None
+                                 and ray.is_initialized()):
+            return None
+        cls._unclaimed = None
+        early._end_watch()
+        if ray.get_runtime_context().get_node_id() != early._node_id:
+            early._stop.set()  # its Ray was shut down and another began: nothing of it is left
+            early._thread = None
+            return None
+        return early
+
+    @classmethod
     def forgo(cls) -> None:
         """No tuner or study of this process will use the start its import began (one that
         runs its trials in the script's process): it ends, once up if still starting, and
@@ -502,14 +527,20 @@ class EarlyStart:
             return  # nothing asked, or asked already
         from cluster.prewarm import prestart
 
-        prestart(*warm, helpers=self.helpers)
+        trials, cpu_per_trial = warm
+        if len(self.park):  # the last search's actors, TensorFlow imported, wait for these trials
+            trials = 0
+        prestart(trials, cpu_per_trial, helpers=self.helpers)
 
     def _run(self) -> None:
+        import ray
+
         quiet = _NotMainThread()
         logger = logging.getLogger("ray._private.worker")
         logger.addFilter(quiet)
         try:
             _init(self.address, dashboard=False, warm=self._warm_env)
+            self._node_id = ray.get_runtime_context().get_node_id()
             self._prestart()
         except BaseException as exc:  # noqa: BLE001 - raised again in the user's thread
             self.error = exc
@@ -592,7 +623,8 @@ class EarlyStart:
             if EarlyStart._unclaimed is not self or not ray.is_initialized():
                 return  # claimed by the next tuner or study (which asks for its workers), or gone
             now = time.process_time()
-            busy = now - last >= self.QUIET_SHARE * self.QUIET_POLL_S or EarlyStart._sessions
+            # parked actors (until their park releases them) are the next search's workers
+            busy = now - last >= self.QUIET_SHARE * self.QUIET_POLL_S or EarlyStart._sessions or len(self.park)
             quiet, last = 0 if busy else quiet + 1, now
             if quiet >= self.QUIET_POLLS:
                 with EarlyStart._watch_lock:
@@ -603,6 +635,7 @@ class EarlyStart:
 
     def stop(self) -> None:
         self._end_watch()
+        self.park.release()
         if self._thread is not None:
             _shutdown()
             self._stop.set()
@@ -634,10 +667,13 @@ def ray_session(address: str | None = None, *, dashboard: bool = False,
 def _session(address: str | None, dashboard: bool, early: EarlyStart | None) -> Iterator[None]:
     import ray
 
+    if early is None or not early.owned:
+        early = EarlyStart.kept() or early  # a front door's Ray, kept after its last search
     if early is not None and early.owned:
         early.wait()  # a failed start raises here, and then owns nothing
         try:
-            yield
+            with early.park.active():  # the search's last actors stay for the next one's trials
+                yield
         finally:
             early.keep()
         return

@@ -133,6 +133,10 @@ def stored_checkpoints_only(trainable: Any) -> Any:
     base = wrap_function(trainable)
 
     class _StoredCheckpointsOnly(base):  # type: ignore[misc, valid-type]
+        # every such class differs only in its trial function: a run may take over another
+        # run's actor by giving it its own (pipeline.worker_park)
+        swappable_function = True
+
         def restore(self, checkpoint_path):
             return super().restore(_still_stored(checkpoint_path, self.trial_id))
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipeline import worker_park
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,7 @@ def install() -> None:
 
     _retry_pending_trials(TuneController)
     _end_unstarted_actors(TuneController)
+    worker_park.install(TuneController)  # inert unless the run's session has a park
 
 
 def _retry_pending_trials(controller: Any) -> None:

@@ -442,3 +442,53 @@ def test_the_next_search_finds_its_workers_started_once_the_script_went_quiet(tm
     assert all(start > called["after_busy"] - 1.5 for _, start in busy), (called, busy)
     assert all(start < called["after_quiet"] - 4 for _, start in quiet), (called, quiet)
 
+
+
+_BACK_TO_BACK = """
+import os, time
+import numpy as np
+from pipeline.compat import keras_tuner as kt
+from pipeline.compat import optuna
+import keras
+
+def build_for(search):
+    def build(hp):
+        with open(os.path.abspath(f"trials-{search}.txt"), "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Choice("u", [4, 8])),
+                                  keras.layers.Dense(2, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+    return build
+
+x = np.random.default_rng(0).random((64, 4)).astype("float32")
+y = (x[:, 0] > 0.5).astype("int64")
+for search in range(2):
+    tuner = kt.RandomSearch(build_for(search), objective="val_accuracy", max_trials=2, seed=search,
+                            directory="kt", project_name=f"p{search}")
+    tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
+
+def objective(trial):
+    with open(os.path.abspath(f"trials-{2 + trial.number // 3}.txt"), "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    return trial.suggest_float("x", 0.0, 1.0)
+
+study = optuna.create_study(direction="maximize")
+for _ in range(2):  # the same study, twice
+    study.optimize(objective, n_trials=3)
+print("trials", len(study.trials), flush=True)
+"""
+
+
+def test_back_to_back_searches_run_in_the_first_searchs_workers(tmp_path):
+    """Searches one after another in a script (two KerasTuner-door tuners, then one Optuna
+    study optimizing twice): each search after the first runs its trials in worker
+    processes of the search before (pipeline.worker_park), instead of new ones that import
+    TensorFlow again (~7 s each on 2 CPUs)."""
+    proc = _run_script(tmp_path, _BACK_TO_BACK)
+    assert "trials 6" in proc.stdout
+    pids = [set((tmp_path / f"trials-{i}.txt").read_text().split()) for i in range(4)]
+    assert all(pids), pids
+    for before, after in zip(pids, pids[1:]):
+        assert after & before, pids  # a worker of the search before took this search's trials
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
