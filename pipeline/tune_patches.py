@@ -18,6 +18,10 @@ has started, and when the run ends ``TuneController._cleanup_trials`` waits for 
 correction ends at once, as the run ends, each actor that Tune has already let go of
 and whose creation is still under way: it has run nothing, so nothing is lost.
 
+**A run's last actors.** Tune ends them with the run; in a front door's session they are
+parked for the next run instead (:mod:`pipeline.worker_park`, whose hooks this installs
+too; they do nothing where no park is active).
+
     >>> install(); install()  # idempotent
     >>> from ray.tune.execution.tune_controller import TuneController
     >>> getattr(TuneController._process_trial_failure, "corrected", False)
