@@ -473,6 +473,9 @@ class EarlyStart:
             if not ray.is_initialized():  # the script shut Ray down since
                 early.stop()
                 early = None
+            elif early._replaced():  # ... and started another: nothing of this start is left
+                early._forget()
+                early = None
         if early is None or not early.owned:
             return cls(address, warm, warm_env=warm_env, helpers=helpers)
         if address is not None and address != os.environ.get("RAY_ADDRESS"):
@@ -499,11 +502,24 @@ class EarlyStart:
             return None
         cls._unclaimed = None
         early._end_watch()
-        if ray.get_runtime_context().get_node_id() != early._node_id:
-            early._stop.set()  # its Ray was shut down and another began: nothing of it is left
-            early._thread = None
+        if early._replaced():  # its Ray was shut down and another began
+            early._forget()
             return None
         return early
+
+    def _replaced(self) -> bool:
+        """The Ray up now is not the one this start began (the script shut that one down and
+        called ``ray.init``): ending it would end the script's own."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id() != self._node_id
+
+    def _forget(self) -> None:
+        """Drop a start whose Ray is gone without touching the Ray up now."""
+        self._end_watch()
+        self._stop.set()  # its thread ends; only a forgone start shuts Ray down there
+        self._thread = None
+        self.park.forget()  # handles of the old Ray: nothing of it to end in this one
 
     @classmethod
     def forgo(cls) -> None:

@@ -18,8 +18,14 @@ trials are all functions made trainable the same way
 next run's function, all it needs is that function. Everything else keeps Tune's
 behaviour:
 
-* Nothing is parked without an active park (:meth:`WorkerPark.active`): a spec's run, a
-  cluster that others use, a Ray the script started itself.
+* Nothing is parked without an active park (:meth:`WorkerPark.active`): a cluster that
+  others use, a Ray the script started itself, ``python -m pipeline run``. (A spec run
+  that a script makes on a front door's Ray after a search does take part.)
+* Only an idle actor is parked: that of a trial that ended on its own or by its scheduler,
+  once the search has no trial left to start. One still training (a run stopped by its time
+  budget, a stopper, an interrupt) is ended as before.
+* Trials with GPUs are not parked: TensorFlow in the worker holds the GPU's memory, which
+  the script's own models (``get_best_models``) need right after the search.
 * A trial that needs resources no parked actor has releases the whole park first, so a
   parked actor never holds what a new actor waits for; so does a trial of a Tune run
   without a park (the script's own ``tune.Tuner``) in the same process.
@@ -63,6 +69,15 @@ KEEP_ENV = "PIPELINE_KEEP_WORKERS_S"
 _PARKS: "weakref.WeakSet[WorkerPark]" = weakref.WeakSet()
 
 
+def _keep_from_env() -> float:
+    raw = os.environ.get(KEEP_ENV, "10")
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{KEEP_ENV} must be a number of seconds (0: keep no trial workers "
+                         f"after a search), not {raw!r}") from None
+
+
 def current() -> "WorkerPark | None":
     """The park of the Tune run under way in this thread, if its session has one."""
     return _CURRENT.get()
@@ -87,7 +102,7 @@ class WorkerPark:
     """The parked trial actors of one Ray session (see the module's docstring)."""
 
     def __init__(self, keep_s: float | None = None):
-        self.keep_s = float(os.environ.get(KEEP_ENV, 10.0)) if keep_s is None else keep_s
+        self.keep_s = _keep_from_env() if keep_s is None else keep_s
         self._lock = threading.Lock()
         self._parked: list[_Parked] = []
         self._timer: threading.Timer | None = None
@@ -144,7 +159,14 @@ class WorkerPark:
             _end(p)
         return len(parked)
 
+    def forget(self) -> None:
+        """Drop every entry without ending it: their Ray is gone (another one is up now)."""
+        self._cancel_timer()
+        with self._lock:
+            self._parked = []
+
     def _arm_timer(self) -> None:
+        self._cancel_timer()
         with self._lock:
             if not self._parked:
                 return
@@ -174,15 +196,21 @@ def _end(parked: _Parked) -> None:
         return
     try:
         ray.kill(parked.ray_actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - gone already
+        log.debug("ending a parked trial actor failed", exc_info=True)
+    try:
         remove_placement_group(parked.acquired.placement_group)
     except Exception:  # noqa: BLE001 - gone with its Ray already
-        log.debug("ending a parked trial actor failed", exc_info=True)
+        log.debug("removing a parked actor's placement group failed", exc_info=True)
 
 
 def _swappable(trainable_cls: Any, request: Any) -> bool:
-    """A trial whose actor may be parked or adopted: one-bundle, and a function trainable made
-    by :func:`pipeline.checkpoints.stored_checkpoints_only` (the same class shape every run)."""
-    return bool(getattr(trainable_cls, "swappable_function", False)) and len(request.bundles) == 1
+    """A trial whose actor may be parked or adopted: one bundle without GPUs, and a function
+    trainable made by :func:`pipeline.checkpoints.stored_checkpoints_only` (the same class
+    shape every run)."""
+    bundles = request.bundles
+    return (bool(getattr(trainable_cls, "swappable_function", False)) and len(bundles) == 1
+            and not bundles[0].get("GPU", 0))
 
 
 # --- Ray Tune (2.60) TuneController hooks, inert without an active park ---------------------
@@ -191,8 +219,29 @@ def _swappable(trainable_cls: Any, request: Any) -> bool:
 def install(controller: Any) -> None:
     """Hook ``TuneController`` (the class) once: park where Tune would end a reusable actor,
     adopt where Tune looks for a cached one."""
+    _note_busy_actors(controller)
     _park_instead_of_ending(controller)
     _adopt_before_new_actor(controller)
+
+
+def _note_busy_actors(controller: Any) -> None:
+    """Which actors have a task under way as Tune stops their trial (a running trial stopped
+    with its run): Tune forgets the task, but the actor still runs it, so it is not parked."""
+    original = controller._schedule_trial_stop
+    if getattr(original, "notes_busy", False):
+        return
+
+    def _schedule_trial_stop(self: Any, trial: Any, exception: Any = None) -> None:
+        tracked = self._trial_to_actor.get(trial)
+        if tracked is not None:  # for _park, below: a busy actor is ended, not parked
+            manager = self._actor_manager  # its futures of the actor, resolved ones included
+            pending = manager._actor_task_events._tracked_futures  # the unresolved ones
+            tracked.pipeline_busy = any(
+                f in pending for f in manager._tracked_actors_to_task_futures.get(tracked, ()))
+        original(self, trial, exception)
+
+    _schedule_trial_stop.notes_busy = True  # type: ignore[attr-defined]
+    controller._schedule_trial_stop = _schedule_trial_stop
 
 
 def _park_instead_of_ending(controller: Any) -> None:
@@ -204,8 +253,9 @@ def _park_instead_of_ending(controller: Any) -> None:
         if original(self, trial):
             return True
         park = current()
-        if park is None or not self._reuse_actors:
-            return False
+        if (park is None or not self._reuse_actors or not self._search_alg.is_finished()
+                or self._staged_trials):
+            return False  # Tune ends it: a trial of this run may still want it
         try:
             return _park(self, trial, park)
         except Exception:  # noqa: BLE001 - Tune ends the actor, as without a park
@@ -222,6 +272,7 @@ def _park(tune_controller: Any, trial: Any, park: WorkerPark) -> bool:
     request = trial.placement_group_factory
     if (tracked is None or not manager.is_actor_started(tracked) or manager.is_actor_failed(tracked)
             or tracked not in tune_controller._started_actors
+            or getattr(tracked, "pipeline_busy", False)
             or not _swappable(trial.get_trainable_cls(), request)):
         return False
     ray_actor, acquired = manager._live_actors_to_ray_actors_resources.pop(tracked)
@@ -234,7 +285,7 @@ def _park(tune_controller: Any, trial: Any, park: WorkerPark) -> bool:
     tune_controller._actor_to_trial.pop(tracked)
     tune_controller._started_actors.discard(tracked)
     trial.set_ray_actor(None)
-    park.put(ray_actor, acquired, request)
+    park.put(ray_actor, acquired, acquired.resource_request)
     log.debug("parked the actor of trial %s", trial)
     return True
 
@@ -280,12 +331,17 @@ def _lend(tune_controller: Any, trial: Any, park: WorkerPark) -> None:
     manager = tune_controller._actor_manager
     resources = manager._resource_manager
     pg = parked.acquired.placement_group
-    resources._acquired_pgs.add(pg)
-    resources._pg_to_request[pg] = parked.request
-    tracked = TrackedActor(uuid.uuid4().int, on_start=tune_controller._actor_started,
-                           on_stop=tune_controller._actor_stopped, on_error=tune_controller._actor_failed)
-    manager._live_actors_to_ray_actors_resources[tracked] = (parked.ray_actor, parked.acquired)
-    manager._live_resource_cache = None
+    try:
+        tracked = TrackedActor(uuid.uuid4().int, on_start=tune_controller._actor_started,
+                               on_stop=tune_controller._actor_stopped,
+                               on_error=tune_controller._actor_failed)
+        resources._acquired_pgs.add(pg)
+        resources._pg_to_request[pg] = parked.request
+        manager._live_actors_to_ray_actors_resources[tracked] = (parked.ray_actor, parked.acquired)
+        manager._live_resource_cache = None
+    except Exception:
+        _end(parked)  # out of the park and in no run: nobody else would end it
+        raise
     if not tune_controller._actor_cache.cache_object(request, tracked):
         tune_controller._remove_actor(tracked_actor=tracked)  # Tune ends it, as any actor it let go
     else:

@@ -158,3 +158,52 @@ def test_keep_zero_parks_nothing(ray_session, tmp_path, monkeypatch, keep):
         statuses, _, _ = _run(tmp_path, "none")
     assert statuses == ["TERMINATED"] * 4
     assert len(park) == 0
+
+
+def _slow_trial(config):  # reports every 0.2 s for a minute: running when its run is stopped
+    from ray import tune
+
+    for step in range(300):
+        time.sleep(0.2)
+        tune.report({"score": float(step)})
+
+
+def test_a_trial_stopped_while_it_trains_is_not_parked(ray_session, tmp_path):
+    """A run stopped by its time budget stops its running trials while their actors are
+    still training: such an actor is ended, as before, not parked (the next run's trial
+    would wait behind the training it still does)."""
+    from pipeline.runner import run
+    from pipeline.spec import parse_spec
+
+    raw = _spec(tmp_path, "budget", trials=2).model_dump(mode="json", exclude_none=True)
+    raw["search"]["time_budget_s"] = 4
+    park = WorkerPark(keep_s=120)
+    try:
+        with park.active():
+            results = run(parse_spec(raw, source="test"), trainable=_slow_trial, progress=False)
+        assert set(results.dataframe()["status"]) == {"TERMINATED"}
+        assert len(park) == 0
+    finally:
+        park.release()
+    assert _free_cpus(ray_session, 2) == 2
+
+
+def test_only_cpu_trials_of_the_pipelines_trainables_are_parked():
+    from ray import tune
+
+    class Swappable:
+        swappable_function = True
+
+    from pipeline.worker_park import _swappable
+
+    cpu = tune.PlacementGroupFactory([{"CPU": 1}])
+    assert _swappable(Swappable, cpu)
+    assert not _swappable(Swappable, tune.PlacementGroupFactory([{"CPU": 1, "GPU": 0.5}]))
+    assert not _swappable(Swappable, tune.PlacementGroupFactory([{"CPU": 1}, {"CPU": 1}]))
+    assert not _swappable(object, cpu)
+
+
+def test_a_malformed_keep_time_names_the_variable(monkeypatch):
+    monkeypatch.setenv("PIPELINE_KEEP_WORKERS_S", "ten")
+    with pytest.raises(ValueError, match="PIPELINE_KEEP_WORKERS_S must be a number of seconds"):
+        WorkerPark()
