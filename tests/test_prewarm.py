@@ -373,13 +373,9 @@ def test_a_workers_exit_signal_caught_in_a_finalizer_stays_off_the_console(tmp_p
     assert "ValueError: a real error" in proc.stderr and "Exception ignored in" in proc.stderr
 
 
-_NEXT_SEARCH = """
-import os, time
-import numpy as np
-from pipeline.compat import keras_tuner as kt
-import keras
-""" + _STARTED + """
-
+# a KerasTuner door's build function for the scripts below: each build leaves its process's
+# pid and start in NAME.txt; and the data they search
+_BUILDER = """
 def builder(name):
     def build(hp):
         with open(os.path.abspath(name + ".txt"), "a") as f:
@@ -392,6 +388,17 @@ def builder(name):
 
 x = np.random.default_rng(0).random((64, 4)).astype("float32")
 y = (x[:, 0] > 0.5).astype("int64")
+"""
+
+_NEXT_SEARCH = """
+import os, time
+# the quiet-time start of new workers, once a search's own are no longer kept (10 s by
+# default: test_back_to_back_searches_run_in_the_first_searchs_workers)
+os.environ["PIPELINE_KEEP_WORKERS_S"] = "0"
+import numpy as np
+from pipeline.compat import keras_tuner as kt
+import keras
+""" + _STARTED + _BUILDER + """
 
 def search(name):
     at = time.time()
@@ -450,27 +457,16 @@ import numpy as np
 from pipeline.compat import keras_tuner as kt
 from pipeline.compat import optuna
 import keras
-
-def build_for(search):
-    def build(hp):
-        with open(os.path.abspath(f"trials-{search}.txt"), "a") as f:
-            f.write(f"{os.getpid()}\\n")
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Choice("u", [4, 8])),
-                                  keras.layers.Dense(2, activation="softmax")])
-        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        return model
-    return build
-
-x = np.random.default_rng(0).random((64, 4)).astype("float32")
-y = (x[:, 0] > 0.5).astype("int64")
+""" + _STARTED + _BUILDER + """
+print("driver", os.getpid(), flush=True)  # it builds once too, to read the space
 for search in range(2):
-    tuner = kt.RandomSearch(build_for(search), objective="val_accuracy", max_trials=2, seed=search,
-                            directory="kt", project_name=f"p{search}")
+    tuner = kt.RandomSearch(builder(f"trials-{search}"), objective="val_accuracy", max_trials=2,
+                            seed=search, directory="kt", project_name=f"p{search}")
     tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
 
 def objective(trial):
     with open(os.path.abspath(f"trials-{2 + trial.number // 3}.txt"), "a") as f:
-        f.write(f"{os.getpid()}\\n")
+        f.write(f"{os.getpid()} {started()}\\n")
     return trial.suggest_float("x", 0.0, 1.0)
 
 study = optuna.create_study(direction="maximize")
@@ -480,6 +476,7 @@ print("trials", len(study.trials), flush=True)
 """
 
 
+@pytest.mark.slow  # a whole script of four searches, ~20 s (tests/test_worker_park.py: the parts)
 def test_back_to_back_searches_run_in_the_first_searchs_workers(tmp_path):
     """Searches one after another in a script (two KerasTuner-door tuners, then one Optuna
     study optimizing twice): each search after the first runs its trials in worker
@@ -487,7 +484,9 @@ def test_back_to_back_searches_run_in_the_first_searchs_workers(tmp_path):
     TensorFlow again (~7 s each on 2 CPUs)."""
     proc = _run_script(tmp_path, _BACK_TO_BACK)
     assert "trials 6" in proc.stdout
-    pids = [set((tmp_path / f"trials-{i}.txt").read_text().split()) for i in range(4)]
+    driver = proc.stdout.split("driver ", 1)[1].split()[0]
+    pids = [{line.split()[0] for line in (tmp_path / f"trials-{i}.txt").read_text().splitlines()} - {driver}
+            for i in range(4)]
     assert all(pids), pids
     for before, after in zip(pids, pids[1:]):
         assert after & before, pids  # a worker of the search before took this search's trials
