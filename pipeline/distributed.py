@@ -43,6 +43,7 @@ from typing import Any, Callable, NamedTuple
 
 from ray.train.v2.api.callback import UserCallback
 
+from pipeline._patch import wrap_once
 from pipeline.data import Dataset
 from pipeline.spec import Spec
 from pipeline.streaming import StreamedDataset
@@ -256,12 +257,14 @@ def _average_logs_over_workers() -> None:
     workers' losses is the loss of the global batch); everything else is left to Keras.
     Patched once per Train worker process (Train workers are not shared with other trials).
     """
-    from keras import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "averages_scalars", False):
-        return
+    wrap_once(tf_trainer, "reduce_per_replica", _scalars_averaged)
+
+
+def _scalars_averaged(original: Any) -> Any:
+    from keras import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
 
     def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
         if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
@@ -271,8 +274,7 @@ def _average_logs_over_workers() -> None:
                 return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
         return original(values, strategy, reduction)
 
-    reduce_per_replica.averages_scalars = True  # type: ignore[attr-defined]
-    tf_trainer.reduce_per_replica = reduce_per_replica
+    return reduce_per_replica
 
 
 def _fit_workers(worker: Worker, cfg: dict[str, Any]) -> None:

@@ -18,7 +18,8 @@ Keras' own build in the trace, as before.
 
     >>> install(); install()  # idempotent
     >>> from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
-    >>> getattr(TensorFlowTrainer._maybe_symbolic_build, "builds_ahead", False)
+    >>> from pipeline._patch import is_wrapped
+    >>> is_wrapped(TensorFlowTrainer, "_maybe_symbolic_build", _build_ahead)
     True
 """
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+
+from pipeline._patch import wrap_once
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +57,11 @@ def install() -> None:
         from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
     except ImportError:  # another backend, or a Keras laid out differently: nothing to do
         return
-    original = getattr(TensorFlowTrainer, "_maybe_symbolic_build", None)
-    if original is None or getattr(original, "builds_ahead", False) \
-            or not hasattr(TensorFlowTrainer, "_symbolic_build"):
-        return
+    if hasattr(TensorFlowTrainer, "_maybe_symbolic_build") and hasattr(TensorFlowTrainer, "_symbolic_build"):
+        wrap_once(TensorFlowTrainer, "_maybe_symbolic_build", _build_ahead)
 
+
+def _build_ahead(original: Any) -> Any:
     def _maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
         if self._distribute_strategy is not None:  # Keras builds ahead itself
             return original(self, iterator=iterator, data_batch=data_batch)
@@ -69,5 +72,4 @@ def install() -> None:
         except Exception:  # noqa: BLE001 - Keras' own lazy build, in the trace, takes over
             log.debug("building the training state ahead failed", exc_info=True)
 
-    _maybe_symbolic_build.builds_ahead = True  # type: ignore[attr-defined]
-    TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build  # type: ignore[method-assign]
+    return _maybe_symbolic_build

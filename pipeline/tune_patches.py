@@ -24,9 +24,10 @@ too; they do nothing where no park is active).
 
     >>> install(); install()  # idempotent
     >>> from ray.tune.execution.tune_controller import TuneController
-    >>> getattr(TuneController._process_trial_failure, "corrected", False)
+    >>> from pipeline._patch import is_wrapped
+    >>> is_wrapped(TuneController, "_process_trial_failure", _retry_pending_trials)
     True
-    >>> getattr(TuneController._cleanup_trials, "corrected", False)
+    >>> is_wrapped(TuneController, "_cleanup_trials", _end_unstarted_actors)
     True
 """
 
@@ -36,6 +37,7 @@ import logging
 from typing import Any
 
 from pipeline import worker_park
+from pipeline._patch import wrap_once
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +46,14 @@ def install() -> None:
     """Patch ``TuneController`` in this process (once)."""
     from ray.tune.execution.tune_controller import TuneController
 
-    _retry_pending_trials(TuneController)
-    _end_unstarted_actors(TuneController)
+    wrap_once(TuneController, "_process_trial_failure", _retry_pending_trials)
+    wrap_once(TuneController, "_cleanup_trials", _end_unstarted_actors)
     worker_park.install(TuneController)  # inert unless the run's session has a park
 
 
-def _retry_pending_trials(controller: Any) -> None:
+def _retry_pending_trials(original: Any) -> Any:
     from ray.exceptions import RayActorError
     from ray.tune.experiment import Trial
-
-    original = controller._process_trial_failure
-    if getattr(original, "corrected", False):
-        return
 
     def _process_trial_failure(self: Any, trial: Any, exception: Any) -> None:
         if trial.status == Trial.PENDING and isinstance(exception, RayActorError):
@@ -65,15 +63,10 @@ def _retry_pending_trials(controller: Any) -> None:
             return
         original(self, trial, exception)
 
-    _process_trial_failure.corrected = True  # type: ignore[attr-defined]
-    controller._process_trial_failure = _process_trial_failure
+    return _process_trial_failure
 
 
-def _end_unstarted_actors(controller: Any) -> None:
-    original = controller._cleanup_trials
-    if getattr(original, "corrected", False):
-        return
-
+def _end_unstarted_actors(original: Any) -> Any:
     def _cleanup_trials(self: Any) -> None:
         try:
             for ray_actor in _let_go_while_starting(self):
@@ -82,8 +75,7 @@ def _end_unstarted_actors(controller: Any) -> None:
             log.debug("ending the actors still starting failed", exc_info=True)
         original(self)
 
-    _cleanup_trials.corrected = True  # type: ignore[attr-defined]
-    controller._cleanup_trials = _cleanup_trials
+    return _cleanup_trials
 
 
 def _let_go_while_starting(tune_controller: Any) -> list[Any]:

@@ -59,6 +59,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from pipeline._patch import wrap_once
+
 log = logging.getLogger(__name__)
 
 _CURRENT: contextvars.ContextVar["WorkerPark | None"] = contextvars.ContextVar("worker_park", default=None)
@@ -219,17 +221,14 @@ def _swappable(trainable_cls: Any, request: Any) -> bool:
 def install(controller: Any) -> None:
     """Hook ``TuneController`` (the class) once: park where Tune would end a reusable actor,
     adopt where Tune looks for a cached one."""
-    _note_busy_actors(controller)
-    _park_instead_of_ending(controller)
-    _adopt_before_new_actor(controller)
+    wrap_once(controller, "_schedule_trial_stop", _note_busy_actors)
+    wrap_once(controller, "_maybe_cache_trial_actor", _park_instead_of_ending)
+    wrap_once(controller, "_maybe_reuse_cached_actor", _adopt_before_new_actor)
 
 
-def _note_busy_actors(controller: Any) -> None:
+def _note_busy_actors(original: Any) -> Any:
     """Which actors have a task under way as Tune stops their trial (a running trial stopped
     with its run): Tune forgets the task, but the actor still runs it, so it is not parked."""
-    original = controller._schedule_trial_stop
-    if getattr(original, "notes_busy", False):
-        return
 
     def _schedule_trial_stop(self: Any, trial: Any, exception: Any = None) -> None:
         tracked = self._trial_to_actor.get(trial)
@@ -240,15 +239,10 @@ def _note_busy_actors(controller: Any) -> None:
                 f in pending for f in manager._tracked_actors_to_task_futures.get(tracked, ()))
         original(self, trial, exception)
 
-    _schedule_trial_stop.notes_busy = True  # type: ignore[attr-defined]
-    controller._schedule_trial_stop = _schedule_trial_stop
+    return _schedule_trial_stop
 
 
-def _park_instead_of_ending(controller: Any) -> None:
-    original = controller._maybe_cache_trial_actor
-    if getattr(original, "parks", False):
-        return
-
+def _park_instead_of_ending(original: Any) -> Any:
     def _maybe_cache_trial_actor(self: Any, trial: Any) -> bool:
         if original(self, trial):
             return True
@@ -262,8 +256,7 @@ def _park_instead_of_ending(controller: Any) -> None:
             log.debug("parking a trial actor failed", exc_info=True)
             return False
 
-    _maybe_cache_trial_actor.parks = True  # type: ignore[attr-defined]
-    controller._maybe_cache_trial_actor = _maybe_cache_trial_actor
+    return _maybe_cache_trial_actor
 
 
 def _park(tune_controller: Any, trial: Any, park: WorkerPark) -> bool:
@@ -290,11 +283,7 @@ def _park(tune_controller: Any, trial: Any, park: WorkerPark) -> bool:
     return True
 
 
-def _adopt_before_new_actor(controller: Any) -> None:
-    original = controller._maybe_reuse_cached_actor
-    if getattr(original, "adopts", False):
-        return
-
+def _adopt_before_new_actor(original: Any) -> Any:
     def _maybe_reuse_cached_actor(self: Any, trial: Any) -> bool:
         park = current()
         request = trial.placement_group_factory
@@ -311,8 +300,7 @@ def _adopt_before_new_actor(controller: Any) -> None:
                 park.release()
         return original(self, trial)
 
-    _maybe_reuse_cached_actor.adopts = True  # type: ignore[attr-defined]
-    controller._maybe_reuse_cached_actor = _maybe_reuse_cached_actor
+    return _maybe_reuse_cached_actor
 
 
 def _lend(tune_controller: Any, trial: Any, park: WorkerPark) -> None:

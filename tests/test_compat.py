@@ -855,7 +855,7 @@ def test_optuna_front_door_warns_of_changes_an_objective_makes_outside_itself(tm
 
 @pytest.mark.parametrize("module", ["pipeline.compat._driver_state", "pipeline.compat._hyperparameters",
                                     "pipeline.compat._hp_types", "cluster.connect", "pipeline.tune_patches",
-                                    "pipeline.keras_build",
+                                    "pipeline.keras_build", "pipeline._patch",
                                     "pipeline.result_files", "cluster.prewarm", "pipeline.soft_stop",
                                     "pipeline.compat.optuna", "pipeline.compat._optuna_trial",
                                     "pipeline.space", "searchers.schedulers"])

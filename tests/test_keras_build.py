@@ -16,10 +16,11 @@ def patched():
     from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
     from pipeline import keras_build
+    from pipeline._patch import is_wrapped
 
     original = TensorFlowTrainer._maybe_symbolic_build
-    if getattr(original, "builds_ahead", False):  # installed by an earlier test in this process
-        original = original.__closure__[0].cell_contents  # type: ignore[union-attr]
+    if is_wrapped(TensorFlowTrainer, "_maybe_symbolic_build", keras_build._build_ahead):
+        original = original.__wrapped__  # installed by an earlier test in this process
 
     def both(run):
         TensorFlowTrainer._maybe_symbolic_build = original
@@ -126,7 +127,9 @@ def test_a_generator_is_left_to_keras_and_loses_no_batch(patched):
 def test_every_trial_runs_with_it():
     from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
+    from pipeline import keras_build
+    from pipeline._patch import is_wrapped
     from pipeline.trainable import trial_session
 
     with trial_session(cpu=1):
-        assert getattr(TensorFlowTrainer._maybe_symbolic_build, "builds_ahead", False)
+        assert is_wrapped(TensorFlowTrainer, "_maybe_symbolic_build", keras_build._build_ahead)
