@@ -36,9 +36,10 @@ demo: $(STAMP)
 
 LINTED := pipeline searchers cluster tests benchmarks examples
 
-# `make test`: lint, types and every test but the slow tier (~14 min on 2 CPUs).
+# `make test`: lint, types and every test but the slow tier (~12 min on 2 CPUs).
 # `make test-slow`: the slow tier (multi-node clusters, killed processes, storage outages,
-# multi-worker trials, single tests of 30 s or more; ~15 min). CI (.ci/run) runs both;
+# multi-worker trials, whole scripts starting their own Ray, failed trials retried, single
+# tests of 15 s or more; ~20 min). CI (.ci/run) runs both;
 # `make test-all` too.
 test: $(STAMP)
 	$(PY) -m ruff check $(LINTED)

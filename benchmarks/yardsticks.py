@@ -87,6 +87,8 @@ OTHER_DOWNLOAD = re.compile(r"fetch_openml|fetch_\w+\(|tfds\.|tensorflow_dataset
 # (with timeout=600) would outlast the per-example timeout on both sides.
 STAND_IN_TRIALS = 10
 MNIST_IMPORT = re.compile(r"^from (?:tensorflow\.)?keras\.datasets import mnist[ \t]*$", re.M)
+# tensorboard/tensorboard_simple.py's Fashion-MNIST (same shapes as MNIST): the same stand-in.
+FASHION_MNIST = re.compile(r"^fashion_mnist = tf\.keras\.datasets\.fashion_mnist[ \t]*$", re.M)
 GPU = re.compile(r"\bcuda\b|cudf|cuml")
 
 # Markers that label a KerasTuner test "internal" (it uses more than the public API).
@@ -393,6 +395,8 @@ def stand_in_data(source: str) -> tuple[str, bool]:
     sides; and whether it was replaced."""
     new = MNIST_IMPORT.sub("from benchmarks._yard_data import mnist  # yardsticks: offline MNIST "
                            "stand-in", source)
+    new = FASHION_MNIST.sub("from benchmarks._yard_data import mnist as fashion_mnist  # yardsticks: "
+                            "offline stand-in", new)
     return new, new != source
 
 

@@ -41,8 +41,8 @@ TINY = {
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: own multi-node clusters, killed processes, storage outages, multi-worker "
-                   "trials, and a few single tests of 30 s or more (make test-slow; make test "
-                   "leaves them out)")
+                   "trials, whole scripts starting their own Ray, failed trials retried, and a few "
+                   "other single tests of 15 s or more (make test-slow; make test leaves them out)")
 
 
 # A test still running after pytest's faulthandler_timeout (pyproject.toml) prints what

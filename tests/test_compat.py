@@ -634,6 +634,54 @@ def test_optuna_stop_lets_the_running_trials_finish(tmp_path, ray_session):
         (0, "COMPLETE", 0.0), (1, "COMPLETE", 1.0)]
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # optuna.integration paths, deprecated in 4.9
+def test_optuna_integration_keras_pruning_and_tensorboard_callbacks(tmp_path, ray_session):
+    """optuna-examples' keras_integration.py way: ``optuna.integration.KerasPruningCallback``
+    reports each epoch's ``val_accuracy`` from inside ``fit`` and pruning stops the trial;
+    optuna-integration's ``TensorBoardCallback`` gets each finished trial on the driver."""
+    from optuna.integration import KerasPruningCallback  # the examples' (deprecated) path
+    from optuna_integration import TensorBoardCallback
+
+    epochs = 4
+
+    def objective(trial):
+        import keras
+        from sklearn.datasets import load_digits
+
+        x, y = load_digits(return_X_y=True)
+        x = (x / 16.0).astype("float32")
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax")])
+        lr = trial.suggest_float("lr", 1e-4, 0.3, log=True)
+        model.compile(keras.optimizers.SGD(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit(x[:1200], y[:1200], validation_data=(x[1200:], y[1200:]), epochs=epochs,
+                            batch_size=64, verbose=0, callbacks=[KerasPruningCallback(trial, "val_accuracy")])
+        return history.history["val_accuracy"][-1]
+
+    board = tmp_path / "board"
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
+        results_path=str(tmp_path), study_name="keras-pruning")
+    study.optimize(objective, n_trials=4, n_jobs=2,  # lr 0.0028, 0.032, then 0.0001, 0.0011: pruned
+                   callbacks=[TensorBoardCallback(str(board), metric_name="val_accuracy")])
+
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 4 and "FAIL" not in states, states
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert pruned and done, states
+    for t in done:  # one report per epoch, steps as Keras numbers them; the last is the value
+        assert sorted(t.intermediate_values) == list(range(epochs))
+        assert t.value == pytest.approx(t.intermediate_values[epochs - 1])
+    assert all(len(t.intermediate_values) < epochs for t in pruned)
+    assert all(0.0 <= v <= 1.0 for t in study.trials for v in t.intermediate_values.values())
+    # the TensorBoard callback wrote one run per COMPLETE trial, as in Optuna
+    runs = sorted(p.name for p in board.iterdir())
+    assert runs == sorted(f"trial-{t.number}" for t in done)
+    assert all(any((board / run).iterdir()) for run in runs)
+
+
 def test_optuna_callback_exception_comes_out_of_optimize(tmp_path, ray_session):
     """As in Optuna, a callback that raises stops the study and optimize raises it;
     the finished trials stay in the study."""
@@ -690,6 +738,7 @@ def test_optuna_objective_error_stops_the_study_and_catch_takes_the_scripts_clas
                                                     "COMPLETE"]
 
 
+@pytest.mark.slow  # waits out a timeout, ~22 s
 def test_optuna_study_is_announced_once_and_a_timeout_lets_the_running_trial_finish(
         tmp_path, ray_session, capfd):
     """Optuna says "A new study created" once, at create_study; the door's study must not
@@ -926,6 +975,7 @@ def test_keras_tuner_front_door_names_what_cannot_travel(tmp_path):
     assert not (tmp_path / "locked").exists()
 
 
+@pytest.mark.slow  # a whole script that starts its own Ray, ~17 s
 def test_front_door_starts_ray_before_optimize_and_keeps_it_for_the_next(tmp_path):
     """A script's own Ray (no cluster, no fixture): started in the background when the study
     is created, used by optimize(), kept up after it (as after ``ray.init``) so the next

@@ -99,6 +99,7 @@ tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
 """
 
 
+@pytest.mark.slow  # a whole script that starts its own Ray, 10-20 s
 def test_front_door_trials_run_in_workers_started_before_search(tmp_path):
     """A user's script as a whole process: Ray starts as the script imports the KerasTuner
     door, and the first trials run in worker processes that started before ``search()`` was
@@ -154,6 +155,7 @@ print("threads:", [t.name for t in threading.enumerate() if t.name == "ray-early
 """
 
 
+@pytest.mark.slow  # a whole script that starts its own Ray, 10-20 s
 def test_a_tuner_for_another_cluster_ends_the_start_its_import_began(tmp_path):
     """The import's start joins RAY_ADDRESS or starts a local Ray; a tuner given another
     ``address`` ends it before joining its own cluster (here: one that is not there)."""
@@ -165,6 +167,7 @@ def test_a_tuner_for_another_cluster_ends_the_start_its_import_began(tmp_path):
     assert "threads: []" in out
 
 
+@pytest.mark.slow  # a whole script that starts its own Ray, 10-20 s
 def test_a_script_that_starts_ray_itself_is_left_to_do_so(tmp_path):
     """Importing a front door starts no Ray in a script that calls ``ray.init`` itself: its
     own call (here with 1 CPU) starts the Ray it asked for, not "Ray is already running"."""
@@ -224,6 +227,7 @@ print("best", study.best_value)
 """
 
 
+@pytest.mark.slow  # a whole script that starts its own Ray, 10-20 s
 @pytest.mark.parametrize("keras", [True, False], ids=["keras", "no-keras"])
 def test_optuna_door_trials_run_in_workers_started_before_optimize(tmp_path, keras):
     """An Optuna script: the Ray its import starts starts the first trials' workers too,
@@ -272,6 +276,7 @@ if EXPLICIT:
 """
 
 
+@pytest.mark.slow  # a whole script that starts its own Ray, 10-20 s
 @pytest.mark.parametrize("explicit", [True, False], ids=["end_monitor", "at-exit"])
 def test_a_front_doors_ray_ends_with_the_script_without_waiting_for_its_monitor(tmp_path, explicit):
     """Ray gives each of its processes up to 1 s to exit on SIGTERM, and its autoscaler
@@ -328,6 +333,7 @@ ray.get(last_words.remote())
 """
 
 
+@pytest.mark.slow  # a whole script that starts its own Ray, 10-20 s
 def test_a_script_ending_at_once_still_shows_its_workers_last_lines(tmp_path):
     """Ray's exit hook sleeps 0.5 s before ending a script's Ray, so that the workers' last
     lines reach the console; the front door's Ray ends with its own hook

@@ -185,6 +185,7 @@ def test_nan_trial_fails_with_reason_and_search_goes_on(tmp_path):
     assert res.best_config == {"poison": False}
 
 
+@pytest.mark.slow  # failed trials retried, ~15 s
 def test_failed_trial_retries_from_its_checkpoint(tmp_path):
     marker = tmp_path / "failed-once"
     res = _run(tmp_path, search={"trials": 1},
@@ -199,6 +200,7 @@ def test_failed_trial_retries_from_its_checkpoint(tmp_path):
     assert res.dataframe()["status"].tolist() == ["TERMINATED"]
 
 
+@pytest.mark.slow  # failed trials retried, ~15 s
 def test_a_model_keras_cannot_save_whole_retries_from_its_weights(tmp_path):
     """A builder's subclassed model without get_config: its checkpoints hold the weights
     (before, its first checkpoint failed the trial), and a failed trial's retry rebuilds the
@@ -219,6 +221,7 @@ def test_a_model_keras_cannot_save_whole_retries_from_its_weights(tmp_path):
         res.load_model(trial_id)
 
 
+@pytest.mark.slow  # failed trials retried, ~15 s
 def test_a_trial_whose_named_checkpoint_is_gone_goes_on_from_its_newest_stored_one(tmp_path):
     """Tune restores a failed (or resumed) trial from the checkpoint its state names; if that
     one is gone from storage, the trial's newest whole stored checkpoint is taken instead of
@@ -296,6 +299,7 @@ def test_the_trial_thread_hands_back_results_and_every_exception():
     assert on_trial_thread(lambda x, y=0: (threading.get_ident(), x + y), 1, y=2) == (first, 3)
 
 
+@pytest.mark.slow  # failed trials retried, ~15 s
 def test_trial_failing_every_retry_does_not_block(tmp_path):
     res = _run(tmp_path, search={"trials": 2},
                training={"epochs": 2, "callbacks": ["tests.models:AlwaysFail"]},
@@ -346,6 +350,7 @@ def test_progress_output(tmp_path, capfd, mode):
         assert "[1/2]" not in out  # one panel, not a line per trial
 
 
+@pytest.mark.slow  # two experiments in one test, ~20 s
 def test_tensorboard_logs_and_optuna_storage(tmp_path):
     import optuna
 
@@ -368,6 +373,7 @@ def test_tensorboard_logs_and_optuna_storage(tmp_path):
     assert {t.params["units"] for t in study.trials} <= {8, 16, 24, 32}
 
 
+@pytest.mark.slow  # two experiments in one test, ~20 s
 def test_warm_start_and_searcher_restore_from_an_earlier_experiment(tmp_path):
     from ray.tune.search.optuna import OptunaSearch
 
