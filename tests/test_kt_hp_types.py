@@ -223,3 +223,13 @@ def test_same_answers_as_keras_tuner():
                                                                  for v in ours.values]
         assert repr(deserialize(real.serialize(theirs))) == repr(ours)
         assert repr(real.deserialize(serialize(ours))) == repr(theirs)
+
+
+@pytest.mark.parametrize("call", [lambda: Int("units", 8, 64).to_proto(), lambda: Choice.from_proto(None),
+                                  lambda: HyperParameters().to_proto(),
+                                  lambda: HyperParameters.from_proto(None)])
+def test_protos_are_refused_naming_what_to_use_instead(call):
+    """KerasTuner's to_proto/from_proto (its gRPC distribution's) are not provided: the call
+    says so and names the config/serialize round trips instead of an AttributeError."""
+    with pytest.raises(NotImplementedError, match=r"protocol buffers are not provided.*get_config"):
+        call()

@@ -59,6 +59,20 @@ def _index_to_prob(index: float, n: int) -> float:
     return (index + 0.5) * (1 / n)  # the middle of the bucket
 
 
+def no_protos(call: str) -> NotImplementedError:
+    """The error of KerasTuner's protocol-buffer calls, which this front door does not provide.
+
+        >>> Int("units", 8, 64).to_proto()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        NotImplementedError: Int.to_proto: protocol buffers are not provided by this front door ...
+    """
+    return NotImplementedError(
+        f"{call}: protocol buffers are not provided by this front door (KerasTuner uses them for "
+        "its gRPC distributed tuning, which Ray replaces here); use get_config()/from_config() "
+        "or kt.serialize()/kt.deserialize()")
+
+
 class HyperParameter:
     """A hyperparameter's definition: its name, default and conditions (KerasTuner's base class).
 
@@ -108,6 +122,13 @@ class HyperParameter:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "HyperParameter":
         return cls(**config)
+
+    def to_proto(self) -> Any:
+        raise no_protos(f"{type(self).__name__}.to_proto")
+
+    @classmethod
+    def from_proto(cls, proto: Any) -> "HyperParameter":
+        raise no_protos(f"{cls.__name__}.from_proto")
 
     def with_conditions(self, conditions: list[tuple[str, tuple]]) -> "HyperParameter":
         """A copy under other conditions."""

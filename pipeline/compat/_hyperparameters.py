@@ -32,7 +32,7 @@ import logging
 import math
 from typing import Any, Callable, Iterable
 
-from pipeline.compat._hp_types import Boolean, Choice, Fixed, Float, HyperParameter, Int
+from pipeline.compat._hp_types import Boolean, Choice, Fixed, Float, HyperParameter, Int, no_protos
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,13 @@ class HyperParameters:
             hp._defs[d.name] = d
         hp.values = dict(config["values"])
         return hp
+
+    def to_proto(self) -> Any:
+        raise no_protos("HyperParameters.to_proto")
+
+    @classmethod
+    def from_proto(cls, proto: Any) -> "HyperParameters":
+        raise no_protos("HyperParameters.from_proto")
 
     @classmethod
     def replay(cls, defs: Iterable[HyperParameter], values: dict[str, Any]) -> "HyperParameters":
