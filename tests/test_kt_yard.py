@@ -344,3 +344,37 @@ def test_base_tuner_with_an_oracle_and_its_own_run_trial(tmp_path, ray_session):
     for t in trials:
         assert t.score == pytest.approx(-t.hyperparameters["a"] + t.hyperparameters["b"])
     assert tuner.oracle.get_best_trials()[0].score == max(t.score for t in trials)
+
+
+def test_hypermodels_made_with_keras_tuner_itself_run_on_the_door(tmp_path, ray_session):
+    """Code that keeps a ``keras_tuner.HyperModel`` of its own (or uses ``kt.applications``)
+    while its tuners come from the door: the tuner takes it, its space (``build`` and its own
+    ``fit``) is discovered with the door's ``hp``, and its ``fit`` trains each trial."""
+    import keras
+    import keras_tuner as real_kt
+
+    class Net(real_kt.HyperModel):
+        def build(self, hp):
+            model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(hp.Choice("units", [4, 8])),
+                                      keras.layers.Dense(1, activation="sigmoid")])
+            model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+            return model
+
+        def fit(self, hp, model, *args, **kwargs):
+            return model.fit(*args, batch_size=hp.Choice("batch_size", [4, 8]), **kwargs)
+
+    x, y = _data()
+    tuner = kt.GridSearch(Net(), objective="val_accuracy", directory=str(tmp_path), project_name="own")
+    tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    trials = tuner.oracle.trials.values()
+    assert sorted((t.hyperparameters.values["units"], t.hyperparameters.values["batch_size"])
+                  for t in trials) == [(4, 4), (4, 8), (8, 4), (8, 8)]
+    assert all(t.status == "COMPLETED" for t in trials)
+    # kt.applications is KerasTuner's own, and its hypermodels build with the door's hp
+    assert kt.applications.HyperXception is real_kt.applications.HyperXception
+    hp = kt.HyperParameters()
+    model = kt.applications.HyperXception(input_shape=(32, 32, 1), classes=10).build(hp)
+    assert model.output_shape == (None, 10) and "conv2d_num_filters" in hp.values
+    with pytest.raises(AttributeError, match="Optuna door"):
+        kt.SklearnTuner  # noqa: B018
+    assert kt.engine.hyperparameters.HyperParameters is kt.HyperParameters

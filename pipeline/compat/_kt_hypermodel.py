@@ -34,6 +34,38 @@ class DefaultHyperModel(HyperModel):
         return self.build_fn(hp)
 
 
+class KerasTunersHyperModel(HyperModel):
+    """A hypermodel made with KerasTuner itself (``keras_tuner.HyperModel`` subclasses such as
+    ``kt.applications.HyperResNet``) on this door: its ``build`` (and ``fit``, where its class
+    has one of its own) called with this door's ``hp``."""
+
+    def __init__(self, inner: Any):
+        super().__init__(getattr(inner, "name", None), getattr(inner, "tunable", True))
+        self.inner = inner
+
+    def build(self, hp: HyperParameters):
+        return self.inner.build(hp)
+
+
+class _KerasTunersHyperModelWithFit(KerasTunersHyperModel):
+    def fit(self, hp: HyperParameters, model, *args, **kwargs):
+        return self.inner.fit(hp, model, *args, **kwargs)
+
+
+def from_keras_tuner(hypermodel: Any) -> KerasTunersHyperModel | None:
+    """``hypermodel`` wrapped for this door if it is a ``keras_tuner.HyperModel``, else None.
+
+    KerasTuner is looked for only where the script imported it already."""
+    import sys
+
+    kt = sys.modules.get("keras_tuner")
+    base = getattr(kt, "HyperModel", None)
+    if base is None or not isinstance(hypermodel, base):
+        return None
+    own_fit = type(hypermodel).fit is not base.fit
+    return (_KerasTunersHyperModelWithFit if own_fit else KerasTunersHyperModel)(hypermodel)
+
+
 def has_custom_fit(hypermodel: HyperModel | None) -> bool:
     """Whether the hypermodel trains its models itself (a ``fit`` of its own)."""
     return hypermodel is not None and type(hypermodel).fit is not HyperModel.fit

@@ -26,7 +26,7 @@ from pipeline.compat import _kt_project as project
 from pipeline.compat._hyperparameters import HyperParameter, HyperParameters, to_space
 from pipeline.compat._kt_changes import warn_lost_changes
 from pipeline.compat._kt_data import read_fit_data
-from pipeline.compat._kt_hypermodel import DefaultHyperModel, HyperModel, has_custom_fit
+from pipeline.compat._kt_hypermodel import DefaultHyperModel, HyperModel, from_keras_tuner, has_custom_fit
 from pipeline.compat._kt_objective import _objectives
 from pipeline.compat._kt_oracle import Oracle, RandomSearchOracle, custom_driving
 from pipeline.compat._kt_results import TunerResults
@@ -192,6 +192,8 @@ class Tuner(TunerResults):
             self.hypermodel = None
         elif isinstance(hypermodel, HyperModel):
             self.hypermodel = hypermodel
+        elif from_keras_tuner(hypermodel) is not None:  # kt.applications.HyperResNet(...)...
+            self.hypermodel = from_keras_tuner(hypermodel)
         elif callable(hypermodel):
             self.hypermodel = DefaultHyperModel(hypermodel)
         else:  # KerasTuner's error type

@@ -118,7 +118,7 @@ __all__ = [
     "HyperParameters", "HyperModel", "Objective", "Tuner", "RandomSearch", "GridSearch",
     "BayesianOptimization", "Hyperband", "errors",
     "HyperParameter", "Int", "Float", "Choice", "Boolean", "Fixed", "serialize", "deserialize",
-    "Oracle", "oracles", "tuners", "BaseTuner",
+    "Oracle", "oracles", "tuners", "BaseTuner", "engine",
 ]
 
 # KerasTuner's BaseTuner (an oracle and a run_trial of one's own, no model needed) is, here,
@@ -138,10 +138,39 @@ tuners = types.SimpleNamespace(Tuner=Tuner, BaseTuner=BaseTuner, RandomSearch=Ra
 _NOT_PROVIDED = {
     "synchronized": "KerasTuner's oracle-internal decorator is not provided: this front door's "
                     "oracle drives no trials (Ray Tune's searchers choose them)",
+    "SklearnTuner": "KerasTuner's scikit-learn tuner is not provided: this door tunes Keras models; "
+                    "tune a scikit-learn model with the Optuna door (from pipeline.compat import "
+                    "optuna), whose objective may be any Python function",
 }
+
+# KerasTuner's older module paths: kt.engine.hyperparameters.HyperParameters, kt.engine.tuner.Tuner...
+engine = types.SimpleNamespace(
+    hyperparameters=types.SimpleNamespace(
+        HyperParameters=HyperParameters, HyperParameter=HyperParameter, Int=Int, Float=Float,
+        Choice=Choice, Boolean=Boolean, Fixed=Fixed),
+    hypermodel=types.SimpleNamespace(HyperModel=HyperModel),
+    objective=types.SimpleNamespace(Objective=Objective),
+    oracle=types.SimpleNamespace(Oracle=Oracle, Objective=Objective),
+    tuner=types.SimpleNamespace(Tuner=Tuner),
+    base_tuner=types.SimpleNamespace(BaseTuner=BaseTuner))
+
+
+def _applications() -> Any:
+    """KerasTuner's own application hypermodels (HyperResNet, HyperXception, HyperEfficientNet,
+    HyperImageAugment): they build with this door's ``hp``, and its tuners take them."""
+    try:
+        import keras_tuner
+    except ImportError:
+        raise AttributeError(
+            "keras_tuner.applications: KerasTuner's application hypermodels (HyperResNet, "
+            "HyperXception, HyperEfficientNet, HyperImageAugment) are KerasTuner's own: "
+            "pip install keras-tuner, and this door's tuners take them") from None
+    return keras_tuner.applications
 
 
 def __getattr__(name: str) -> Any:
+    if name == "applications":
+        return _applications()
     if name in _NOT_PROVIDED:
         raise AttributeError(f"keras_tuner.{name}: {_NOT_PROVIDED[name]} "
                              "(README: Coming from KerasTuner or Optuna)")
