@@ -192,8 +192,8 @@ class Tuner(TunerResults):
             self.hypermodel = None
         elif isinstance(hypermodel, HyperModel):
             self.hypermodel = hypermodel
-        elif from_keras_tuner(hypermodel) is not None:  # kt.applications.HyperResNet(...)...
-            self.hypermodel = from_keras_tuner(hypermodel)
+        elif (made_with_kt := from_keras_tuner(hypermodel)) is not None:  # kt.applications...
+            self.hypermodel = made_with_kt
         elif callable(hypermodel):
             self.hypermodel = DefaultHyperModel(hypermodel)
         else:  # KerasTuner's error type
